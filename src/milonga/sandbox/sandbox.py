@@ -1,0 +1,329 @@
+"""TangoSandbox: PyTango's database server and device servers as child processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import tango
+
+from milonga.sandbox._process import ChildProcess
+
+DATABASE_START_SECONDS = 60.0
+SERVER_START_SECONDS = 30.0
+READY_POLL_SECONDS = 0.05
+PING_TIMEOUT_MILLIS = 1000
+_LISTENING = re.compile(r"host=(?P<host>[\w.\-]+), port=(?P<port>\d+)")
+
+
+class SandboxError(RuntimeError):
+    """The sandbox could not do what was asked; the message says why and what to do."""
+
+
+class ServerStartError(SandboxError):
+    """A device server exited or did not come up in time; the message ends with its output."""
+
+
+@dataclass
+class _RunningServer:
+    source: str
+    process: ChildProcess
+
+
+class TangoSandbox:
+    """A real, private Tango control system: database plus device servers, all on loopback.
+
+    Use it as a context manager.  Entering starts the database and returns once it answers;
+    leaving stops every process the sandbox started, whatever ended the block.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self._given_directory = Path(directory) if directory is not None else None
+        self._directory: Path | None = None
+        self._database: ChildProcess | None = None
+        self._port: int | None = None
+        self._servers: dict[str, _RunningServer] = {}
+        self._lock = threading.RLock()
+
+    # -- lifetime ---------------------------------------------------------------------
+
+    def __enter__(self) -> TangoSandbox:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Start the database server and wait until it answers."""
+        if self._database is not None:
+            raise SandboxError("this sandbox is already running; stop() it before starting again")
+        if self._given_directory is None:
+            self._directory = Path(tempfile.mkdtemp(prefix="milonga-sandbox-"))
+        else:
+            self._directory = self._given_directory
+            self._directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_database()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop every device server, then the database.  Safe to call more than once."""
+        with self._lock:
+            servers = list(self._servers)
+        for server in reversed(servers):
+            self.stop_server(server)
+        if self._database is not None:
+            self._database.stop()
+            self._database = None
+        self._port = None
+        if self._given_directory is None and self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+        self._directory = None
+
+    # -- addresses --------------------------------------------------------------------
+
+    @property
+    def directory(self) -> Path:
+        """Where the SQLite file and the process logs live."""
+        if self._directory is None:
+            raise SandboxError("the sandbox is not running; use it inside a `with` block")
+        return self._directory
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise SandboxError("the sandbox is not running; use it inside a `with` block")
+        return self._port
+
+    @property
+    def tango_host(self) -> str:
+        """The value to export as TANGO_HOST to reach this sandbox, e.g. ``127.0.0.1:40123``."""
+        return f"127.0.0.1:{self.port}"
+
+    def trl(self, name: str) -> str:
+        """The full Tango resource locator of device ``name`` (or of ``dev/attr``)."""
+        if name.startswith("tango://"):
+            return name
+        return f"tango://{self.tango_host}/{name}"
+
+    def proxy(self, name: str) -> Any:
+        """A new ``tango.DeviceProxy`` to ``name`` through this sandbox's database."""
+        return tango.DeviceProxy(self.trl(name))
+
+    def database(self) -> Any:
+        """A ``tango.Database`` client of this sandbox's database."""
+        return tango.Database("127.0.0.1", self.port)
+
+    # -- devices and servers ----------------------------------------------------------
+
+    def add_device(
+        self,
+        server: str,
+        device_class: str,
+        name: str,
+        properties: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Define device ``name`` of ``device_class`` in ``server`` (``Executable/instance``)."""
+        _check_server_name(server)
+        info = tango.DbDevInfo()
+        info.name = name
+        info._class = device_class
+        info.server = server
+        db = self.database()
+        db.add_device(info)
+        if properties:
+            db.put_device_property(name, {key: _as_property(v) for key, v in properties.items()})
+
+    def delete_server(self, server: str) -> None:
+        """Stop ``server`` if it runs and remove it and its devices from the database."""
+        self.stop_server(server)
+        self.database().delete_server(server)
+
+    def start_server(
+        self, server: str, source: str | os.PathLike[str], timeout: float = SERVER_START_SECONDS
+    ) -> None:
+        """Start ``server`` running the classes defined in ``source`` and wait until it is up.
+
+        ``source`` is an importable module name or a path to a ``.py`` file.  Returns once
+        every device of the server is exported and answers ``ping()``.
+        """
+        self.start_servers({server: source}, timeout=timeout)
+
+    def start_servers(
+        self, sources: Mapping[str, str | os.PathLike[str]], timeout: float = SERVER_START_SECONDS
+    ) -> None:
+        """Start several servers at once and wait until all are up; see `start_server`."""
+        launched = [self._launch(server, os.fspath(source)) for server, source in sources.items()]
+        deadline = time.monotonic() + timeout
+        for server in launched:
+            self._wait_until_ready(server, deadline)
+
+    def stop_server(self, server: str) -> None:
+        """Stop ``server`` gracefully, killing it if it does not exit in time."""
+        with self._lock:
+            running = self._servers.pop(server, None)
+        if running is not None:
+            running.process.stop()
+
+    def restart_server(self, server: str, timeout: float = SERVER_START_SECONDS) -> None:
+        """Stop ``server`` and start it again from the same source."""
+        with self._lock:
+            running = self._servers.get(server)
+        if running is None:
+            raise SandboxError(
+                f"server {server!r} is not running in this sandbox; start_server() it first"
+            )
+        self.stop_server(server)
+        self.start_server(server, running.source, timeout=timeout)
+
+    @property
+    def servers(self) -> list[str]:
+        """The servers this sandbox is running, in start order."""
+        with self._lock:
+            return list(self._servers)
+
+    def server_output(self, server: str) -> str:
+        """Everything ``server`` has printed since the sandbox first started it."""
+        return self._log_path(server).read_text(errors="replace")
+
+    def devices_of(self, server: str) -> list[str]:
+        """The devices the database defines for ``server``, admin device first."""
+        names = list(self.database().get_device_class_list(server))[0::2]
+        return sorted(names, key=lambda name: not name.startswith("dserver/"))
+
+    # -- internals --------------------------------------------------------------------
+
+    def _start_database(self) -> None:
+        env = self._child_env()
+        env.pop("TANGO_HOST", None)
+        database = ChildProcess(
+            "database",
+            ["database", "--host", "127.0.0.1", "--port", "0", "--print-host-port", "2"],
+            self.directory / "database.log",
+            env,
+        )
+        self._database = database
+        deadline = time.monotonic() + DATABASE_START_SECONDS
+        while (match := _LISTENING.search(database.output())) is None:
+            self._check_alive(database, "the Tango database server", deadline)
+            time.sleep(READY_POLL_SECONDS)
+        self._port = int(match["port"])
+        while not self._database_answers():
+            self._check_alive(database, "the Tango database server", deadline)
+            time.sleep(READY_POLL_SECONDS)
+
+    def _database_answers(self) -> bool:
+        try:
+            self.database().get_info()
+        except tango.DevFailed:
+            return False
+        return True
+
+    def _launch(self, server: str, source: str) -> str:
+        _check_server_name(server)
+        if source.endswith(".py"):
+            path = Path(source).resolve()
+            if not path.is_file():
+                raise SandboxError(
+                    f"device source file {path} does not exist; pass the path of a .py file "
+                    "defining the device classes, or an importable module name"
+                )
+            source = str(path)
+        with self._lock:
+            if server in self._servers:
+                raise SandboxError(
+                    f"server {server!r} is already running; stop_server() or restart_server() it"
+                )
+            process = ChildProcess(
+                server, ["server", server, source], self._log_path(server), self._child_env()
+            )
+            self._servers[server] = _RunningServer(source, process)
+        return server
+
+    def _wait_until_ready(self, server: str, deadline: float) -> None:
+        process = self._servers[server].process
+        pending = self.devices_of(server)
+        try:
+            while pending:
+                self._check_alive(process, f"device server {server!r}", deadline)
+                if self._answers(pending[0], process.pid):
+                    pending.pop(0)
+                else:
+                    time.sleep(READY_POLL_SECONDS)
+        except ServerStartError:
+            self.stop_server(server)
+            raise
+
+    def _answers(self, device: str, pid: int) -> bool:
+        """Whether ``device`` is exported by process ``pid`` and answers a ping."""
+        try:
+            info = self.database().get_device_info(device)
+            if not info.exported or info.pid != pid:
+                return False
+            proxy = self.proxy(device)
+            proxy.set_timeout_millis(PING_TIMEOUT_MILLIS)
+            proxy.ping()
+        except tango.DevFailed:
+            return False
+        return True
+
+    @staticmethod
+    def _check_alive(process: ChildProcess, what: str, deadline: float) -> None:
+        code = process.exit_code()
+        if code is not None:
+            raise ServerStartError(
+                f"{what} exited with status {code} before it was ready. "
+                f"Its output (full log: {process.log_path}) ends with:\n{process.tail()}"
+            )
+        if time.monotonic() > deadline:
+            raise ServerStartError(
+                f"{what} did not become ready in time. Check its output below; if the machine "
+                f"is just slow, pass a longer timeout. Full log: {process.log_path}\n"
+                f"{process.tail()}"
+            )
+
+    def _log_path(self, server: str) -> Path:
+        return self.directory / "logs" / f"{server.replace('/', '.')}.log"
+
+    def _child_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        # Whatever this process can import, the child can import too.
+        importable = [Path(entry or os.curdir).resolve() for entry in sys.path]
+        env["PYTHONPATH"] = os.pathsep.join(str(entry) for entry in importable if entry.is_dir())
+        if self._port is not None:
+            env["TANGO_HOST"] = self.tango_host
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+
+def _check_server_name(server: str) -> None:
+    executable, _, instance = server.partition("/")
+    if not executable or not instance or "/" in instance:
+        raise SandboxError(
+            f"server name {server!r} is not of the form 'Executable/instance'; "
+            "use for example 'MyServer/hw'"
+        )
+
+
+def _as_property(value: Any) -> list[str]:
+    if isinstance(value, str) or not isinstance(value, Iterable):
+        return [str(value)]
+    return [str(item) for item in value]
