@@ -19,6 +19,9 @@ import time
 from pathlib import Path
 from types import ModuleType
 
+import tango
+import tango.server
+
 PARENT_POLL_SECONDS = 0.5
 LOOPBACK_ENDPOINT = "giop:tcp:127.0.0.1:0"
 
@@ -55,9 +58,6 @@ def load_source(source: str) -> ModuleType:
 
 def run_device_server(server: str, source: str) -> None:
     """Run the device classes the database lists for ``server``, taken from ``source``."""
-    import tango
-    import tango.server
-
     executable, instance = server.split("/", 1)
     class_names = list(tango.Database().get_server_class_list(server))
     if not class_names:

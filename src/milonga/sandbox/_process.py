@@ -59,10 +59,8 @@ class ChildProcess:
         """SIGTERM the whole process group, then SIGKILL it if it outlives ``timeout``."""
         if self._popen.poll() is None:
             self._signal_group(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self._popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                pass
         # Kill the group even after a clean exit: nothing it spawned may outlive it.
         self._signal_group(signal.SIGKILL)
         self._popen.wait()

@@ -77,7 +77,13 @@ class TangoSandbox:
             self._directory = Path(tempfile.mkdtemp(prefix="milonga-sandbox-"))
         else:
             self._directory = self._given_directory
-            self._directory.mkdir(parents=True, exist_ok=True)
+            try:
+                self._directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise SandboxError(
+                    f"cannot use {self._directory} as the sandbox directory ({error.strerror}); "
+                    "give a writable directory, or none for a temporary one"
+                ) from None
         try:
             self._start_database()
         except BaseException:

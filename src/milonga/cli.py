@@ -1,0 +1,97 @@
+"""The `milonga` command: one subcommand per part of milonga."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from milonga import __version__
+from milonga.demo.preview import run_preview
+from milonga.sandbox import SandboxError, TangoSandbox
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+class _Terminated(Exception):
+    """SIGTERM arrived: leave the way Ctrl-C does."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise _Terminated
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    with TangoSandbox(args.directory) as sandbox:
+        print("A Tango sandbox is running. In another terminal:", flush=True)
+        print(f"    export TANGO_HOST={sandbox.tango_host}", flush=True)
+        print(f"Database and server logs: {sandbox.directory}", flush=True)
+        print("Press Ctrl-C to stop it.", flush=True)
+        try:
+            while True:
+                signal.pause()
+        except (KeyboardInterrupt, _Terminated):
+            print("Stopping the sandbox.", flush=True)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    run_preview(sys.stdout)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="milonga",
+        description="Tools for event-driven Tango Controls clients.",
+    )
+    parser.add_argument("--version", action="version", version=f"milonga {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="run an empty Tango control system on 127.0.0.1 until Ctrl-C",
+        description="Start PyTango's database server on a free port of 127.0.0.1, print the "
+        "TANGO_HOST to export, and keep it running until Ctrl-C.",
+    )
+    sandbox.add_argument(
+        "--directory",
+        metavar="DIR",
+        help="keep the SQLite database and logs in DIR (default: a temporary directory "
+        "removed on exit)",
+    )
+    sandbox.set_defaults(run=_sandbox)
+    demo = commands.add_parser(
+        "demo",
+        help="run a small real control system and follow its events",
+        description="Start a sandbox with one simulated hardware device, run a short scan and "
+        "show each change event and the event system's counters.",
+    )
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `milonga` command line and return its exit status."""
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        status: int = args.run(args)
+    except KeyboardInterrupt:
+        print("milonga: interrupted; everything it started has been stopped", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`milonga demo | head`): nobody is left to tell.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_ERROR
+    except (SandboxError, TimeoutError) as error:
+        print(f"milonga: error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The demo control system and the `milonga demo` runner."""

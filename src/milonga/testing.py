@@ -1,0 +1,67 @@
+"""pytest fixtures on top of `TangoSandbox`.
+
+Enable them with ``pytest_plugins = ["milonga.testing"]`` in a root ``conftest.py``:
+
+- ``tango_sandbox``: one sandbox shared by the whole test session;
+- ``sandbox_servers``: define and start servers in that sandbox for one test only. Every
+  server a test defines through it is stopped and deleted from the database afterwards,
+  so the next test can reuse the names.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from milonga.sandbox import TangoSandbox
+
+
+class SandboxServers:
+    """The servers one test defines in the shared sandbox; `cleanup` removes them all."""
+
+    def __init__(self, sandbox: TangoSandbox) -> None:
+        self.sandbox = sandbox
+        self._defined: list[str] = []
+
+    def add_device(
+        self,
+        server: str,
+        device_class: str,
+        name: str,
+        properties: Mapping[str, Any] | None = None,
+    ) -> str:
+        """Define a device (see `TangoSandbox.add_device`) and return its full TRL."""
+        self.sandbox.add_device(server, device_class, name, properties)
+        if server not in self._defined:
+            self._defined.append(server)
+        return self.sandbox.trl(name)
+
+    def start(self, server: str, source: str | os.PathLike[str]) -> None:
+        """Start a server whose devices this test defined (see `TangoSandbox.start_server`)."""
+        self.sandbox.start_server(server, source)
+
+    def cleanup(self) -> None:
+        """Stop and forget every server this test defined, last defined first."""
+        for server in reversed(self._defined):
+            self.sandbox.delete_server(server)
+        self._defined.clear()
+
+
+@pytest.fixture(scope="session")
+def tango_sandbox() -> Iterator[TangoSandbox]:
+    """A running sandbox shared by every test of the session."""
+    with TangoSandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def sandbox_servers(tango_sandbox: TangoSandbox) -> Iterator[SandboxServers]:
+    """Servers for this test only, in the session's sandbox."""
+    servers = SandboxServers(tango_sandbox)
+    try:
+        yield servers
+    finally:
+        servers.cleanup()

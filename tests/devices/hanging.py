@@ -1,0 +1,5 @@
+"""A device source that never finishes importing, as a server stuck on hardware would."""
+
+import threading
+
+threading.Event().wait()

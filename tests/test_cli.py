@@ -1,0 +1,113 @@
+"""The `milonga` command line, run as a user would: a real subprocess and real signals."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import tango
+
+from milonga import __version__
+
+MILONGA = [sys.executable, "-m", "milonga.cli"]
+STOP_SECONDS = 20
+
+
+@pytest.fixture
+def running_sandbox() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`milonga sandbox` in a subprocess, once it has printed its TANGO_HOST."""
+    process = subprocess.Popen(
+        [*MILONGA, "sandbox"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if "export TANGO_HOST=" in line:
+                yield process, line.split("=", 1)[1].strip()
+                break
+        else:
+            pytest.fail(f"milonga sandbox exited early: {process.communicate()}")
+    finally:
+        if process.poll() is None:
+            for child in psutil.Process(process.pid).children(recursive=True):
+                child.kill()
+            process.kill()
+        process.communicate()
+
+
+def _database_answers(tango_host: str) -> bool:
+    host, port = tango_host.split(":")
+    return bool(tango.Database(host, int(port)).get_info())
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_sandbox_command_serves_until_interrupted(
+    running_sandbox: tuple[subprocess.Popen[str], str], signum: signal.Signals
+) -> None:
+    process, tango_host = running_sandbox
+    assert _database_answers(tango_host)
+    children = psutil.Process(process.pid).children(recursive=True)
+
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=STOP_SECONDS)
+
+    assert process.returncode == 0
+    assert "Traceback" not in stderr
+    assert not [child for child in children if child.is_running()]
+
+
+def test_sandbox_processes_stop_when_the_command_is_killed(
+    running_sandbox: tuple[subprocess.Popen[str], str],
+) -> None:
+    process, _ = running_sandbox
+    children = psutil.Process(process.pid).children(recursive=True)
+    assert children
+
+    process.kill()
+
+    _, alive = psutil.wait_procs(children, timeout=STOP_SECONDS)
+    assert not alive, "orphaned sandbox processes must stop by themselves"
+
+
+def test_sandbox_directory_that_cannot_be_used_is_a_clear_error(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("")
+
+    result = subprocess.run(
+        [*MILONGA, "sandbox", "--directory", str(not_a_directory / "db")],
+        capture_output=True,
+        text=True,
+        timeout=STOP_SECONDS,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert "cannot use" in result.stderr
+    assert "give a writable directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_demo_follows_a_scan_and_reports_the_counters() -> None:
+    before = psutil.Process().children(recursive=True)
+
+    result = subprocess.run(
+        [*MILONGA, "demo"], capture_output=True, text=True, timeout=120, check=False
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    modes = [line.split()[2] for line in lines if line.strip().startswith("event mode")]
+    assert modes == ["IDLE", "SCANNING", "IDLE"]
+    assert "foo/bar/hw/position.change: 11 is the last pushed counter" in result.stdout
+    assert "Scan complete in" in result.stdout
+    assert psutil.Process().children(recursive=True) == before
+
+
+def test_version() -> None:
+    result = subprocess.run([*MILONGA, "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"milonga {__version__}"

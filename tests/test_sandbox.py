@@ -1,0 +1,229 @@
+"""TangoSandbox against real processes: start, stop, restart, failures and clean exits."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from pathlib import Path
+
+import psutil
+import pytest
+import tango
+
+from milonga.sandbox import SandboxError, ServerStartError, TangoSandbox
+from milonga.testing import SandboxServers
+
+DEVICES = Path(__file__).parent / "devices"
+COUNTER = "tests.devices.counter"
+
+
+def _children() -> list[psutil.Process]:
+    return psutil.Process().children(recursive=True)
+
+
+def _listening_ports(processes: list[psutil.Process]) -> set[int]:
+    return {
+        conn.laddr.port
+        for process in processes
+        for conn in process.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    }
+
+
+def _refuses_connections(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def _assert_all_gone(processes: list[psutil.Process], ports: set[int]) -> None:
+    assert processes, "the sandbox should have started processes"
+    assert ports, "the sandbox should have been listening"
+    assert not [p for p in processes if p.is_running()], "a sandbox process outlived it"
+    assert all(_refuses_connections(port) for port in ports), "a port is still listening"
+
+
+def test_server_devices_answer_with_their_properties(sandbox_servers: SandboxServers) -> None:
+    sandbox_servers.add_device("Counters/props", "Counter", "test/props/1", {"Start": 41})
+    sandbox_servers.add_device("Counters/props", "Counter", "test/props/2", {"Start": 7})
+    sandbox_servers.start("Counters/props", COUNTER)
+
+    first = sandbox_servers.sandbox.proxy("test/props/1")
+    first.Increment()
+    assert first.value == 42
+    assert sandbox_servers.sandbox.proxy("test/props/2").value == 7
+
+
+def test_proxy_reaches_the_sandbox_whatever_tango_host_says(
+    sandbox_servers: SandboxServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sandbox_servers.add_device("Counters/host", "Counter", "test/host/1")
+    sandbox_servers.start("Counters/host", COUNTER)
+    monkeypatch.setenv("TANGO_HOST", "127.0.0.1:1")
+
+    proxy = sandbox_servers.sandbox.proxy("test/host/1")
+
+    assert proxy.value == 0
+    sandbox = sandbox_servers.sandbox
+    assert sandbox.trl("test/host/1") == f"tango://{sandbox.tango_host}/test/host/1"
+
+
+def test_change_events_flow_over_loopback_only(sandbox_servers: SandboxServers) -> None:
+    sandbox_servers.add_device("Counters/events", "Counter", "test/events/1")
+    sandbox_servers.start("Counters/events", "tests/devices/counter.py")
+    proxy = sandbox_servers.sandbox.proxy("test/events/1")
+    values: list[int] = []
+    third_value = threading.Event()
+
+    def record(event: tango.EventData) -> None:
+        if not event.err and event.attr_value is not None:
+            values.append(event.attr_value.value)
+            if len(values) == 3:
+                third_value.set()
+
+    subscription = proxy.subscribe_event("value", tango.EventType.CHANGE_EVENT, record)
+    try:
+        proxy.Increment()
+        proxy.Increment()
+        assert third_value.wait(10), f"expected 3 change events, got {values}"
+    finally:
+        proxy.unsubscribe_event(subscription)
+
+    assert values == [0, 1, 2]
+    servers = [p for p in _children() if "Counters/events" in p.cmdline()]
+    addresses = {
+        conn.laddr.ip
+        for process in servers
+        for conn in process.net_connections(kind="inet")
+        if conn.status == psutil.CONN_LISTEN
+    }
+    assert addresses == {"127.0.0.1"}
+
+
+def test_stop_then_restart_gives_a_fresh_server(sandbox_servers: SandboxServers) -> None:
+    sandbox = sandbox_servers.sandbox
+    sandbox_servers.add_device("Counters/restart", "Counter", "test/restart/1")
+    sandbox_servers.start("Counters/restart", COUNTER)
+    proxy = sandbox.proxy("test/restart/1")
+    proxy.Increment()
+    first_pid = sandbox.database().get_device_info("test/restart/1").pid
+
+    sandbox.restart_server("Counters/restart")
+
+    assert sandbox.database().get_device_info("test/restart/1").pid != first_pid
+    assert not psutil.pid_exists(first_pid)
+    assert proxy.value == 0, "a restarted server starts from its properties again"
+
+    sandbox.stop_server("Counters/restart")
+
+    assert "Counters/restart" not in sandbox.servers
+    with pytest.raises(tango.DevFailed):
+        proxy.ping()
+    with pytest.raises(SandboxError, match="not running"):
+        sandbox.restart_server("Counters/restart")
+
+
+def test_server_crashing_at_start_reports_its_output(sandbox_servers: SandboxServers) -> None:
+    sandbox_servers.add_device("Crashing/1", "Broken", "test/crash/1")
+
+    with pytest.raises(ServerStartError) as failure:
+        sandbox_servers.start("Crashing/1", DEVICES / "crashing.py")
+
+    message = str(failure.value)
+    assert "'Crashing/1' exited with status 1" in message
+    assert "simulated hardware fault: cannot open /dev/ttyUSB7" in message
+    assert "Crashing/1" not in sandbox_servers.sandbox.servers
+
+
+def test_server_that_never_comes_up_is_stopped_after_the_timeout(
+    sandbox_servers: SandboxServers,
+) -> None:
+    sandbox_servers.add_device("Hanging/1", "Stuck", "test/hang/1")
+    before = {p.pid for p in _children()}
+
+    with pytest.raises(ServerStartError, match="did not become ready in time"):
+        sandbox_servers.sandbox.start_server("Hanging/1", DEVICES / "hanging.py", timeout=2)
+
+    assert {p.pid for p in _children()} == before
+    assert "Hanging/1" not in sandbox_servers.sandbox.servers
+
+
+def test_source_without_the_listed_class_names_it(sandbox_servers: SandboxServers) -> None:
+    sandbox_servers.add_device("Mismatch/1", "NoSuchClass", "test/mismatch/1")
+
+    with pytest.raises(ServerStartError, match=r"needs device classes \['NoSuchClass'\]"):
+        sandbox_servers.start("Mismatch/1", COUNTER)
+
+
+def test_bad_requests_are_refused_with_what_to_do(tango_sandbox: TangoSandbox) -> None:
+    with pytest.raises(SandboxError, match="'Executable/instance'"):
+        tango_sandbox.add_device("NoInstance", "Counter", "test/bad/1")
+    with pytest.raises(SandboxError, match=r"does not exist; pass the path of a \.py file"):
+        tango_sandbox.start_server("Missing/1", DEVICES / "no_such_file.py")
+
+
+def test_per_test_servers_are_removed_from_the_database(tango_sandbox: TangoSandbox) -> None:
+    servers = SandboxServers(tango_sandbox)
+    servers.add_device("Counters/cleanup", "Counter", "test/cleanup/1")
+    servers.start("Counters/cleanup", COUNTER)
+
+    servers.cleanup()
+
+    assert "Counters/cleanup" not in tango_sandbox.servers
+    assert "Counters/cleanup" not in tango_sandbox.database().get_server_list("Counters/*")
+
+
+def test_two_sandboxes_run_side_by_side() -> None:
+    with TangoSandbox() as first, TangoSandbox() as second:
+        for sandbox, start in ((first, 1), (second, 2)):
+            sandbox.add_device("Twin/1", "Counter", "test/twin/1", {"Start": start})
+            sandbox.start_server("Twin/1", COUNTER)
+
+        assert first.tango_host != second.tango_host
+        assert first.proxy("test/twin/1").value == 1
+        assert second.proxy("test/twin/1").value == 2
+
+
+def _started_since(before: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in _children() if p not in before]
+
+
+def test_nothing_is_left_after_a_normal_exit() -> None:
+    before = _children()
+    with TangoSandbox() as sandbox:
+        sandbox.add_device("Exit/1", "Counter", "test/exit/1")
+        sandbox.start_server("Exit/1", COUNTER)
+        processes = _started_since(before)
+        ports = _listening_ports(processes)
+        directory = sandbox.directory
+
+    _assert_all_gone(processes, ports)
+    assert not directory.exists(), "the temporary directory should be removed"
+
+
+def test_nothing_is_left_after_an_exception() -> None:
+    before = _children()
+    processes: list[psutil.Process] = []
+    ports: set[int] = set()
+
+    def fail_inside_a_running_sandbox() -> None:
+        with TangoSandbox() as sandbox:
+            sandbox.add_device("Exit/2", "Counter", "test/exit/2")
+            sandbox.start_server("Exit/2", COUNTER)
+            processes.extend(_started_since(before))
+            ports.update(_listening_ports(processes))
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        fail_inside_a_running_sandbox()
+
+    _assert_all_gone(processes, ports)
+
+
+def test_a_given_directory_keeps_database_and_logs(tmp_path: Path) -> None:
+    with TangoSandbox(tmp_path) as sandbox:
+        sandbox.add_device("Kept/1", "Counter", "test/kept/1")
+        sandbox.start_server("Kept/1", COUNTER)
+        assert "Ready to accept request" in sandbox.server_output("Kept/1")
+
+    assert (tmp_path / "tango_database.db").is_file()
+    assert (tmp_path / "logs" / "Kept.1.log").is_file()
