@@ -1,0 +1,1 @@
+"""CallbackScheduler: Tango event callbacks served fairly from bounded queues on worker threads."""

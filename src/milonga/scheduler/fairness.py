@@ -1,0 +1,61 @@
+"""Fair choice between queues: the queue that used the workers least recently goes first.
+
+A queue's recent use is the callback time it consumed, decayed exponentially with a
+half-life.  Charging time rather than counting events covers both ways a stream hogs the
+workers: many cheap events (a flood) and few expensive ones (a slow callback).  A quiet
+stream therefore always wins against a busy one, so it waits at most for the callbacks
+already running.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+DEFAULT_HALF_LIFE_SECONDS = 1.0
+
+
+@dataclass
+class _Usage:
+    seconds: float
+    at: float
+
+    def decayed(self, now: float, half_life: float) -> float:
+        return self.seconds * math.exp2(-max(0.0, now - self.at) / half_life)
+
+
+class FairPicker(Generic[K]):
+    """Remembers how much worker time each key used and picks the least-used candidate."""
+
+    def __init__(self, half_life: float = DEFAULT_HALF_LIFE_SECONDS) -> None:
+        if half_life <= 0:
+            raise ValueError(f"half_life must be positive, got {half_life}")
+        self._half_life = half_life
+        self._usage: dict[K, _Usage] = {}
+
+    def usage(self, key: K, now: float) -> float:
+        """The decayed worker seconds ``key`` used, as seen at time ``now``."""
+        usage = self._usage.get(key)
+        return 0.0 if usage is None else usage.decayed(now, self._half_life)
+
+    def charge(self, key: K, seconds: float, now: float) -> None:
+        """Record that ``key`` used the workers for ``seconds``, ending at ``now``."""
+        self._usage[key] = _Usage(self.usage(key, now) + max(0.0, seconds), now)
+
+    def forget(self, key: K) -> None:
+        """Drop what is known about ``key``: it is gone for good."""
+        self._usage.pop(key, None)
+
+    def pick(self, candidates: Iterable[K], now: float) -> K | None:
+        """The candidate with the least recent use; ties go to the earliest candidate."""
+        best: K | None = None
+        best_usage = math.inf
+        for key in candidates:
+            usage = self.usage(key, now)
+            if usage < best_usage:
+                best, best_usage = key, usage
+        return best

@@ -1,0 +1,70 @@
+"""Bounded event queues that drop their oldest entry when full and count what they did."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_QUEUE_SIZE = 32
+"""Events a stream may have waiting before its oldest is dropped.
+
+Small on purpose: for most attributes a fresh value matters more than every transition.
+Size a queue up with ``allocate_queue(queue_size=...)`` where every event counts.
+"""
+
+
+class QueueSizeError(ValueError):
+    """A queue was asked for with a size that cannot hold an event."""
+
+
+@dataclass(eq=False)
+class EventQueue(Generic[T]):
+    """A FIFO of at most ``size`` entries; `put` on a full queue drops the oldest entry.
+
+    Not thread-safe by itself: the scheduler serialises access to it.  Queues compare by
+    identity, so one queue can serve several streams.
+    """
+
+    size: int = DEFAULT_QUEUE_SIZE
+    processed: int = 0
+    dropped: int = 0
+    _entries: deque[T] = field(default_factory=deque, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise QueueSizeError(
+                f"queue_size must be at least 1, got {self.size}; "
+                f"use the default ({DEFAULT_QUEUE_SIZE}) or a larger number"
+            )
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def put(self, entry: T) -> bool:
+        """Append ``entry``; return whether the oldest entry was dropped to make room."""
+        full = len(self._entries) >= self.size
+        if full:
+            self._entries.popleft()
+            self.dropped += 1
+        self._entries.append(entry)
+        return full
+
+    def peek(self) -> T:
+        """The oldest entry, left in place."""
+        return self._entries[0]
+
+    def take(self) -> T:
+        """Remove and return the oldest entry, counting it as processed."""
+        entry = self._entries.popleft()
+        self.processed += 1
+        return entry
+
+    def clear(self) -> int:
+        """Drop every waiting entry and return how many there were."""
+        count = len(self._entries)
+        self._entries.clear()
+        self.dropped += count
+        return count
