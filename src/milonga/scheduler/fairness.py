@@ -25,7 +25,7 @@ class _Usage:
     at: float
 
     def decayed(self, now: float, half_life: float) -> float:
-        return self.seconds * math.exp2(-max(0.0, now - self.at) / half_life)
+        return self.seconds * math.pow(0.5, max(0.0, now - self.at) / half_life)
 
 
 class FairPicker(Generic[K]):
