@@ -130,7 +130,7 @@ class TangoSandbox:
             return name
         return f"tango://{self.tango_host}/{name}"
 
-    def proxy(self, name: str) -> Any:
+    def proxy(self, name: str) -> tango.DeviceProxy:
         """A new ``tango.DeviceProxy`` to ``name`` through this sandbox's database."""
         return tango.DeviceProxy(self.trl(name))
 

@@ -1,0 +1,97 @@
+"""Tango device classes the benchmarks run in their sandboxes.
+
+Every attribute pushes change events from the device itself (no polling), with change
+detection off, so each push reaches subscribers as one event.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import tango
+from tango.server import Device, attribute, command
+
+ATTRIBUTES_PER_DEVICE = 20
+VALUE_ATTRIBUTES = [f"value{index:02d}" for index in range(ATTRIBUTES_PER_DEVICE)]
+
+
+class BenchPublisher(Device):
+    """``Burst(n)`` pushes change events 1, 2, ..., n on ``counter`` as fast as it can."""
+
+    def init_device(self) -> None:
+        super().init_device()
+        self._counter = 0
+        self.set_change_event("counter", True, False)
+
+    @attribute(dtype=int)
+    def counter(self) -> int:
+        return self._counter
+
+    @command(dtype_in=int)
+    def Burst(self, count: int) -> None:
+        for value in range(1, count + 1):
+            self.push_change_event("counter", value)
+        self._counter = count
+
+
+class BenchTicker(Device):
+    """``Start([slow_hz, fast_hz])`` pushes 1, 2, 3, ... on ``slow`` and ``fast`` at steady
+    rates, each from its own thread, until ``Stop()``."""
+
+    def init_device(self) -> None:
+        super().init_device()
+        self._stop = threading.Event()
+        self._pumps: list[threading.Thread] = []
+        self._values = {"slow": 0, "fast": 0}
+        for name in self._values:
+            self.set_change_event(name, True, False)
+
+    def delete_device(self) -> None:
+        self.Stop()
+        super().delete_device()
+
+    @attribute(dtype=int)
+    def slow(self) -> int:
+        return self._values["slow"]
+
+    @attribute(dtype=int)
+    def fast(self) -> int:
+        return self._values["fast"]
+
+    @command(dtype_in=(float,))
+    def Start(self, rates: list[float]) -> None:
+        self.Stop()
+        self._stop = threading.Event()
+        self._pumps = [
+            threading.Thread(target=self._pump, args=(name, 1.0 / rate), daemon=True)
+            for name, rate in zip(("slow", "fast"), rates, strict=True)
+        ]
+        for pump in self._pumps:
+            pump.start()
+
+    @command
+    def Stop(self) -> None:
+        self._stop.set()
+        for pump in self._pumps:
+            pump.join()
+        self._pumps = []
+
+    def _pump(self, name: str, period: float) -> None:
+        due = time.monotonic()
+        while not self._stop.wait(max(0.0, due - time.monotonic())):
+            self._values[name] += 1
+            self.push_change_event(name, self._values[name])
+            due += period
+
+
+class BenchAttrs(Device):
+    """Twenty float attributes ``value00`` ... ``value19`` with change events enabled."""
+
+    def initialize_dynamic_attributes(self) -> None:
+        for name in VALUE_ATTRIBUTES:
+            self.add_attribute(attribute(name=name, dtype=float, fget=self.read_value))
+            self.set_change_event(name, True, False)
+
+    def read_value(self, attr: tango.Attribute) -> float:
+        return 0.0

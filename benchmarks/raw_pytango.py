@@ -1,0 +1,281 @@
+"""The raw-PyTango baselines: plain ``subscribe_event`` callbacks, no milonga in between.
+
+Each benchmark starts its own `TangoSandbox`, and unsubscribes everything and drops every
+proxy before the sandbox stops its servers.
+"""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import tango
+
+from benchmarks.devices import VALUE_ATTRIBUTES
+from benchmarks.harness import REGISTRY, Measurement, Options, median_of_runs, percentile
+from milonga.sandbox import TangoSandbox
+
+DEVICES = "benchmarks.devices"
+EventCallback = Callable[[tango.EventData], None]
+
+# noop_callback_rate
+QUICK_BURST = 20_000
+FULL_BURST = 100_000
+QUIET_SECONDS = 0.5
+BURST_TIMEOUT_MILLIS = 60_000
+
+# slow_callback_latency
+SLOW_HZ = 10.0
+FAST_HZ = 20.0
+SLOW_CALLBACK_SECONDS = 0.3
+QUICK_WINDOW_SECONDS = 2.0
+FULL_WINDOW_SECONDS = 5.0
+DRAIN_TIMEOUT_SECONDS = 30.0
+
+# sync_read_subscribe_200
+SUBSCRIBE_SERVERS = 10
+
+
+@contextmanager
+def subscribed(proxy: Any, attribute: str, callback: EventCallback) -> Iterator[int]:
+    """Subscribe ``callback`` to change events of ``attribute`` (SyncRead, so the current
+    value arrives before this returns); unsubscribe on exit."""
+    event_id: int = proxy.subscribe_event(
+        attribute, tango.EventType.CHANGE_EVENT, callback, sub_mode=tango.EventSubMode.SyncRead
+    )
+    try:
+        yield event_id
+    finally:
+        proxy.unsubscribe_event(event_id)
+
+
+def reading(event: tango.EventData) -> Any:
+    """The ``tango.DeviceAttribute`` of an event that is not an error.
+
+    Typed Any: PyTango's stubs declare ``EventData.attr_value`` as None and give
+    ``DeviceAttribute`` no ``value``.
+    """
+    return event.attr_value
+
+
+# -- noop_callback_rate ----------------------------------------------------------------
+
+
+class BurstCounter:
+    """A callback that only counts the events of a burst and notes the first and last arrival.
+
+    Call `expect` before each burst; `finished` is set when the burst's last value arrives.
+    """
+
+    def __init__(self) -> None:
+        self.expect(0)
+
+    def expect(self, last_value: int) -> None:
+        self.last_value = last_value
+        self.delivered = 0
+        self.first_arrival = self.last_arrival = 0.0
+        self.finished = threading.Event()
+
+    def __call__(self, event: tango.EventData) -> None:
+        now = time.perf_counter()
+        if event.err:
+            return
+        if self.delivered == 0:
+            self.first_arrival = now
+        self.delivered += 1
+        self.last_arrival = now
+        if reading(event).value == self.last_value:
+            self.finished.set()
+
+    def wait(self) -> None:
+        """Return once the last value arrived, or nothing arrived for QUIET_SECONDS."""
+        while True:
+            seen = self.delivered
+            if self.finished.wait(QUIET_SECONDS) or self.delivered == seen:
+                return
+
+
+def _burst_runs(proxy: Any, burst: int, repeats: int) -> list[dict[str, float]]:
+    proxy.set_timeout_millis(BURST_TIMEOUT_MILLIS)
+    counter = BurstCounter()
+    runs = []
+    with subscribed(proxy, "counter", counter):
+        for _ in range(repeats):
+            counter.expect(burst)
+            proxy.command_inout("Burst", burst)
+            counter.wait()
+            span = counter.last_arrival - counter.first_arrival
+            runs.append(
+                {
+                    "rate": counter.delivered / span if span > 0 else 0.0,
+                    "lost": burst - counter.delivered,
+                }
+            )
+    return runs
+
+
+@REGISTRY.add(
+    "noop_callback_rate",
+    "events/s reaching a no-op callback while one server pushes bursts as fast as it can",
+)
+def noop_callback_rate(options: Options) -> list[Measurement]:
+    burst = QUICK_BURST if options.quick else FULL_BURST
+    with TangoSandbox() as sandbox:
+        sandbox.add_device("BenchPublisher/noop", "BenchPublisher", "bench/publisher/1")
+        sandbox.start_servers({"BenchPublisher/noop": DEVICES})
+        runs = _burst_runs(sandbox.proxy("bench/publisher/1"), burst, options.repeats)
+    result = median_of_runs(runs)
+    name = "noop_callback_rate"
+    return [
+        Measurement(name, "delivered rate", result["rate"], "events/s"),
+        Measurement(name, f"lost of {burst:,} pushed", result["lost"], "events"),
+    ]
+
+
+# -- slow_callback_latency -------------------------------------------------------------
+
+
+class SlowCallback:
+    """Sleeps SLOW_CALLBACK_SECONDS per event while `sleeping` is set."""
+
+    def __init__(self) -> None:
+        self.sleeping = threading.Event()
+
+    def __call__(self, event: tango.EventData) -> None:
+        if self.sleeping.is_set():
+            time.sleep(SLOW_CALLBACK_SECONDS)
+
+
+class LatencyRecorder:
+    """Records (push time, latency) of each event; `caught_up` is set by an event pushed
+    after `caught_up_after`."""
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, float]] = []
+        self.caught_up_after = float("inf")
+        self.caught_up = threading.Event()
+
+    def __call__(self, event: tango.EventData) -> None:
+        received = time.time()
+        if event.err:
+            return
+        pushed = reading(event).time.totime()
+        self.samples.append((pushed, received - pushed))
+        if pushed > self.caught_up_after:
+            self.caught_up.set()
+
+
+def _latencies_once(proxy: Any, window: float) -> dict[str, float]:
+    slow, fast = SlowCallback(), LatencyRecorder()
+    with subscribed(proxy, "slow", slow), subscribed(proxy, "fast", fast):
+        slow.sleeping.set()
+        start = time.time()
+        proxy.command_inout("Start", [SLOW_HZ, FAST_HZ])
+        try:
+            time.sleep(window)
+            fast.caught_up_after = end = time.time()
+            slow.sleeping.clear()
+            caught_up = fast.caught_up.wait(DRAIN_TIMEOUT_SECONDS)
+        finally:
+            slow.sleeping.clear()
+            proxy.command_inout("Stop")
+    if not caught_up:
+        raise RuntimeError(
+            f"the fast stream did not catch up within {DRAIN_TIMEOUT_SECONDS:g} s after the "
+            "slow callback stopped sleeping; is the machine overloaded?"
+        )
+    in_window = [(pushed, latency) for pushed, latency in fast.samples if start <= pushed <= end]
+    latencies = [latency for _, latency in in_window]
+    # Latency grows linearly with push time while the slow callback sleeps (events
+    # received before `end`); the slope per slow event is independent of the window.
+    while_slow = [(pushed, latency) for pushed, latency in in_window if pushed + latency < end]
+    growth = statistics.linear_regression(
+        [pushed for pushed, _ in while_slow], [latency for _, latency in while_slow]
+    ).slope
+    return {
+        "latency median": 1000 * statistics.median(latencies),
+        "latency p99": 1000 * percentile(latencies, 0.99),
+        "latency max": 1000 * max(latencies),
+        "growth": 1000 * growth / SLOW_HZ,
+    }
+
+
+@REGISTRY.add(
+    "slow_callback_latency",
+    f"latency of a {FAST_HZ:g} Hz stream sharing the event thread with a "
+    f"{SLOW_CALLBACK_SECONDS * 1000:.0f} ms callback fed at {SLOW_HZ:g} Hz",
+)
+def slow_callback_latency(options: Options) -> list[Measurement]:
+    window = QUICK_WINDOW_SECONDS if options.quick else FULL_WINDOW_SECONDS
+    with TangoSandbox() as sandbox:
+        sandbox.add_device("BenchTicker/latency", "BenchTicker", "bench/ticker/1")
+        sandbox.start_servers({"BenchTicker/latency": DEVICES})
+        proxy = sandbox.proxy("bench/ticker/1")
+        runs = [_latencies_once(proxy, window) for _ in range(options.repeats)]
+        del proxy  # before the server stops
+    result = median_of_runs(runs)
+    name = "slow_callback_latency"
+    return [
+        *(
+            Measurement(name, f"fast {statistic} ({window:g} s window)", result[statistic], "ms")
+            for statistic in ("latency median", "latency p99", "latency max")
+        ),
+        Measurement(name, "fast latency growth per slow event", result["growth"], "ms"),
+    ]
+
+
+# -- sync_read_subscribe_200 -----------------------------------------------------------
+
+
+def _ignore(event: tango.EventData) -> None:
+    pass
+
+
+def _subscribe_all_once(proxies: list[Any]) -> dict[str, float]:
+    durations: list[float] = []
+    subscriptions: list[tuple[Any, int]] = []
+    try:
+        start = time.perf_counter()
+        for proxy in proxies:
+            for attribute in VALUE_ATTRIBUTES:
+                before = time.perf_counter()
+                event_id = proxy.subscribe_event(
+                    attribute,
+                    tango.EventType.CHANGE_EVENT,
+                    _ignore,
+                    sub_mode=tango.EventSubMode.SyncRead,
+                )
+                durations.append(time.perf_counter() - before)
+                subscriptions.append((proxy, event_id))
+        total = time.perf_counter() - start
+    finally:
+        for proxy, event_id in subscriptions:
+            proxy.unsubscribe_event(event_id)
+    return {"total": total, "each": 1000 * statistics.median(durations)}
+
+
+@REGISTRY.add(
+    "sync_read_subscribe_200",
+    f"sequential SyncRead subscriptions to {SUBSCRIBE_SERVERS * len(VALUE_ATTRIBUTES)} "
+    f"attributes on {SUBSCRIBE_SERVERS} servers",
+)
+def sync_read_subscribe_200(options: Options) -> list[Measurement]:
+    devices = [f"bench/attrs/{index}" for index in range(1, SUBSCRIBE_SERVERS + 1)]
+    servers = [f"BenchAttrs/{index}" for index in range(1, SUBSCRIBE_SERVERS + 1)]
+    with TangoSandbox() as sandbox:
+        for server, device in zip(servers, devices, strict=True):
+            sandbox.add_device(server, "BenchAttrs", device)
+        sandbox.start_servers(dict.fromkeys(servers, DEVICES))
+        proxies = [sandbox.proxy(device) for device in devices]
+        runs = [_subscribe_all_once(proxies) for _ in range(options.repeats)]
+        del proxies  # before the servers stop
+    result = median_of_runs(runs)
+    name = "sync_read_subscribe_200"
+    return [
+        Measurement(name, "total", result["total"], "s"),
+        Measurement(name, "per subscription (median)", result["each"], "ms"),
+    ]

@@ -1,0 +1,179 @@
+"""The benchmark harness (pure unit tests) and one real quick run of ``python -m benchmarks``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tango
+
+from benchmarks.__main__ import main
+from benchmarks.harness import (
+    REGISTRY,
+    Measurement,
+    Options,
+    Registry,
+    UnknownBenchmarkError,
+    median_of_runs,
+    percentile,
+    render_table,
+    write_json,
+)
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SMOKE_TIMEOUT_SECONDS = 120
+
+
+def _nothing(options: Options) -> list[Measurement]:
+    return []
+
+
+def test_median_of_runs_takes_the_median_of_each_metric_separately() -> None:
+    runs = [{"rate": 30.0, "lost": 0.0}, {"rate": 10.0, "lost": 7.0}, {"rate": 20.0, "lost": 1.0}]
+
+    assert median_of_runs(runs) == {"rate": 20.0, "lost": 1.0}
+
+
+def test_median_of_an_even_number_of_runs_averages_the_middle_two() -> None:
+    assert median_of_runs([{"t": 1.0}, {"t": 2.0}, {"t": 4.0}, {"t": 100.0}]) == {"t": 3.0}
+
+
+def test_percentile_is_an_observed_value() -> None:
+    values = [float(v) for v in range(100, 0, -1)]
+
+    assert percentile(values, 0.99) == 99.0
+    assert percentile(values, 0.5) == 50.0
+    assert percentile([5.0, 1.0, 3.0], 0.99) == 5.0
+
+
+def test_quick_runs_fewer_repeats_than_a_full_run() -> None:
+    assert 1 < Options(quick=True).repeats < Options(quick=False).repeats
+
+
+def test_ratio_compares_value_to_the_raw_pytango_baseline() -> None:
+    assert Measurement("b", "rate", 50.0, "events/s", baseline=200.0).ratio == 0.25
+    assert Measurement("b", "rate", 50.0, "events/s").ratio is None
+
+
+def test_json_has_baseline_and_ratio_only_for_compared_measurements() -> None:
+    plain = Measurement("noop", "rate", 1.5, "events/s")
+    compared = Measurement("milonga", "rate", 30.0, "events/s", baseline=20.0)
+
+    assert plain.to_json() == {"name": "noop", "metric": "rate", "value": 1.5, "unit": "events/s"}
+    assert compared.to_json() == {
+        "name": "milonga",
+        "metric": "rate",
+        "value": 30.0,
+        "unit": "events/s",
+        "baseline": 20.0,
+        "ratio": 1.5,
+    }
+
+
+def test_write_json_writes_a_list_of_measurement_objects(tmp_path: Path) -> None:
+    measurements = [
+        Measurement("a", "total", 0.5, "s"),
+        Measurement("b", "rate", 30.0, "events/s", baseline=20.0),
+    ]
+    path = tmp_path / "out.json"
+
+    write_json(measurements, path)
+
+    assert json.loads(path.read_text()) == [m.to_json() for m in measurements]
+
+
+def test_table_has_a_header_and_one_aligned_row_per_measurement() -> None:
+    table = render_table(
+        [
+            Measurement("noop_callback_rate", "delivered rate", 27123.4, "events/s"),
+            Measurement("milonga_rate", "delivered rate", 13561.7, "events/s", baseline=27123.4),
+            Measurement("latency", "median", 0.01234, "ms"),
+        ]
+    )
+
+    header, rule, *rows = table.splitlines()
+    assert header.split() == ["benchmark", "metric", "value", "unit", "baseline", "ratio"]
+    assert set(rule.replace(" ", "")) == {"-"}
+    assert rows[0].split() == ["noop_callback_rate", "delivered", "rate", "27,123", "events/s"]
+    assert rows[1].split()[-2:] == ["27,123", "0.50"]
+    assert rows[2].split() == ["latency", "median", "0.0123", "ms"]
+    # Values are right-aligned: they end in the same column.
+    assert rows[0].index("27,123") + len("27,123") == rows[2].index("0.0123") + len("0.0123")
+
+
+def test_select_runs_named_benchmarks_in_the_order_given_or_all_in_registration_order() -> None:
+    registry = Registry()
+    for name in ("first", "second", "third"):
+        registry.add(name, f"the {name} one")(_nothing)
+
+    assert [b.name for b in registry.select(["third", "first"])] == ["third", "first"]
+    assert [b.name for b in registry.select([])] == ["first", "second", "third"]
+
+
+def test_unknown_name_error_names_the_culprit_and_the_valid_names() -> None:
+    registry = Registry()
+    registry.add("known", "a benchmark")(_nothing)
+
+    with pytest.raises(UnknownBenchmarkError, match=r"'nope'.*valid names are known"):
+        registry.select(["known", "nope"])
+
+
+def test_a_name_cannot_be_registered_twice() -> None:
+    registry = Registry()
+    registry.add("twice", "a benchmark")(_nothing)
+
+    with pytest.raises(ValueError, match="twice"):
+        registry.add("twice", "again")(_nothing)
+
+
+def test_cli_rejects_an_unknown_name_with_one_line_and_status_2(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = main(["noop_callback_rate", "no_such_benchmark"])
+
+    out, err = capsys.readouterr()
+    assert status == 2
+    assert out == ""
+    assert len(err.splitlines()) == 1
+    assert "'no_such_benchmark'" in err
+    assert all(name in err for name in REGISTRY.names)
+
+
+def test_the_three_raw_pytango_baselines_are_registered() -> None:
+    assert REGISTRY.names == [
+        "noop_callback_rate",
+        "slow_callback_latency",
+        "sync_read_subscribe_200",
+    ]
+
+
+def test_quick_run_of_one_benchmark_prints_a_table_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "out.json"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--json", str(out), "noop_callback_rate"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=SMOKE_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"PyTango {tango.__version__}" in result.stdout.splitlines()[0]
+    assert "Traceback" not in result.stderr
+    measurements = json.loads(out.read_text())
+    assert [(m["name"], set(m)) for m in measurements] == [
+        ("noop_callback_rate", {"name", "metric", "value", "unit"})
+    ] * len(measurements)
+    by_metric = {m["metric"]: m for m in measurements}
+    assert by_metric["delivered rate"]["unit"] == "events/s"
+    assert by_metric["delivered rate"]["value"] > 0
+    lost = next(m for m in measurements if m["metric"].startswith("lost"))
+    assert lost["unit"] == "events"
+    assert lost["value"] >= 0
+    for m in measurements:
+        assert m["metric"] in result.stdout
