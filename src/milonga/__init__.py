@@ -2,6 +2,8 @@
 
 from importlib.metadata import version
 
+from milonga.scheduler import CallbackID, CallbackScheduler
+
 __version__ = version("milonga")
 
-__all__ = ["__version__"]
+__all__ = ["CallbackID", "CallbackScheduler", "__version__"]

@@ -1,0 +1,427 @@
+"""CallbackScheduler: Tango event callbacks run by worker threads from fair, bounded queues.
+
+An event travels one way: Tango's callback only puts it, with a snapshot of the stream's
+callbacks, into the stream's queue; the dispatcher picks the queue that used the workers
+least recently; a worker runs the callbacks.  No user code runs on Tango's event thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TypeVar
+
+import tango
+
+from milonga.scheduler.dispatch import Dispatcher
+from milonga.scheduler.failures import CallbackFailureLog
+from milonga.scheduler.queues import DEFAULT_QUEUE_SIZE, EventQueue
+from milonga.scheduler.stats import QueueStats, SchedulerStats, TimingWindow
+from milonga.scheduler.streams import StreamKey, stream_key, subscription_failed
+
+EventCallback = Callable[[tango.EventData], None]
+QueueFactory = Callable[[], "EventQueue[QueuedEvent]"]
+
+SUBSCRIBER_THREADS = 4
+FIRST_RETRY_SECONDS = 0.05
+RETRY_CAP_SECONDS = 5.0
+ASYNC_SUBSCRIPTION = hasattr(tango, "EventSubMode")
+
+
+class SchedulerShutDownError(RuntimeError):
+    """The scheduler was shut down; it accepts no more work."""
+
+
+class UnknownStreamError(LookupError):
+    """No stream with that device, attribute and event type is connected."""
+
+
+@dataclass(frozen=True)
+class CallbackID:
+    """Identifies one registered callback; pass it to `CallbackScheduler.unregister_callback`."""
+
+    stream: StreamKey
+    serial: int
+
+
+@dataclass(frozen=True)
+class QueuedEvent:
+    """An event waiting in a queue with the callbacks registered when it arrived."""
+
+    event: tango.EventData
+    stream: _Stream
+    callbacks: tuple[tuple[CallbackID, EventCallback], ...]
+    enqueued_at: float
+
+
+@dataclass(eq=False)
+class _Stream:
+    key: StreamKey
+    queue: EventQueue[QueuedEvent]
+    callbacks: dict[CallbackID, EventCallback] = field(default_factory=dict)
+    persistent: bool = False
+    connected: bool = False
+    closed: bool = False
+    proxy: tango.DeviceProxy | None = None
+    subscription: int | None = None
+    last_event: tango.EventData | None = None
+    connection: Future[None] = field(default_factory=Future)
+    retry_delay: float = FIRST_RETRY_SECONDS
+    retrying: bool = False
+
+
+class CallbackScheduler:
+    """Runs Tango event callbacks on ``thread_count`` workers, fairly, from bounded queues.
+
+    Each event stream gets its own queue (`DEFAULT_QUEUE_SIZE` events, oldest dropped
+    first) unless a ``queue_factory`` says otherwise.  Use it as a context manager or call
+    `shutdown` when done.
+    """
+
+    def __init__(
+        self,
+        *,
+        thread_count: int = 1,
+        name: str | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        if thread_count < 1:
+            raise ValueError(f"thread_count must be at least 1, got {thread_count}")
+        self.name = name or f"CallbackScheduler-{next(_instances)}"
+        self._logger = logger or logging.getLogger("milonga.scheduler")
+        self._failures = CallbackFailureLog(self._logger)
+        self._lock = threading.RLock()
+        self._streams: dict[StreamKey, _Stream] = {}
+        self._timings: dict[EventQueue[QueuedEvent], TimingWindow] = {}
+        self._serials = itertools.count(1)
+        self._retries: set[threading.Timer] = set()
+        self._closed = False
+        self._dispatcher: Dispatcher[QueuedEvent] = Dispatcher()
+        self._subscriber = ThreadPoolExecutor(SUBSCRIBER_THREADS, f"{self.name}-subscribe")
+        self._workers = [
+            threading.Thread(target=self._work, name=f"{self.name}-worker-{index}", daemon=True)
+            for index in range(thread_count)
+        ]
+        for worker in self._workers:
+            worker.start()
+
+    def __enter__(self) -> CallbackScheduler:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.shutdown()
+
+    # -- queues ---------------------------------------------------------------------------
+
+    def allocate_queue(self, *, queue_size: int = DEFAULT_QUEUE_SIZE) -> EventQueue[QueuedEvent]:
+        """A new queue holding up to ``queue_size`` events, for a ``queue_factory``."""
+        return EventQueue(size=queue_size)
+
+    def get_queue(
+        self, device: tango.DeviceProxy | str, attr_name: str, event_type: tango.EventType
+    ) -> EventQueue[QueuedEvent]:
+        """The queue of a connected stream, for a ``queue_factory`` that shares it."""
+        key = stream_key(device, attr_name, event_type)
+        with self._lock:
+            stream = self._streams.get(key)
+        if stream is None:
+            raise UnknownStreamError(
+                f"no stream {key} is connected to scheduler {self.name}; register a callback "
+                "on it or connect_event_stream() it before sharing its queue"
+            )
+        return stream.queue
+
+    # -- registration ---------------------------------------------------------------------
+
+    def register_event_callback(
+        self,
+        device: tango.DeviceProxy | str,
+        attr_name: str,
+        event_type: tango.EventType,
+        callback: EventCallback,
+        *,
+        queue_factory: QueueFactory | None = None,
+    ) -> Future[CallbackID]:
+        """Call ``callback`` with each event of the stream, starting with its current value.
+
+        The future resolves to the callback's id once the stream is connected; cancel it
+        to withdraw a registration still pending.  ``queue_factory`` applies only if this
+        call connects the stream.
+        """
+        registered: Future[CallbackID] = Future()
+        with self._lock:
+            stream = self._stream(stream_key(device, attr_name, event_type), queue_factory)
+            callback_id = CallbackID(stream.key, next(self._serials))
+            stream.callbacks = {**stream.callbacks, callback_id: callback}
+            if stream.connected and stream.last_event is not None:
+                self._enqueue(stream, stream.last_event, {callback_id: callback})
+        registered.add_done_callback(lambda future: self._withdraw(future, callback_id))
+        _chain(stream.connection, registered, callback_id)
+        return registered
+
+    def unregister_callback(self, callback_id: CallbackID) -> None:
+        """Stop calling the callback; it is not called again once this returns, unless it is
+        running.  The last callback of a stream not explicitly connected unsubscribes it."""
+        with self._lock:
+            stream = self._streams.get(callback_id.stream)
+            if stream is None or callback_id not in stream.callbacks:
+                raise KeyError(
+                    f"callback {callback_id} is not registered with scheduler {self.name}; "
+                    "it was unregistered already or belongs to another scheduler"
+                )
+            stream.callbacks = {k: v for k, v in stream.callbacks.items() if k != callback_id}
+            self._disconnect_if_unused(stream)
+
+    def connect_event_stream(
+        self,
+        device: tango.DeviceProxy | str,
+        attr_name: str,
+        event_type: tango.EventType,
+        *,
+        queue_factory: QueueFactory | None = None,
+    ) -> Future[None]:
+        """Keep the stream subscribed, even without callbacks, until `disconnect_event_stream`.
+
+        Events arriving while it has no callbacks are discarded.
+        """
+        connected: Future[None] = Future()
+        with self._lock:
+            stream = self._stream(stream_key(device, attr_name, event_type), queue_factory)
+            stream.persistent = True
+        _chain(stream.connection, connected, None)
+        return connected
+
+    def disconnect_event_stream(
+        self, device: tango.DeviceProxy | str, attr_name: str, event_type: tango.EventType
+    ) -> None:
+        """Undo `connect_event_stream`: unsubscribe once the stream has no callbacks left."""
+        key = stream_key(device, attr_name, event_type)
+        with self._lock:
+            stream = self._streams.get(key)
+            if stream is None or not stream.persistent:
+                raise UnknownStreamError(
+                    f"stream {key} was not connected with connect_event_stream() on scheduler "
+                    f"{self.name}; there is nothing to disconnect"
+                )
+            stream.persistent = False
+            self._disconnect_if_unused(stream)
+
+    # -- statistics and shutdown ------------------------------------------------------------
+
+    def stats(self) -> SchedulerStats:
+        """Depth, counts and timing percentiles of every queue; see `QueueStats`."""
+        with self._lock:
+            by_queue: dict[EventQueue[QueuedEvent], list[str]] = {}
+            for stream in self._streams.values():
+                by_queue.setdefault(stream.queue, []).append(str(stream.key))
+            return SchedulerStats(
+                tuple(
+                    QueueStats.of(
+                        tuple(names), queue, self._timings.setdefault(queue, TimingWindow())
+                    )
+                    for queue, names in by_queue.items()
+                )
+            )
+
+    def shutdown(self) -> None:
+        """Finish the callbacks running, stop the workers, unsubscribe every stream and
+        release every proxy.  Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            streams = list(self._streams.values())
+            self._streams.clear()
+            retries = list(self._retries)
+        for retry in retries:
+            retry.cancel()
+        self._subscriber.shutdown(wait=True, cancel_futures=True)
+        for stream in streams:
+            stream.closed = True
+            self._unsubscribe(stream)
+            stream.connection.cancel()
+        self._dispatcher.close()
+        for worker in self._workers:
+            if worker is not threading.current_thread():
+                worker.join()
+
+    # -- internals: streams -----------------------------------------------------------------
+
+    def _stream(self, key: StreamKey, queue_factory: QueueFactory | None) -> _Stream:
+        """The stream for ``key``, created and connecting if new.  Holds the lock."""
+        if self._closed:
+            raise SchedulerShutDownError(
+                f"scheduler {self.name} has been shut down; create a new CallbackScheduler"
+            )
+        stream = self._streams.get(key)
+        if stream is None:
+            queue = queue_factory() if queue_factory is not None else self.allocate_queue()
+            stream = _Stream(key, queue)
+            self._streams[key] = stream
+            self._subscriber.submit(self._connect, stream)
+        return stream
+
+    def _connect(self, stream: _Stream) -> None:
+        """Build the stream's own proxy and subscribe; retry while the device is unknown."""
+        if stream.closed:
+            return
+        try:
+            if stream.proxy is None:
+                stream.proxy = tango.DeviceProxy(stream.key.device_trl)
+            if stream.retrying:
+                # A device defined only now may not run yet, and Tango would retry a failed
+                # subscription only every 10 s: wait for it here, with our own backoff.
+                stream.proxy.ping()
+            self._subscribe(stream)
+        except tango.DevFailed as failure:
+            self._logger.debug("cannot subscribe to %s yet: %s", stream.key, failure)
+            self._enqueue(stream, subscription_failed(stream.key, failure), stream.callbacks)
+            self._retry_later(stream)
+
+    def _subscribe(self, stream: _Stream) -> None:
+        assert stream.proxy is not None
+        key = stream.key
+
+        def on_tango_event(event: tango.EventData) -> None:
+            self._on_tango_event(stream, event)
+
+        if ASYNC_SUBSCRIPTION:
+            stream.subscription = stream.proxy.subscribe_event(
+                key.attr_name, key.event_type, on_tango_event, sub_mode=tango.EventSubMode.AsyncRead
+            )
+        else:
+            stream.subscription = stream.proxy.subscribe_event(
+                key.attr_name, key.event_type, on_tango_event, stateless=True
+            )
+            self._mark_connected(stream)
+
+    def _retry_later(self, stream: _Stream) -> None:
+        delay = stream.retry_delay
+        stream.retry_delay = min(delay * 2, RETRY_CAP_SECONDS)
+        stream.retrying = True
+        with self._lock:
+            if self._closed or stream.closed:
+                return
+            retry = threading.Timer(delay, self._resubmit, (stream,))
+            retry.daemon = True
+            self._retries.add(retry)
+        retry.start()
+
+    def _resubmit(self, stream: _Stream) -> None:
+        with self._lock:
+            self._retries = {retry for retry in self._retries if retry.is_alive()}
+            if not self._closed and not stream.closed:
+                self._subscriber.submit(self._connect, stream)
+
+    def _mark_connected(self, stream: _Stream) -> None:
+        with self._lock:
+            if stream.connected or stream.closed:
+                return
+            stream.connected = True
+            # Resolving runs the users' done-callbacks: keep them off Tango's thread.
+            self._subscriber.submit(_resolve, stream.connection, None)
+
+    def _disconnect_if_unused(self, stream: _Stream) -> None:
+        """Unsubscribe ``stream`` if nothing keeps it.  Holds the lock."""
+        if stream.callbacks or stream.persistent:
+            return
+        del self._streams[stream.key]
+        stream.closed = True
+        stream.connection.cancel()
+        if not any(other.queue is stream.queue for other in self._streams.values()):
+            self._dispatcher.discard(stream.queue)
+            self._timings.pop(stream.queue, None)
+        self._subscriber.submit(self._unsubscribe, stream)
+
+    def _unsubscribe(self, stream: _Stream) -> None:
+        proxy, subscription = stream.proxy, stream.subscription
+        stream.proxy = stream.subscription = None
+        if proxy is not None and subscription is not None:
+            try:
+                proxy.unsubscribe_event(subscription)
+            except tango.DevFailed as failure:
+                self._logger.warning("could not unsubscribe from %s: %s", stream.key, failure)
+
+    def _withdraw(self, registered: Future[CallbackID], callback_id: CallbackID) -> None:
+        """Forget a registration whose future the user cancelled."""
+        if not registered.cancelled():
+            return
+        with self._lock:
+            stream = self._streams.get(callback_id.stream)
+            if stream is None or callback_id not in stream.callbacks:
+                return
+            stream.callbacks = {k: v for k, v in stream.callbacks.items() if k != callback_id}
+            self._disconnect_if_unused(stream)
+
+    # -- internals: events ----------------------------------------------------------------
+
+    def _on_tango_event(self, stream: _Stream, event: tango.EventData) -> None:
+        """Tango's callback: record and queue the event, nothing else."""
+        if not event.err:
+            stream.last_event = event
+            if not stream.connected:
+                self._mark_connected(stream)
+        self._enqueue(stream, event, stream.callbacks)
+
+    def _enqueue(
+        self,
+        stream: _Stream,
+        event: tango.EventData,
+        callbacks: dict[CallbackID, EventCallback],
+    ) -> None:
+        if not callbacks or stream.closed:
+            return
+        queued = QueuedEvent(event, stream, tuple(callbacks.items()), time.monotonic())
+        self._dispatcher.put(stream.queue, queued)
+
+    def _work(self) -> None:
+        while (job := self._dispatcher.next()) is not None:
+            queue, queued = job
+            started = time.monotonic()
+            for callback_id, callback in queued.callbacks:
+                if callback_id not in queued.stream.callbacks:
+                    continue  # unregistered while the event waited
+                try:
+                    callback(queued.event)
+                except Exception:
+                    self._failures.report(callback_id, callback)
+            finished = time.monotonic()
+            with self._lock:
+                timing = self._timings.setdefault(queue, TimingWindow())
+                timing.record(started - queued.enqueued_at, finished - started)
+            self._dispatcher.done(queue, finished - started)
+
+
+T = TypeVar("T")
+
+
+def _resolve(future: Future[T], value: T) -> None:
+    """Set ``future``'s result unless it was cancelled meanwhile."""
+    if future.set_running_or_notify_cancel():
+        future.set_result(value)
+
+
+def _chain(connection: Future[None], dependent: Future[T], value: T) -> None:
+    """Resolve ``dependent`` to ``value`` when ``connection`` resolves; cancel it with it."""
+
+    def follow(done: Future[None]) -> None:
+        if done.cancelled():
+            dependent.cancel()
+        else:
+            _resolve(dependent, value)
+
+    connection.add_done_callback(follow)
+
+
+_instances = itertools.count(1)

@@ -1,0 +1,72 @@
+"""Event streams: what identifies one, and the events milonga makes up for it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import tango
+
+DEFAULT_TANGO_HOST_PORT = 10000
+
+
+@dataclass(frozen=True)
+class StreamKey:
+    """One Tango event stream: a device (as a full TRL), an attribute and an event type."""
+
+    device_trl: str
+    attr_name: str
+    event_type: tango.EventType
+
+    def __str__(self) -> str:
+        kind = self.event_type.name.removesuffix("_EVENT").lower()
+        return f"{self.device_trl.split('/', 3)[-1]}/{self.attr_name}.{kind}"
+
+    @property
+    def attr_trl(self) -> str:
+        return f"{self.device_trl}/{self.attr_name}"
+
+
+def device_trl(device: tango.DeviceProxy | str) -> str:
+    """The full, lower-case ``tango://host:port/domain/family/member`` of ``device``.
+
+    A bare name is resolved against ``TANGO_HOST``, as `tango.DeviceProxy` would.
+    """
+    if isinstance(device, tango.DeviceProxy):
+        return f"tango://{device.get_db_host()}:{device.get_db_port()}/{device.dev_name()}".lower()
+    name = device.strip()
+    if name.startswith("tango://"):
+        return name.lower()
+    if name.count("/") != 2:
+        raise ValueError(
+            f"device {device!r} is not a device name; expected 'domain/family/member' "
+            "or 'tango://host:port/domain/family/member'"
+        )
+    host = os.environ.get("TANGO_HOST", "").split(",")[0]
+    if not host:
+        raise ValueError(
+            f"cannot tell which Tango database device {device!r} is in: TANGO_HOST is not "
+            "set; set it or pass a full 'tango://host:port/domain/family/member'"
+        )
+    if ":" not in host:
+        host = f"{host}:{DEFAULT_TANGO_HOST_PORT}"
+    return f"tango://{host}/{name}".lower()
+
+
+def stream_key(
+    device: tango.DeviceProxy | str, attr_name: str, event_type: tango.EventType
+) -> StreamKey:
+    """The key of the stream of ``event_type`` events of ``device``'s ``attr_name``."""
+    return StreamKey(device_trl(device), attr_name.lower(), event_type)
+
+
+def subscription_failed(key: StreamKey, failure: tango.DevFailed) -> tango.EventData:
+    """An error event telling callbacks that ``key`` could not be subscribed, and why."""
+    event = tango.EventData()
+    event.err = True
+    event.errors = failure
+    event.event_reason = tango.EventReason.SubFail
+    event.attr_name = key.attr_trl
+    event.event = key.event_type.name.removesuffix("_EVENT").lower()
+    event.reception_date = tango.TimeVal.now()
+    return event

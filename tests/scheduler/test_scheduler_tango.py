@@ -1,0 +1,260 @@
+"""CallbackScheduler against real device servers in the sandbox."""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import tango
+
+from milonga import CallbackScheduler
+from milonga.scheduler import SchedulerShutDownError
+from milonga.testing import SandboxServers
+
+COUNTER = "tests.devices.counter"
+CHANGE = tango.EventType.CHANGE_EVENT
+WAIT_SECONDS = 15.0
+
+
+class Recorder:
+    """A callback that keeps every event and the thread it ran on."""
+
+    def __init__(self) -> None:
+        self.events: list[tango.EventData] = []
+        self.threads: set[str] = set()
+        self._changed = threading.Condition()
+
+    def __call__(self, event: tango.EventData) -> None:
+        with self._changed:
+            self.events.append(event)
+            self.threads.add(threading.current_thread().name)
+            self._changed.notify_all()
+
+    @property
+    def values(self) -> list[int]:
+        readings: list[Any] = [e.attr_value for e in self.events if not e.err]
+        return [reading.value for reading in readings if reading is not None]
+
+    def wait_for_last(self, value: int) -> None:
+        self.wait_for(lambda r: r.values[-1:] == [value])
+
+    def wait_for(self, condition: Callable[[Recorder], bool]) -> None:
+        with self._changed:
+            assert self._changed.wait_for(lambda: condition(self), WAIT_SECONDS), (
+                f"condition not met; events so far: {self.values}"
+            )
+
+
+def _until(condition: Callable[[], bool]) -> None:
+    """Wait for a condition that no callback reports, such as Tango's own bookkeeping."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def _client_callbacks() -> dict[str, int]:
+    client = json.loads(tango.ApiUtil.instance().query_event_system())["client"] or {}
+    return {
+        topic.split("/", 3)[-1]: entry["callback_count"]
+        for topic, entry in client.get("event_callbacks", {}).items()
+    }
+
+
+@pytest.fixture
+def scheduler() -> Iterator[CallbackScheduler]:
+    with CallbackScheduler(name="test-sched") as sched:
+        yield sched
+
+
+@pytest.fixture
+def counter(sandbox_servers: SandboxServers) -> str:
+    trl = sandbox_servers.add_device("Sched/1", "Counter", "test/sched/1", {"Start": 5})
+    sandbox_servers.start("Sched/1", COUNTER)
+    return trl
+
+
+def test_callbacks_get_the_current_value_then_events_on_workers(
+    scheduler: CallbackScheduler, counter: str
+) -> None:
+    recorder = Recorder()
+
+    scheduler.register_event_callback(counter, "value", CHANGE, recorder).result(WAIT_SECONDS)
+    proxy = tango.DeviceProxy(counter)
+    proxy.Increment()
+    proxy.Increment()
+
+    recorder.wait_for(lambda r: r.values == [5, 6, 7])
+    assert recorder.events[0].event_reason == tango.EventReason.SubSuccess
+    assert all(name.startswith("test-sched-worker") for name in recorder.threads)
+
+
+def test_users_proxy_going_away_unsubscribes_nothing(
+    scheduler: CallbackScheduler, counter: str
+) -> None:
+    recorder = Recorder()
+    users_proxy = tango.DeviceProxy(counter)
+    scheduler.register_event_callback(users_proxy, "value", CHANGE, recorder).result(WAIT_SECONDS)
+    del users_proxy
+    gc.collect()
+
+    tango.DeviceProxy(counter).Increment()
+
+    recorder.wait_for(lambda r: r.values == [5, 6])
+
+
+def test_last_callback_unregistered_unsubscribes(
+    scheduler: CallbackScheduler, counter: str
+) -> None:
+    first, second = Recorder(), Recorder()
+    ids = [
+        scheduler.register_event_callback(counter, "value", CHANGE, callback).result(WAIT_SECONDS)
+        for callback in (first, second)
+    ]
+    second.wait_for(lambda r: r.values == [5])
+    assert _client_callbacks().get("test/sched/1/value.idl5_change") == 1
+
+    scheduler.unregister_callback(ids[0])
+    tango.DeviceProxy(counter).Increment()
+    second.wait_for(lambda r: r.values == [5, 6])
+    scheduler.unregister_callback(ids[1])
+
+    _until(lambda: "test/sched/1/value.idl5_change" not in _client_callbacks())
+    assert first.values == [5]
+    with pytest.raises(KeyError, match="not registered"):
+        scheduler.unregister_callback(ids[1])
+
+
+def test_connected_stream_serves_new_callbacks_without_resubscribing(
+    scheduler: CallbackScheduler, counter: str
+) -> None:
+    scheduler.connect_event_stream(counter, "value", CHANGE).result(WAIT_SECONDS)
+    for _ in range(3):
+        recorder = Recorder()
+        callback_id = scheduler.register_event_callback(counter, "value", CHANGE, recorder)
+        recorder.wait_for(lambda r: r.values == [5])
+        scheduler.unregister_callback(callback_id.result(WAIT_SECONDS))
+    assert _client_callbacks()["test/sched/1/value.idl5_change"] == 1
+
+    scheduler.disconnect_event_stream(counter, "value", CHANGE)
+
+    _until(lambda: "test/sched/1/value.idl5_change" not in _client_callbacks())
+
+
+def test_raising_callback_is_logged_and_others_carry_on(
+    scheduler: CallbackScheduler, counter: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def explode(event: tango.EventData) -> None:
+        raise RuntimeError("boom in user code")
+
+    recorder = Recorder()
+    scheduler.register_event_callback(counter, "value", CHANGE, explode).result(WAIT_SECONDS)
+    scheduler.register_event_callback(counter, "value", CHANGE, recorder).result(WAIT_SECONDS)
+    tango.DeviceProxy(counter).Increment()
+
+    recorder.wait_for(lambda r: r.values[-1:] == [6])
+    failures = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert failures, "the raising callback must be logged"
+    assert "boom in user code" in (failures[0].exc_text or "")
+
+
+def test_slow_stream_does_not_delay_another_with_two_threads(
+    sandbox_servers: SandboxServers,
+) -> None:
+    slow_trl = sandbox_servers.add_device("Sched/fair", "Counter", "test/fair/slow")
+    fast_trl = sandbox_servers.add_device("Sched/fair", "Counter", "test/fair/fast")
+    sandbox_servers.start("Sched/fair", COUNTER)
+    slow_calls: list[int] = []
+    fast = Recorder()
+
+    def slow(event: tango.EventData) -> None:
+        slow_calls.append(1)
+        time.sleep(0.3)
+
+    with CallbackScheduler(thread_count=2) as scheduler:
+        scheduler.register_event_callback(slow_trl, "value", CHANGE, slow).result(WAIT_SECONDS)
+        scheduler.register_event_callback(fast_trl, "value", CHANGE, fast).result(WAIT_SECONDS)
+        slow_proxy, fast_proxy = tango.DeviceProxy(slow_trl), tango.DeviceProxy(fast_trl)
+        latencies = []
+        for index in range(1, 21):
+            slow_proxy.Increment()  # 10 Hz into a 300 ms callback
+            if index % 4 == 0:
+                pushed = time.monotonic()
+                fast_proxy.Increment()
+                fast.wait_for_last(index // 4)
+                latencies.append(time.monotonic() - pushed)
+            time.sleep(0.1)
+
+    assert len(slow_calls) < 20, "the slow stream should be behind"
+    # Raw PyTango delays the fast stream by ~200 ms more per slow event: seconds by now.
+    assert max(latencies) < 0.25, latencies
+
+
+def test_device_defined_after_registration_starts_flowing(
+    sandbox_servers: SandboxServers, scheduler: CallbackScheduler
+) -> None:
+    trl = sandbox_servers.sandbox.trl("test/later/1")
+    recorder = Recorder()
+    registered = scheduler.register_event_callback(trl, "value", CHANGE, recorder)
+
+    recorder.wait_for(lambda r: len(r.events) >= 2)
+    failure = recorder.events[0]
+    assert failure.err
+    assert failure.event_reason == tango.EventReason.SubFail
+    assert failure.errors[0].reason == "DB_DeviceNotDefined"
+    assert not registered.done()
+
+    sandbox_servers.add_device("Sched/later", "Counter", "test/later/1", {"Start": 9})
+    sandbox_servers.start("Sched/later", COUNTER)
+
+    registered.result(WAIT_SECONDS)
+    recorder.wait_for(lambda r: r.values == [9])
+
+
+def test_pending_registration_can_be_withdrawn(
+    sandbox_servers: SandboxServers, scheduler: CallbackScheduler
+) -> None:
+    recorder = Recorder()
+    registered = scheduler.register_event_callback(
+        sandbox_servers.sandbox.trl("test/never/1"), "value", CHANGE, recorder
+    )
+    recorder.wait_for(lambda r: len(r.events) >= 1)
+
+    assert registered.cancel()
+
+    assert scheduler.stats().queues == ()
+
+
+def test_shutdown_finishes_the_running_callback_and_leaves_nothing(counter: str) -> None:
+    started, release = threading.Event(), threading.Event()
+    finished: list[bool] = []
+
+    def blocking(event: tango.EventData) -> None:
+        started.set()
+        release.wait(WAIT_SECONDS)
+        finished.append(True)
+
+    scheduler = CallbackScheduler(name="shutdown-test")
+    scheduler.register_event_callback(counter, "value", CHANGE, blocking).result(WAIT_SECONDS)
+    assert started.wait(WAIT_SECONDS)
+    stopper = threading.Thread(target=scheduler.shutdown)
+    stopper.start()
+    stopper.join(0.2)
+    assert stopper.is_alive(), "shutdown must wait for the callback in progress"
+
+    release.set()
+    stopper.join(WAIT_SECONDS)
+
+    assert not stopper.is_alive()
+    assert finished == [True]
+    assert not [t for t in threading.enumerate() if t.name.startswith("shutdown-test")]
+    assert "test/sched/1/value.idl5_change" not in _client_callbacks()
+    scheduler.shutdown()  # idempotent
+    with pytest.raises(SchedulerShutDownError, match="create a new CallbackScheduler"):
+        scheduler.register_event_callback(counter, "value", CHANGE, blocking)
