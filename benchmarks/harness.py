@@ -8,11 +8,12 @@ times and reports the median of each metric (see `median_of_runs`).
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from milonga.scheduler import stats
 
 QUICK_REPEATS = 3
 FULL_REPEATS = 5
@@ -119,11 +120,10 @@ def median_of_runs(runs: Sequence[Mapping[str, float]]) -> dict[str, float]:
 
 def percentile(values: Sequence[float], fraction: float) -> float:
     """The ``fraction`` quantile of ``values`` (nearest rank: an actually observed value)."""
-    if not values:
+    result = stats.percentile(values, fraction)
+    if result is None:
         raise ValueError("percentile of no values")
-    ordered = sorted(values)
-    rank = max(1, math.ceil(len(ordered) * fraction))
-    return ordered[rank - 1]
+    return result
 
 
 def format_value(value: float | None) -> str:
