@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -9,7 +10,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -228,13 +229,12 @@ class TangoSandbox:
         )
         self._database = database
         deadline = time.monotonic() + DATABASE_START_SECONDS
-        while (match := _LISTENING.search(database.output())) is None:
-            self._check_alive(database, "the Tango database server", deadline)
-            time.sleep(READY_POLL_SECONDS)
-        self._port = int(match["port"])
-        while not self._database_answers():
-            self._check_alive(database, "the Tango database server", deadline)
-            time.sleep(READY_POLL_SECONDS)
+        what = "the Tango database server"
+        _poll(database, what, deadline, lambda: _LISTENING.search(database.output()) is not None)
+        listening = _LISTENING.search(database.output())
+        assert listening is not None
+        self._port = int(listening["port"])
+        _poll(database, what, deadline, self._database_answers)
 
     def _database_answers(self) -> bool:
         try:
@@ -266,22 +266,23 @@ class TangoSandbox:
 
     def _wait_until_ready(self, server: str, deadline: float) -> None:
         process = self._servers[server].process
-        pending = self.devices_of(server)
+        db = self.database()
         try:
-            while pending:
-                self._check_alive(process, f"device server {server!r}", deadline)
-                if self._answers(pending[0], process.pid):
-                    pending.pop(0)
-                else:
-                    time.sleep(READY_POLL_SECONDS)
+            for device in self.devices_of(server):
+                _poll(
+                    process,
+                    f"device server {server!r}",
+                    deadline,
+                    functools.partial(self._answers, db, device, process.pid),
+                )
         except ServerStartError:
             self.stop_server(server)
             raise
 
-    def _answers(self, device: str, pid: int) -> bool:
+    def _answers(self, db: tango.Database, device: str, pid: int) -> bool:
         """Whether ``device`` is exported by process ``pid`` and answers a ping."""
         try:
-            info = self.database().get_device_info(device)
+            info = db.get_device_info(device)
             if not info.exported or info.pid != pid:
                 return False
             proxy = self.proxy(device)
@@ -290,21 +291,6 @@ class TangoSandbox:
         except tango.DevFailed:
             return False
         return True
-
-    @staticmethod
-    def _check_alive(process: ChildProcess, what: str, deadline: float) -> None:
-        code = process.exit_code()
-        if code is not None:
-            raise ServerStartError(
-                f"{what} exited with status {code} before it was ready. "
-                f"Its output (full log: {process.log_path}) ends with:\n{process.tail()}"
-            )
-        if time.monotonic() > deadline:
-            raise ServerStartError(
-                f"{what} did not become ready in time. Check its output below; if the machine "
-                f"is just slow, pass a longer timeout. Full log: {process.log_path}\n"
-                f"{process.tail()}"
-            )
 
     def _log_path(self, server: str) -> Path:
         return self.directory / "logs" / f"{server.replace('/', '.')}.log"
@@ -318,6 +304,24 @@ class TangoSandbox:
             env["TANGO_HOST"] = self.tango_host
         env["PYTHONUNBUFFERED"] = "1"
         return env
+
+
+def _poll(process: ChildProcess, what: str, deadline: float, ready: Callable[[], bool]) -> None:
+    """Wait until ``ready()``; raise ServerStartError if ``process`` exits or time runs out."""
+    while not ready():
+        code = process.exit_code()
+        if code is not None:
+            raise ServerStartError(
+                f"{what} exited with status {code} before it was ready. "
+                f"Its output (full log: {process.log_path}) ends with:\n{process.tail()}"
+            )
+        if time.monotonic() > deadline:
+            raise ServerStartError(
+                f"{what} did not become ready in time. Check its output below; if the machine "
+                f"is just slow, pass a longer timeout. Full log: {process.log_path}\n"
+                f"{process.tail()}"
+            )
+        time.sleep(READY_POLL_SECONDS)
 
 
 def _check_server_name(server: str) -> None:
