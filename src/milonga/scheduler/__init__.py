@@ -1,5 +1,7 @@
 """CallbackScheduler: Tango event callbacks served fairly from bounded queues on worker threads."""
 
+from milonga.scheduler.default import default_scheduler, shutdown_default_scheduler
+from milonga.scheduler.internal_threads import allow_internal_threads
 from milonga.scheduler.queues import DEFAULT_QUEUE_SIZE, EventQueue, QueueSizeError
 from milonga.scheduler.scheduler import (
     CallbackID,
@@ -21,4 +23,7 @@ __all__ = [
     "SchedulerShutDownError",
     "SchedulerStats",
     "UnknownStreamError",
+    "allow_internal_threads",
+    "default_scheduler",
+    "shutdown_default_scheduler",
 ]

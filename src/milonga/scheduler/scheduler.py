@@ -21,6 +21,7 @@ import tango
 
 from milonga.scheduler.dispatch import Dispatcher
 from milonga.scheduler.failures import CallbackFailureLog
+from milonga.scheduler.internal_threads import current_holder
 from milonga.scheduler.queues import DEFAULT_QUEUE_SIZE, EventQueue
 from milonga.scheduler.stats import QueueStats, SchedulerStats, TimingWindow
 from milonga.scheduler.streams import StreamKey, stream_key, subscription_failed
@@ -234,9 +235,18 @@ class CallbackScheduler:
                 )
             )
 
+    @property
+    def is_shut_down(self) -> bool:
+        """Whether `shutdown` was called; a scheduler that is shut down accepts no work."""
+        return self._closed
+
     def shutdown(self) -> None:
         """Finish the callbacks running, stop the workers, unsubscribe every stream and
-        release every proxy.  Idempotent."""
+        release every proxy.  Idempotent.
+
+        In a device server's ``delete_device``, call it inside `allow_internal_threads` if a
+        callback may push events on that device.
+        """
         with self._lock:
             if self._closed:
                 return
@@ -252,9 +262,14 @@ class CallbackScheduler:
             self._unsubscribe(stream)
             stream.connection.cancel()
         self._dispatcher.close()
+        holder = current_holder()
         for worker in self._workers:
-            if worker is not threading.current_thread():
+            if worker is threading.current_thread():
+                continue
+            if holder is None:
                 worker.join()
+            else:  # inside allow_internal_threads: run the pushes the workers hand over
+                holder.serve_while(worker.is_alive)
 
     # -- internals: streams -----------------------------------------------------------------
 
