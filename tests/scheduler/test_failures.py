@@ -1,0 +1,46 @@
+"""Rate-limited logging of callbacks that raise."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from milonga.scheduler.failures import CallbackFailureLog
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _fail(log: CallbackFailureLog, key: str) -> bool:
+    try:
+        raise ValueError(f"bad event for {key}")
+    except ValueError:
+        return log.report(key, key)
+
+
+def test_repeats_are_logged_once_per_interval_with_a_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    log = CallbackFailureLog(logging.getLogger("test.failures"), interval=10.0, clock=clock)
+
+    logged = [_fail(log, "a") for _ in range(5)]
+    clock.now = 10.0
+    logged.append(_fail(log, "a"))
+
+    assert logged == [True, False, False, False, False, True]
+    assert "4 more failures not logged" in caplog.records[-1].getMessage()
+    assert caplog.records[0].exc_text is not None
+    assert "bad event for a" in caplog.records[0].exc_text
+
+
+def test_each_callback_has_its_own_allowance() -> None:
+    log = CallbackFailureLog(logging.getLogger("test.failures"), clock=FakeClock())
+
+    assert [_fail(log, key) for key in ("a", "b", "a", "b")] == [True, True, False, False]
