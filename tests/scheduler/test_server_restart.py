@@ -11,6 +11,7 @@ from milonga import CallbackScheduler
 from milonga.testing import SandboxServers
 
 CHANGE = tango.EventType.CHANGE_EVENT
+COUNTER = "tests.devices.counter"
 # Tango notices a lost server by its missing heartbeat and resubscribes on a 10 s cadence.
 RESUBSCRIBE_SECONDS = 45.0
 
@@ -39,18 +40,23 @@ class Timeline:
         return squeezed[-len(tail) :] == tail
 
 
-def test_callbacks_see_the_restart_then_events_again(sandbox_servers: SandboxServers) -> None:
+def test_callbacks_see_the_outage_then_events_again(sandbox_servers: SandboxServers) -> None:
     trl = sandbox_servers.add_device("Sched/restart", "Counter", "test/restart/1", {"Start": 3})
-    sandbox_servers.start("Sched/restart", "tests.devices.counter")
-    timeline = Timeline()
+    sandbox_servers.start("Sched/restart", COUNTER)
+    timeline, late = Timeline(), Timeline()
 
     with CallbackScheduler(name="restart-test") as scheduler:
         scheduler.register_event_callback(trl, "value", CHANGE, timeline).result(10)
         tango.DeviceProxy(trl).Increment()
         timeline.wait_for([3, 4])
 
-        sandbox_servers.sandbox.restart_server("Sched/restart")
-        timeline.wait_for([4, "error", 3])  # Tango's error events, then the fresh value
+        sandbox_servers.sandbox.stop_server("Sched/restart")
+        timeline.wait_for([4, "error"])  # Tango's error event for the silent server
+        scheduler.register_event_callback(trl, "value", CHANGE, late)
+        late.wait_for(["error"])  # the stream's latest news, not the stale value 4
+        sandbox_servers.start("Sched/restart", COUNTER)
+        timeline.wait_for([4, "error", 3])  # resubscribed: the fresh value
         tango.DeviceProxy(trl).Increment()
 
         timeline.wait_for([4, "error", 3, 4])
+        late.wait_for(["error", 3, 4])

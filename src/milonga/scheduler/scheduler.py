@@ -165,7 +165,7 @@ class CallbackScheduler:
             stream = self._stream(stream_key(device, attr_name, event_type), queue_factory)
             callback_id = CallbackID(stream.key, next(self._serials))
             stream.callbacks = {**stream.callbacks, callback_id: callback}
-            if stream.connected and stream.last_event is not None:
+            if stream.last_event is not None:  # the stream's latest news, good or bad
                 self._enqueue(stream, stream.last_event, {callback_id: callback})
         registered.add_done_callback(lambda future: self._withdraw(future, callback_id))
         _chain(stream.connection, registered, callback_id)
@@ -301,7 +301,8 @@ class CallbackScheduler:
             self._subscribe(stream)
         except tango.DevFailed as failure:
             self._logger.debug("cannot subscribe to %s yet: %s", stream.key, failure)
-            self._enqueue(stream, subscription_failed(stream.key, failure), stream.callbacks)
+            stream.last_event = subscription_failed(stream.key, failure)
+            self._enqueue(stream, stream.last_event, stream.callbacks)
             self._retry_later(stream)
 
     def _subscribe(self, stream: _Stream) -> None:
@@ -341,7 +342,7 @@ class CallbackScheduler:
 
     def _mark_connected(self, stream: _Stream) -> None:
         with self._lock:
-            if stream.connected or stream.closed:
+            if stream.connected or stream.closed or self._closed:
                 return
             stream.connected = True
             # Resolving runs the users' done-callbacks: keep them off Tango's thread.
@@ -383,10 +384,9 @@ class CallbackScheduler:
 
     def _on_tango_event(self, stream: _Stream, event: tango.EventData) -> None:
         """Tango's callback: record and queue the event, nothing else."""
-        if not event.err:
-            stream.last_event = event
-            if not stream.connected:
-                self._mark_connected(stream)
+        stream.last_event = event
+        if not event.err and not stream.connected:
+            self._mark_connected(stream)
         self._enqueue(stream, event, stream.callbacks)
 
     def _enqueue(
@@ -409,7 +409,7 @@ class CallbackScheduler:
                     continue  # unregistered while the event waited
                 try:
                     callback(queued.event)
-                except Exception:
+                except BaseException:  # even SystemExit must not take a worker down
                     self._failures.report(callback_id, callback)
             finished = time.monotonic()
             with self._lock:
