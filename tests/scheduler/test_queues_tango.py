@@ -142,3 +142,22 @@ def test_one_worker_serves_a_quiet_stream_ahead_of_a_flooded_one(
     ahead = calls[started_before:].index("quiet")
     assert ahead <= 2, calls
     assert scheduler.stats().depth >= 25
+
+
+def test_a_proxy_and_a_name_of_one_device_share_one_stream(
+    scheduler: CallbackScheduler, counters: list[str]
+) -> None:
+    by_proxy: list[tango.EventData] = []
+    by_name: list[tango.EventData] = []
+    spelled_differently = counters[0].replace("127.0.0.1", "localhost")
+
+    scheduler.register_event_callback(
+        tango.DeviceProxy(counters[0]), "value", CHANGE, by_proxy.append
+    ).result(WAIT_SECONDS)
+    scheduler.register_event_callback(spelled_differently, "VALUE", CHANGE, by_name.append).result(
+        WAIT_SECONDS
+    )
+
+    _until(lambda: len(by_name) == 1)
+    (queue,) = scheduler.stats().queues
+    assert queue.streams == ("test/queues/1/value.change",)

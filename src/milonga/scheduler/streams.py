@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 from dataclasses import dataclass
 
 import tango
 
 DEFAULT_TANGO_HOST_PORT = 10000
+TRL_SCHEME = "tango://"
 
 
 @dataclass(frozen=True)
@@ -28,29 +31,49 @@ class StreamKey:
 
 
 def device_trl(device: tango.DeviceProxy | str) -> str:
-    """The full, lower-case ``tango://host:port/domain/family/member`` of ``device``.
+    """The full, lower-case ``tango://address:port/domain/family/member`` of ``device``.
 
-    A bare name is resolved against ``TANGO_HOST``, as `tango.DeviceProxy` would.
+    A bare name is resolved against ``TANGO_HOST``, as `tango.DeviceProxy` would.  The
+    database host becomes its IP address, so every spelling of one host names one stream.
     """
     if isinstance(device, tango.DeviceProxy):
-        return f"tango://{device.get_db_host()}:{device.get_db_port()}/{device.dev_name()}".lower()
+        return _trl(device.get_db_host(), str(device.get_db_port()), device.dev_name())
     name = device.strip()
-    if name.startswith("tango://"):
-        return name.lower()
+    if name.lower().startswith(TRL_SCHEME):
+        host_port, _, device_name = name[len(TRL_SCHEME) :].partition("/")
+        host, _, port = host_port.rpartition(":")
+        if not host or not port or device_name.count("/") != 2:
+            raise ValueError(
+                f"device {device!r} is not a valid TRL; expected "
+                "'tango://host:port/domain/family/member'"
+            )
+        return _trl(host, port, device_name)
     if name.count("/") != 2:
         raise ValueError(
             f"device {device!r} is not a device name; expected 'domain/family/member' "
             "or 'tango://host:port/domain/family/member'"
         )
-    host = os.environ.get("TANGO_HOST", "").split(",")[0]
-    if not host:
+    tango_host = os.environ.get("TANGO_HOST", "").split(",")[0]
+    if not tango_host:
         raise ValueError(
             f"cannot tell which Tango database device {device!r} is in: TANGO_HOST is not "
             "set; set it or pass a full 'tango://host:port/domain/family/member'"
         )
-    if ":" not in host:
-        host = f"{host}:{DEFAULT_TANGO_HOST_PORT}"
-    return f"tango://{host}/{name}".lower()
+    host, _, port = tango_host.partition(":")
+    return _trl(host, port or str(DEFAULT_TANGO_HOST_PORT), name)
+
+
+def _trl(host: str, port: str, device_name: str) -> str:
+    return f"{TRL_SCHEME}{_address(host)}:{port}/{device_name}".lower()
+
+
+@functools.lru_cache(maxsize=256)
+def _address(host: str) -> str:
+    """``host``'s IP address, or ``host`` itself if it cannot be resolved."""
+    try:
+        return socket.gethostbyname(host)
+    except OSError:
+        return host
 
 
 def stream_key(
