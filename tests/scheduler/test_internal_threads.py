@@ -79,13 +79,12 @@ def test_with_it_the_callback_pushes_and_no_outside_request_gets_in(
     with ThreadPoolExecutor(1) as pool:
         init = pool.submit(_timed, _client(sandbox_servers, "allowed").Init)
         _until(lambda: DELETE_STARTED in sandbox_servers.sandbox.server_output("Forwarder/allowed"))
-        read_issued, read_finished = _timed(lambda: outside.read_attribute("mirror"))
+        read_issued, _ = _timed(lambda: outside.read_attribute("mirror"))
         _, init_finished = init.result(WAIT_SECONDS)
 
     assert list(forwarder.outcomes)[-1] == "pushed"
     assert read_issued < init_finished, "the outside read must overlap delete_device"
-    assert read_finished >= init_finished
-    assert forwarder.intruders == 0
+    assert forwarder.intruders == 0, "a client read ran while delete_device was running"
 
 
 def test_it_refuses_what_is_not_a_device() -> None:

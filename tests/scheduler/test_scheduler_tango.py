@@ -80,6 +80,7 @@ def counter(sandbox_servers: SandboxServers) -> str:
     return trl
 
 
+@pytest.mark.requires_pytango10("checks EventData.event_reason")
 def test_callbacks_get_the_current_value_then_events_on_workers(
     scheduler: CallbackScheduler, counter: str
 ) -> None:
@@ -109,6 +110,7 @@ def test_users_proxy_going_away_unsubscribes_nothing(
     recorder.wait_for(lambda r: r.values == [5, 6])
 
 
+@pytest.mark.requires_pytango10("counts subscriptions with ApiUtil.query_event_system")
 def test_last_callback_unregistered_unsubscribes(
     scheduler: CallbackScheduler, counter: str
 ) -> None:
@@ -131,6 +133,7 @@ def test_last_callback_unregistered_unsubscribes(
         scheduler.unregister_callback(ids[1])
 
 
+@pytest.mark.requires_pytango10("counts subscriptions with ApiUtil.query_event_system")
 def test_connected_stream_serves_new_callbacks_without_resubscribing(
     scheduler: CallbackScheduler, counter: str
 ) -> None:
@@ -196,6 +199,7 @@ def test_slow_stream_does_not_delay_another_with_two_threads(
     assert max(latencies) < 0.25, latencies
 
 
+@pytest.mark.requires_pytango10("checks EventData.event_reason")
 def test_device_defined_after_registration_starts_flowing(
     sandbox_servers: SandboxServers, scheduler: CallbackScheduler
 ) -> None:
@@ -231,6 +235,7 @@ def test_pending_registration_can_be_withdrawn(
     assert scheduler.stats().queues == ()
 
 
+@pytest.mark.requires_pytango10("counts subscriptions with ApiUtil.query_event_system")
 def test_shutdown_finishes_the_running_callback_and_leaves_nothing(counter: str) -> None:
     started, release = threading.Event(), threading.Event()
     finished: list[bool] = []

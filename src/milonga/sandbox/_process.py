@@ -17,17 +17,26 @@ TAIL_LINES = 30
 class ChildProcess:
     """One ``milonga.sandbox._child`` process in its own session, logging to ``log_path``.
 
+    It runs on the interpreter ``python``, by default the one running this process.
+
     The process runs in a new session so that a Ctrl-C in the terminal reaches only the
     sandbox, which then stops its children in order.
     """
 
-    def __init__(self, label: str, child_args: list[str], log_path: Path, env: dict[str, str]):
+    def __init__(
+        self,
+        label: str,
+        child_args: list[str],
+        log_path: Path,
+        env: dict[str, str],
+        python: str = sys.executable,
+    ):
         self.label = label
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
             self._popen = subprocess.Popen(
-                [sys.executable, "-u", "-m", "milonga.sandbox._child", *child_args],
+                [python, "-u", "-m", "milonga.sandbox._child", *child_args],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -6,7 +6,9 @@ import functools
 import os
 import re
 import shutil
+import site
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -24,6 +26,7 @@ DATABASE_START_SECONDS = 60.0
 SERVER_START_SECONDS = 30.0
 READY_POLL_SECONDS = 0.05
 PING_TIMEOUT_MILLIS = 1000
+PYTHON_VARIABLE = "MILONGA_SANDBOX_PYTHON"
 _LISTENING = re.compile(r"host=(?P<host>[\w.\-]+), port=(?P<port>\d+)")
 
 
@@ -46,12 +49,18 @@ class TangoSandbox:
 
     Use it as a context manager.  Entering starts the database and returns once it answers;
     leaving stops every process the sandbox started, whatever ended the block.
+
+    The database and the device servers run on this process's Python interpreter, or on
+    the one the environment variable ``MILONGA_SANDBOX_PYTHON`` names when it is set: the
+    path or command name of an interpreter with PyTango 10.3 or later and whatever the
+    device classes import.  That lets a client on an older PyTango, such as 9.5, use it.
     """
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self._given_directory = Path(directory) if directory is not None else None
         self._directory: Path | None = None
         self._database: ChildProcess | None = None
+        self._python = sys.executable
         self._port: int | None = None
         self._servers: dict[str, _RunningServer] = {}
         self._lock = threading.RLock()
@@ -74,6 +83,7 @@ class TangoSandbox:
         """Start the database server and wait until it answers."""
         if self._database is not None:
             raise SandboxError("this sandbox is already running; stop() it before starting again")
+        self._python = _child_python()
         if self._given_directory is None:
             self._directory = Path(tempfile.mkdtemp(prefix="milonga-sandbox-"))
         else:
@@ -160,9 +170,13 @@ class TangoSandbox:
             db.put_device_property(name, {key: _as_property(v) for key, v in properties.items()})
 
     def delete_server(self, server: str) -> None:
-        """Stop ``server`` if it runs and remove it and its devices from the database."""
+        """Stop ``server`` if it runs and remove it, its devices and their properties from
+        the database, so that a device defined later under the same name starts afresh."""
         self.stop_server(server)
-        self.database().delete_server(server)
+        db = self.database()
+        for device in self.devices_of(server):
+            db.delete_device(device)  # Database.delete_server would leave the properties
+        db.delete_server(server)
 
     def start_server(
         self, server: str, source: str | os.PathLike[str], timeout: float = SERVER_START_SECONDS
@@ -226,6 +240,7 @@ class TangoSandbox:
             ["database", "--host", "127.0.0.1", "--port", "0", "--print-host-port", "2"],
             self.directory / "database.log",
             env,
+            self._python,
         )
         self._database = database
         deadline = time.monotonic() + DATABASE_START_SECONDS
@@ -259,7 +274,11 @@ class TangoSandbox:
                     f"server {server!r} is already running; stop_server() or restart_server() it"
                 )
             process = ChildProcess(
-                server, ["server", server, source], self._log_path(server), self._child_env()
+                server,
+                ["server", server, source],
+                self._log_path(server),
+                self._child_env(),
+                self._python,
             )
             self._servers[server] = _RunningServer(source, process)
         return server
@@ -297,13 +316,41 @@ class TangoSandbox:
 
     def _child_env(self) -> dict[str, str]:
         env = dict(os.environ)
-        # Whatever this process can import, the child can import too.
+        # Whatever this process can import, the child can import too, except this
+        # interpreter's own libraries: the child's interpreter brings its own.
+        libraries = _interpreter_libraries()
         importable = [Path(entry or os.curdir).resolve() for entry in sys.path]
-        env["PYTHONPATH"] = os.pathsep.join(str(entry) for entry in importable if entry.is_dir())
+        env["PYTHONPATH"] = os.pathsep.join(
+            str(entry)
+            for entry in importable
+            if entry.is_dir() and not any(entry.is_relative_to(lib) for lib in libraries)
+        )
         if self._port is not None:
             env["TANGO_HOST"] = self.tango_host
         env["PYTHONUNBUFFERED"] = "1"
         return env
+
+
+def _child_python() -> str:
+    """The interpreter the sandbox's processes run on; see `TangoSandbox`."""
+    python = os.environ.get(PYTHON_VARIABLE)
+    if not python:
+        return sys.executable
+    found = shutil.which(python)
+    if found is None:
+        raise SandboxError(
+            f"{PYTHON_VARIABLE}={python!r} is not an executable; set it to a Python interpreter "
+            "with PyTango 10.3 or later, or unset it to run the sandbox's processes on this one"
+        )
+    return found
+
+
+def _interpreter_libraries() -> list[Path]:
+    """This interpreter's standard library and site-packages directories."""
+    paths = sysconfig.get_paths()
+    directories = [paths[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")]
+    directories += [*site.getsitepackages(), site.getusersitepackages()]
+    return [Path(directory).resolve() for directory in directories]
 
 
 def _poll(process: ChildProcess, what: str, deadline: float, ready: Callable[[], bool]) -> None:

@@ -88,7 +88,8 @@ def subscription_failed(key: StreamKey, failure: tango.DevFailed) -> tango.Event
     event = tango.EventData()
     event.err = True
     event.errors = failure
-    event.event_reason = tango.EventReason.SubFail
+    if hasattr(tango, "EventReason"):  # events carry no reason before PyTango 10.1
+        event.event_reason = tango.EventReason.SubFail
     event.attr_name = key.attr_trl
     event.event = key.event_type.name.removesuffix("_EVENT").lower()
     event.reception_date = tango.TimeVal.now()
