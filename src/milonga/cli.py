@@ -11,6 +11,7 @@ from types import FrameType
 
 from milonga import __version__
 from milonga.demo.preview import run_preview
+from milonga.monitor import cli as monitor_cli
 from milonga.sandbox import SandboxError, TangoSandbox
 
 EXIT_ERROR = 1
@@ -44,6 +45,10 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _monitor(args: argparse.Namespace) -> int:
+    return monitor_cli.run(args, prog="milonga monitor")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="milonga",
@@ -71,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         "show each change event and the event system's counters.",
     )
     demo.set_defaults(run=_demo)
+    monitor = commands.add_parser(
+        "monitor",
+        help="poll device servers' QueryEventSystem and show what changed in their events",
+        description=monitor_cli.DESCRIPTION,
+        epilog=monitor_cli.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    monitor_cli.add_arguments(monitor)
+    monitor.set_defaults(run=_monitor)
     return parser
 
 

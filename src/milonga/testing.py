@@ -5,7 +5,8 @@ Enable them with ``pytest_plugins = ["milonga.testing"]`` in a root ``conftest.p
 - ``tango_sandbox``: one sandbox shared by the whole test session;
 - ``sandbox_servers``: define and start servers in that sandbox for one test only. Every
   server a test defines through it is stopped and deleted from the database afterwards,
-  so the next test can reuse the names.
+  so the next test can reuse the names;
+- ``event_system_change``: what one test changed in this process's Tango event system.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from milonga.monitor import Report, Snapshot, diff, query_process, render_report
 from milonga.sandbox import TangoSandbox
 
 
@@ -65,3 +67,33 @@ def sandbox_servers(tango_sandbox: TangoSandbox) -> Iterator[SandboxServers]:
         yield servers
     finally:
         servers.cleanup()
+
+
+class EventSystemChange:
+    """This process's event system when the test started, and what has changed since.
+
+    Every method queries the process again and compares with `before`, the snapshot
+    taken when the fixture was set up.  A query empties the process's performance
+    samples, so a report's tables cover the time since the previous query.
+    """
+
+    def __init__(self) -> None:
+        self.before: Snapshot = query_process()
+
+    def snapshot(self) -> Snapshot:
+        """The process's event system now."""
+        return query_process()
+
+    def report(self) -> Report:
+        """What changed since the test started: subscriptions, counters, samples."""
+        return diff(self.before, query_process())
+
+    def render(self) -> str:
+        """`report` as text, in the layout the monitor prints."""
+        return "\n".join(render_report(self.report()))
+
+
+@pytest.fixture
+def event_system_change() -> EventSystemChange:
+    """What this test changes in its own process's event system (needs PyTango 10)."""
+    return EventSystemChange()

@@ -1,0 +1,168 @@
+"""What changed in one process's event system between two snapshots: the report model.
+
+`diff(previous, current)` compares two `Snapshot`s of the same process.  Pure code, no
+Tango: the report is plain data that `milonga.monitor.render` turns into text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from milonga.monitor.snapshot import NotConnected, Snapshot, Subscription
+from milonga.monitor.stats import PerfTable, summarise_client_perf, summarise_server_perf
+
+
+@dataclass(frozen=True)
+class Change:
+    """A counter that moved from ``before`` to ``after``."""
+
+    before: int
+    after: int
+
+    @property
+    def delta(self) -> int:
+        return self.after - self.before
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """A stream the process publishes, with the last server counter pushed on it."""
+
+    stream: str
+    counter: int
+
+
+@dataclass(frozen=True)
+class PublisherChange:
+    """A stream on which the process pushed events (or whose counter went down)."""
+
+    stream: str
+    counter: Change
+
+
+@dataclass(frozen=True)
+class SubscriptionChange:
+    """The fields of one subscription that changed; None for those that did not."""
+
+    topic: str
+    event_count: Change | None = None
+    server_counter: Change | None = None
+    callback_count: Change | None = None
+    missed_event_count: Change | None = None
+    discarded_event_count: Change | None = None
+    last_resubscribed: tuple[str | None, str | None] | None = None
+    """(before, after) when the subscription was renewed in between."""
+
+
+@dataclass(frozen=True)
+class Report:
+    """What changed in one process, section by section; empty tuples when nothing did."""
+
+    new_publishers: tuple[Publisher, ...] = ()
+    published: tuple[PublisherChange, ...] = ()
+    removed_publishers: tuple[str, ...] = ()
+    server_perf: PerfTable | None = None
+    """None when the snapshot carries no server samples."""
+    new_subscriptions: tuple[Subscription, ...] = ()
+    subscription_changes: tuple[SubscriptionChange, ...] = ()
+    removed_subscriptions: tuple[str, ...] = ()
+    not_connected: tuple[NotConnected, ...] = ()
+    """Subscriptions the process started trying to connect since the previous snapshot."""
+    connected_again: tuple[NotConnected, ...] = ()
+    """Entries that left the not-connected list: connected, or unsubscribed."""
+    client_perf: PerfTable | None = None
+    went_down: tuple[str, ...] = ()
+    """Streams and topics whose own counters went down: the process restarted, or these
+    were dropped and subscribed to again in between."""
+
+    @property
+    def is_empty(self) -> bool:
+        """Whether there is nothing to show."""
+        return not any(getattr(self, field.name) for field in fields(self))
+
+
+def diff(previous: Snapshot | None, current: Snapshot) -> Report:
+    """What changed from ``previous`` to ``current``; with no previous, everything is new.
+
+    The performance tables summarise ``current``'s samples, which are exactly those taken
+    since the previous query of the process, whoever made it.
+    """
+    before = previous or Snapshot(server=None, client=None)
+    old_counters = dict(before.server.publishers) if before.server else {}
+    new_counters = dict(current.server.publishers) if current.server else {}
+    old_subscriptions = dict(before.client.subscriptions) if before.client else {}
+    new_subscriptions = dict(current.client.subscriptions) if current.client else {}
+    old_waiting = (
+        {entry.key: entry for entry in before.client.not_connected} if before.client else {}
+    )
+    new_waiting = (
+        {entry.key: entry for entry in current.client.not_connected} if current.client else {}
+    )
+
+    published = tuple(
+        PublisherChange(stream, Change(old_counters[stream], counter))
+        for stream, counter in sorted(new_counters.items())
+        if stream in old_counters and old_counters[stream] != counter
+    )
+    changed = tuple(
+        change
+        for topic, subscription in sorted(new_subscriptions.items())
+        if topic in old_subscriptions
+        and (change := _subscription_change(old_subscriptions[topic], subscription)) is not None
+    )
+    went_down = [c.stream for c in published if c.counter.delta < 0]
+    went_down += [c.topic for c in changed if c.event_count and c.event_count.delta < 0]
+
+    server_samples = current.server.perf if current.server else None
+    client_samples = current.client.perf if current.client else None
+    return Report(
+        new_publishers=tuple(
+            Publisher(stream, counter)
+            for stream, counter in sorted(new_counters.items())
+            if stream not in old_counters
+        ),
+        published=published,
+        removed_publishers=tuple(sorted(set(old_counters) - set(new_counters))),
+        server_perf=summarise_server_perf(server_samples) if server_samples else None,
+        new_subscriptions=tuple(
+            subscription
+            for topic, subscription in sorted(new_subscriptions.items())
+            if topic not in old_subscriptions
+        ),
+        subscription_changes=changed,
+        removed_subscriptions=tuple(sorted(set(old_subscriptions) - set(new_subscriptions))),
+        not_connected=_sorted_entries(new_waiting, exclude=old_waiting),
+        connected_again=_sorted_entries(old_waiting, exclude=new_waiting),
+        client_perf=summarise_client_perf(client_samples) if client_samples else None,
+        went_down=tuple(sorted(went_down)),
+    )
+
+
+def _subscription_change(old: Subscription, new: Subscription) -> SubscriptionChange | None:
+    def moved(before: int, after: int) -> Change | None:
+        return None if before == after else Change(before, after)
+
+    change = SubscriptionChange(
+        topic=new.topic,
+        event_count=moved(old.event_count, new.event_count),
+        server_counter=moved(old.server_counter, new.server_counter),
+        callback_count=moved(old.callback_count, new.callback_count),
+        missed_event_count=moved(old.missed_event_count, new.missed_event_count),
+        discarded_event_count=moved(old.discarded_event_count, new.discarded_event_count),
+        last_resubscribed=None
+        if old.last_resubscribed == new.last_resubscribed
+        else (old.last_resubscribed, new.last_resubscribed),
+    )
+    return None if change == SubscriptionChange(new.topic) else change
+
+
+def _sorted_entries(
+    entries: dict[tuple[str, str, str, str | None], NotConnected],
+    exclude: dict[tuple[str, str, str, str | None], NotConnected],
+) -> tuple[NotConnected, ...]:
+    return tuple(
+        sorted(
+            (entry for key, entry in entries.items() if key not in exclude),
+            key=lambda entry: (entry.stream, entry.tango_host or ""),
+        )
+    )

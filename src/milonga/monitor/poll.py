@@ -1,0 +1,131 @@
+"""A poll: every monitored server's reply at one moment, and what changed since the last.
+
+`Poll` is what the collector returns.  `PollHistory` remembers each server's last answer
+and turns each new poll into a `PollReport`: one `ServerEntry` per server, with its
+`Report`, or the reason it did not answer.  Pure code, no Tango.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from milonga.monitor.diff import Report, diff
+from milonga.monitor.snapshot import Snapshot, SnapshotFormatError, parse_snapshot
+
+
+@dataclass(frozen=True)
+class MonitoredServer:
+    """A device server to poll, through its admin device, and the devices that led to it."""
+
+    admin: str
+    """The admin device, ``dserver/Executable/instance``, or its full TRL."""
+    devices: tuple[str, ...] = ()
+    """The devices named on the command line that live in this server."""
+
+    @property
+    def label(self) -> str:
+        """``dserver/MyServer/top (from foo/bar/top, foo/bar/top2)``, or just the admin."""
+        if not self.devices:
+            return self.admin
+        return f"{self.admin} (from {', '.join(self.devices)})"
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One server's answer to one poll: a snapshot, or why there is none."""
+
+    server: MonitoredServer
+    data: Mapping[str, Any] | None
+    """The decoded `QueryEventSystem` object, as the server sent it."""
+    snapshot: Snapshot | None
+    error: str | None
+    """Why there is no snapshot: one cause per line, the root cause first."""
+
+    @classmethod
+    def answered(cls, server: MonitoredServer, text: str) -> Reply:
+        """The reply for ``text`` returned by the server; an error reply if it is unusable."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            return cls.failed(
+                server, f"QueryEventSystem returned something that is not JSON: {error}"
+            )
+        if not isinstance(data, Mapping):
+            return cls.failed(server, "QueryEventSystem returned JSON that is not an object")
+        try:
+            return cls(server, data, parse_snapshot(data), None)
+        except SnapshotFormatError as error:
+            return cls(server, data, None, f"cannot read its QueryEventSystem reply: {error}")
+
+    @classmethod
+    def failed(cls, server: MonitoredServer, error: str) -> Reply:
+        """The reply of a server that could not be queried."""
+        return cls(server, None, None, error)
+
+
+@dataclass(frozen=True)
+class Poll:
+    """Every monitored server's reply, collected at the same time."""
+
+    time: datetime
+    """When the poll started."""
+    replies: tuple[Reply, ...]
+
+
+@dataclass(frozen=True)
+class ServerEntry:
+    """One server in a poll report."""
+
+    server: MonitoredServer
+    report: Report | None
+    """What changed since its previous answer; None when it did not answer."""
+    error: str | None = None
+    """Why it did not answer this time."""
+    silent_polls: int = 0
+    """When it answers again: how many polls in a row it had not answered."""
+    last_answer: datetime | None = None
+    """When it answers again: the poll its report is compared with, if any."""
+
+
+@dataclass(frozen=True)
+class PollReport:
+    """What changed in every monitored server since the previous poll."""
+
+    time: datetime
+    entries: tuple[ServerEntry, ...]
+
+
+class PollHistory:
+    """Each server's last answer, so that every poll is compared with what came before.
+
+    A server that does not answer keeps its last snapshot: when it answers again its
+    report shows everything since that answer, such as counters that went down because
+    it restarted.
+    """
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[datetime, Snapshot]] = {}
+        self._silent: dict[str, int] = {}
+
+    def add(self, poll: Poll) -> PollReport:
+        """Record ``poll`` and return what changed since each server's previous answer."""
+        return PollReport(poll.time, tuple(self._entry(poll.time, reply) for reply in poll.replies))
+
+    def _entry(self, time: datetime, reply: Reply) -> ServerEntry:
+        admin = reply.server.admin
+        if reply.snapshot is None:
+            self._silent[admin] = self._silent.get(admin, 0) + 1
+            return ServerEntry(reply.server, None, error=reply.error or "no reply")
+        last = self._last.get(admin)
+        self._last[admin] = (time, reply.snapshot)
+        silent = self._silent.pop(admin, 0)
+        return ServerEntry(
+            reply.server,
+            diff(last[1] if last else None, reply.snapshot),
+            silent_polls=silent,
+            last_answer=last[0] if last and silent else None,
+        )

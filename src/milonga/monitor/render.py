@@ -1,0 +1,183 @@
+"""Reports as text, in the layout of the tango-event-monitor tutorial.
+
+A poll opens and closes with a 120-column ``=`` rule around its time; each server starts
+with a ``-`` rule around its label; then come the sections that have content, each a
+``- Title`` line with its entries indented below.  Pure code, no Tango.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from milonga.monitor.diff import Change, Report, SubscriptionChange
+from milonga.monitor.poll import PollReport, ServerEntry
+from milonga.monitor.snapshot import Subscription, short_name
+from milonga.monitor.stats import PerfRow, PerfTable, time_unit
+
+WIDTH = 120
+INDENT = "    "
+TABLE_COLUMNS = ("mean", "median", "count", "minimum", "maximum", "1%", "10%", "90%", "99%")
+
+
+def rule(text: str, fill: str) -> str:
+    """``text`` centred in a `WIDTH`-column line of ``fill``."""
+    return text.center(WIDTH, fill)
+
+
+def render_poll(report: PollReport) -> str:
+    """A whole poll: the time rules around every server's entry, ending with a newline."""
+    stamp = rule(report.time.isoformat(), "=")
+    lines = [stamp]
+    for entry in report.entries:
+        lines.extend(render_entry(entry))
+    lines.append(stamp)
+    return "\n".join(lines) + "\n"
+
+
+def render_entry(entry: ServerEntry) -> list[str]:
+    """One server: its ``-`` rule, then why it did not answer or what changed."""
+    lines = [rule(entry.server.label, "-")]
+    if entry.error is not None:
+        lines += _section("No answer", [entry.error.splitlines()[0] if entry.error else ""])
+    if entry.silent_polls:
+        since = ""
+        if entry.last_answer is not None:
+            since = f"; changes are since {entry.last_answer.isoformat()}"
+        lines += _section(
+            "Answering again",
+            [f"no answer to {entry.silent_polls} snapshot(s), so it may have restarted{since}"],
+        )
+    if entry.report is not None:
+        lines += render_report(entry.report)
+    return lines
+
+
+def render_report(report: Report) -> list[str]:
+    """The sections of one process's report that have content, as lines."""
+    lines: list[str] = []
+    lines += _section(
+        "Counters went down (restarted, or dropped and subscribed again)",
+        [short_name(name) for name in report.went_down],
+    )
+    lines += _section(
+        "New publishers",
+        [
+            f"{short_name(p.stream)}: {p.counter} is the last pushed server counter"
+            for p in report.new_publishers
+        ],
+    )
+    lines += _section(
+        "Published events",
+        [
+            f"{short_name(c.stream)}: {_moved(c.counter)} last pushed server counter"
+            for c in report.published
+        ],
+    )
+    lines += _section("Removed publishers", [short_name(s) for s in report.removed_publishers])
+    lines += _table_section("Server performance", report.server_perf)
+    lines += _section(
+        "New subscriptions", [line for s in report.new_subscriptions for line in _new(s)]
+    )
+    lines += _section(
+        "Received events and callback changes",
+        [line for c in report.subscription_changes for line in _changed(c)],
+    )
+    lines += _section(
+        "Removed subscriptions", [short_name(t) for t in report.removed_subscriptions]
+    )
+    lines += _section(
+        "Waiting to connect",
+        [f"{e.stream}: last attempt at {e.last_heartbeat}" for e in report.not_connected],
+    )
+    lines += _section("No longer waiting to connect", [e.stream for e in report.connected_again])
+    lines += _table_section("Client performance", report.client_perf)
+    return lines
+
+
+def render_table(table: PerfTable) -> list[str]:
+    """A performance table: a header, then one aligned row per statistic."""
+    rows = [("", *TABLE_COLUMNS)] + [_cells(row) for row in table.rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        (
+            INDENT
+            + "  ".join(
+                cell.ljust(width) if i == 0 else cell.rjust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            )
+        ).rstrip()
+        for row in rows
+    ]
+
+
+def _section(title: str, entries: Iterable[str]) -> list[str]:
+    body = [INDENT + entry for entry in entries]
+    return [f"- {title}", *body] if body else []
+
+
+def _table_section(title: str, table: PerfTable | None) -> list[str]:
+    if table is None or not table.rows:
+        return []
+    return [f"- {title}", *render_table(table)]
+
+
+def _moved(change: Change) -> str:
+    return f"{change.before} -> {change.after} ({change.delta:+})"
+
+
+def _continued(name: str, facts: list[str]) -> list[str]:
+    """``name: first`` then ``: next`` lines with their colons under the first one's."""
+    pad = " " * len(name)
+    return [f"{name if i == 0 else pad}: {fact}" for i, fact in enumerate(facts)]
+
+
+def _new(subscription: Subscription) -> list[str]:
+    facts = [
+        f"{subscription.event_count} events already processed",
+        f"{subscription.server_counter} is the last received server counter",
+        f"{subscription.callback_count} callback(s) registered",
+        f"{subscription.missed_event_count} missed events detected",
+        f"{subscription.discarded_event_count} events discarded",
+    ]
+    if subscription.last_resubscribed is not None:
+        facts.append(f"last resubscribed at {subscription.last_resubscribed}")
+    return _continued(short_name(subscription.topic), facts)
+
+
+def _changed(change: SubscriptionChange) -> list[str]:
+    counted = [
+        (change.event_count, "events processed"),
+        (change.server_counter, "last received server counter"),
+        (change.callback_count, "callbacks"),
+        (change.missed_event_count, "missed events detected"),
+        (change.discarded_event_count, "events discarded"),
+    ]
+    facts = [f"{_moved(moved)} {what}" for moved, what in counted if moved is not None]
+    if change.last_resubscribed is not None:
+        before, after = change.last_resubscribed
+        facts.append(f"{before or 'never'} -> {after or 'never'} last resubscribed")
+    return _continued(short_name(change.topic), facts)
+
+
+def _cells(row: PerfRow) -> tuple[str, ...]:
+    stats = row.statistics
+    label, size = row.name, 1.0
+    if row.in_micros:
+        unit, size = time_unit(stats.mean)
+        label = f"{row.name} [{unit}]"
+
+    def number(value: float | None) -> str:
+        return "" if value is None else f"{value / size:.2f}"
+
+    return (
+        label,
+        f"{number(stats.mean)}±{number(stats.standard_error)}",
+        number(stats.median),
+        str(stats.count),
+        number(stats.minimum),
+        number(stats.maximum),
+        number(stats.p1),
+        number(stats.p10),
+        number(stats.p90),
+        number(stats.p99),
+    )

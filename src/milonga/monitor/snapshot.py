@@ -1,0 +1,307 @@
+"""One process's event system as `QueryEventSystem` describes it, parsed into typed values.
+
+A device server's admin command ``QueryEventSystem`` (and, for the calling process,
+``tango.ApiUtil.instance().query_event_system()``) returns JSON of this shape, version 1::
+
+    {"version": 1,
+     "server": {"event_counters": {STREAM: COUNTER, ...}, "perf": [SAMPLE, ...] | null} | null,
+     "client": {"event_callbacks": {TOPIC: {...}, ...}, "not_connected": [...],
+                "event_channels": {CHANNEL: {"endpoint": ...}}, "perf": [...] | null} | null}
+
+The server side is the process as a publisher, the client side the process as a
+subscriber.  ``perf`` is null while performance monitoring is off.  Keys this module does
+not know are ignored, as cppTango may add some.  Nothing here imports Tango.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+SUPPORTED_VERSION = 1
+
+_TRL_PREFIX = re.compile(r"^tango://[^/]+/")
+
+
+class SnapshotFormatError(ValueError):
+    """The text is not a `QueryEventSystem` reply this version of milonga understands."""
+
+
+def short_name(name: str) -> str:
+    """``tango://host:port/dev/attr.kind`` without its ``tango://host:port/`` prefix."""
+    return _TRL_PREFIX.sub("", name)
+
+
+@dataclass(frozen=True)
+class ServerPerfSample:
+    """One event the process pushed while performance monitoring was on."""
+
+    micros_since_last_event: int | None
+    """Time since the previous sampled push; None for the first one after monitoring began."""
+    push_event_micros: int
+    """How long handing the event to ZMQ took."""
+
+
+@dataclass(frozen=True)
+class ClientPerfSample:
+    """One event the process's event consumer thread received while monitoring was on."""
+
+    attr_name: str
+    """The attribute (at most 31 characters); empty for discarded or non-attribute events."""
+    micros_since_last_event: int | None
+    sleep_micros: int
+    """How long the consumer thread waited for this event."""
+    process_micros: int
+    """How long handling the event took, every callback included."""
+    first_callback_latency_micros: int | None
+    """From the event's server timestamp to its first callback; None without a value."""
+    callback_count: int
+    wake_count: int
+    """How often the consumer thread woke up while waiting for this event."""
+    discarded: bool
+    """The event repeated the previous server counter and was dropped unprocessed."""
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One event topic the process subscribes to, with what it has received on it."""
+
+    topic: str
+    """``tango://host:port/dev/attr.idl5_change``: the stream plus a compatibility tag."""
+    channel: str
+    """The admin device of the publishing server."""
+    callback_count: int
+    server_counter: int
+    """The server counter carried by the last event received."""
+    event_count: int
+    """Events received and not discarded since the subscription began."""
+    missed_event_count: int
+    discarded_event_count: int
+    last_resubscribed: str | None
+    """When the subscription was last renewed after a lost connection; None if never."""
+
+
+@dataclass(frozen=True)
+class NotConnected:
+    """A subscription the process keeps trying to connect, such as to a stopped server."""
+
+    device: str
+    attribute: str
+    event_type: str
+    last_heartbeat: str
+    """When the process last tried to connect it."""
+    tango_host: str | None
+
+    @property
+    def stream(self) -> str:
+        """``dev/attr.kind``, as streams are shown elsewhere."""
+        return f"{short_name(self.device)}/{self.attribute}.{self.event_type}"
+
+    @property
+    def key(self) -> tuple[str, str, str, str | None]:
+        """What identifies the entry from one snapshot to the next."""
+        return (self.device.lower(), self.attribute.lower(), self.event_type, self.tango_host)
+
+
+@dataclass(frozen=True)
+class ServerSide:
+    """The process as a publisher."""
+
+    publishers: Mapping[str, int]
+    """The last server counter pushed on each stream, by full stream name."""
+    perf: tuple[ServerPerfSample, ...] | None
+    """Samples taken since the previous query by anyone; None while monitoring is off."""
+
+
+@dataclass(frozen=True)
+class ClientSide:
+    """The process as a subscriber."""
+
+    subscriptions: Mapping[str, Subscription]
+    """By full topic name."""
+    not_connected: tuple[NotConnected, ...]
+    channels: Mapping[str, str]
+    """The ZMQ endpoint of each publishing server the process is connected to."""
+    perf: tuple[ClientPerfSample, ...] | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One process's event system at one moment."""
+
+    server: ServerSide | None
+    """None if the process cannot publish through ZMQ (a pure client)."""
+    client: ClientSide | None
+    """None if the process has never subscribed to an event."""
+    version: int = SUPPORTED_VERSION
+
+    @property
+    def perf_monitoring(self) -> bool | None:
+        """Whether performance monitoring is on; None if the snapshot cannot tell."""
+        side = self.server or self.client
+        return None if side is None else side.perf is not None
+
+
+EMPTY_SNAPSHOT = Snapshot(server=None, client=None)
+"""What a process that has neither published nor subscribed reports."""
+
+
+def parse_snapshot(reply: str | Mapping[str, Any]) -> Snapshot:
+    """Parse a `QueryEventSystem` reply, as JSON text or as the decoded object.
+
+    Raises `SnapshotFormatError` if it is not JSON, not version 1, or lacks a field.
+    """
+    if isinstance(reply, str):
+        try:
+            reply = json.loads(reply)
+        except json.JSONDecodeError as error:
+            raise SnapshotFormatError(f"the reply is not JSON: {error}") from None
+    top = _object(reply, "the reply")
+    version = top.get("version")
+    if version != SUPPORTED_VERSION:
+        raise SnapshotFormatError(
+            f"the reply has version {version!r} but milonga reads version {SUPPORTED_VERSION}; "
+            "use a milonga release made for this Tango version"
+        )
+    server = top.get("server")
+    client = top.get("client")
+    return Snapshot(
+        server=None if server is None else _server_side(_object(server, "server")),
+        client=None if client is None else _client_side(_object(client, "client")),
+        version=SUPPORTED_VERSION,
+    )
+
+
+def _server_side(server: Mapping[str, Any]) -> ServerSide:
+    counters = _object(server.get("event_counters"), "server.event_counters")
+    perf = server.get("perf")
+    return ServerSide(
+        publishers={
+            stream: _int(count, f"server.event_counters[{stream!r}]")
+            for stream, count in counters.items()
+        },
+        perf=None
+        if perf is None
+        else tuple(
+            _server_sample(_object(item, "server.perf[]")) for item in _list(perf, "server.perf")
+        ),
+    )
+
+
+def _server_sample(sample: Mapping[str, Any]) -> ServerPerfSample:
+    return ServerPerfSample(
+        micros_since_last_event=_optional_int(sample, "micros_since_last_event", "server.perf[]"),
+        push_event_micros=_int_field(sample, "push_event_micros", "server.perf[]"),
+    )
+
+
+def _client_side(client: Mapping[str, Any]) -> ClientSide:
+    callbacks = _object(client.get("event_callbacks"), "client.event_callbacks")
+    channels = _object(client.get("event_channels", {}), "client.event_channels")
+    perf = client.get("perf")
+    return ClientSide(
+        subscriptions={
+            topic: _subscription(topic, _object(entry, f"client.event_callbacks[{topic!r}]"))
+            for topic, entry in callbacks.items()
+        },
+        not_connected=tuple(
+            _not_connected(_object(item, "client.not_connected[]"))
+            for item in _list(client.get("not_connected", []), "client.not_connected")
+        ),
+        channels={
+            channel: _str_field(
+                _object(entry, f"client.event_channels[{channel!r}]"), "endpoint", "channel"
+            )
+            for channel, entry in channels.items()
+        },
+        perf=None
+        if perf is None
+        else tuple(
+            _client_sample(_object(item, "client.perf[]")) for item in _list(perf, "client.perf")
+        ),
+    )
+
+
+def _subscription(topic: str, entry: Mapping[str, Any]) -> Subscription:
+    where = f"client.event_callbacks[{topic!r}]"
+    resubscribed = entry.get("last_resubscribed")
+    return Subscription(
+        topic=topic,
+        channel=_str_field(entry, "channel_name", where),
+        callback_count=_int_field(entry, "callback_count", where),
+        server_counter=_int_field(entry, "server_counter", where),
+        event_count=_int_field(entry, "event_count", where),
+        missed_event_count=_int_field(entry, "missed_event_count", where),
+        discarded_event_count=_int_field(entry, "discarded_event_count", where),
+        last_resubscribed=None if resubscribed is None else str(resubscribed),
+    )
+
+
+def _not_connected(entry: Mapping[str, Any]) -> NotConnected:
+    where = "client.not_connected[]"
+    tango_host = entry.get("tango_host")
+    return NotConnected(
+        device=_str_field(entry, "device", where),
+        attribute=_str_field(entry, "attribute", where),
+        event_type=_str_field(entry, "event_type", where),
+        last_heartbeat=str(entry.get("last_heartbeat")),
+        tango_host=None if tango_host is None else str(tango_host),
+    )
+
+
+def _client_sample(sample: Mapping[str, Any]) -> ClientPerfSample:
+    where = "client.perf[]"
+    discarded = sample.get("discarded")
+    if not isinstance(discarded, bool):
+        raise SnapshotFormatError(f"{where}.discarded is {discarded!r}, not true or false")
+    return ClientPerfSample(
+        attr_name=str(sample.get("attr_name") or ""),
+        micros_since_last_event=_optional_int(sample, "micros_since_last_event", where),
+        sleep_micros=_int_field(sample, "sleep_micros", where),
+        process_micros=_int_field(sample, "process_micros", where),
+        first_callback_latency_micros=_optional_int(sample, "first_callback_latency_micros", where),
+        callback_count=_int_field(sample, "callback_count", where),
+        wake_count=_int_field(sample, "wake_count", where),
+        discarded=discarded,
+    )
+
+
+def _object(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise SnapshotFormatError(f"{where} is {_kind(value)}, not a JSON object")
+    return value
+
+
+def _list(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise SnapshotFormatError(f"{where} is {_kind(value)}, not a JSON array")
+    return value
+
+
+def _int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SnapshotFormatError(f"{where} is {_kind(value)}, not an integer")
+    return value
+
+
+def _int_field(entry: Mapping[str, Any], key: str, where: str) -> int:
+    return _int(entry.get(key), f"{where}.{key}")
+
+
+def _optional_int(entry: Mapping[str, Any], key: str, where: str) -> int | None:
+    value = entry.get(key)
+    return None if value is None else _int(value, f"{where}.{key}")
+
+
+def _str_field(entry: Mapping[str, Any], key: str, where: str) -> str:
+    value = entry.get(key)
+    if not isinstance(value, str):
+        raise SnapshotFormatError(f"{where}.{key} is {_kind(value)}, not a string")
+    return value
+
+
+def _kind(value: Any) -> str:
+    return "missing or null" if value is None else repr(value)[:40]

@@ -1,0 +1,202 @@
+"""The collector and the Python API against a real publisher and subscriber."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+import tango
+
+from milonga.monitor import (
+    Collector,
+    MonitoredServer,
+    MonitorSetupError,
+    PollHistory,
+    query_process,
+    query_server,
+    resolve_servers,
+    set_perf_monitoring,
+)
+from milonga.monitor.collector import check_query_support
+from milonga.sandbox import TangoSandbox
+from tests.monitor.conftest import (
+    COUNTER,
+    PUBLISHER,
+    RELAY,
+    SPARE,
+    SUBSCRIBER,
+    EventServers,
+    wait_until,
+)
+
+pytestmark = pytest.mark.requires_pytango10("QueryEventSystem needs cppTango 10")
+
+FROZEN_QUERY_SECONDS = 3.0
+
+
+def servers_of(sandbox: TangoSandbox) -> list[MonitoredServer]:
+    return resolve_servers([sandbox.trl(COUNTER), sandbox.trl(RELAY)])
+
+
+def test_devices_of_one_server_make_one_entry(event_servers: EventServers) -> None:
+    sandbox = event_servers.sandbox
+    prefix = f"tango://{sandbox.tango_host}/"
+
+    servers = resolve_servers(
+        [
+            sandbox.trl(COUNTER),
+            sandbox.trl(SPARE),
+            sandbox.trl(f"dserver/{PUBLISHER}"),
+            sandbox.trl(RELAY),
+        ]
+    )
+
+    assert servers == [
+        MonitoredServer(f"{prefix}dserver/{PUBLISHER}", (sandbox.trl(COUNTER), sandbox.trl(SPARE))),
+        MonitoredServer(f"{prefix}dserver/{SUBSCRIBER}", (sandbox.trl(RELAY),)),
+    ]
+
+
+def test_unknown_devices_and_databases_are_setup_errors(tango_sandbox: TangoSandbox) -> None:
+    with pytest.raises(
+        MonitorSetupError, match=r"unknown device .*no/such/device.*does not define"
+    ):
+        resolve_servers([tango_sandbox.trl("no/such/device")])
+    with pytest.raises(MonitorSetupError, match="cannot reach the Tango database"):
+        resolve_servers(["tango://127.0.0.1:1/a/b/c"])
+    with pytest.raises(MonitorSetupError, match="not a device name"):
+        resolve_servers([tango_sandbox.trl("a/b")])
+
+
+def test_a_server_without_query_event_system_is_refused_with_the_version_needed() -> None:
+    server = MonitoredServer("dserver/Old/1", ("old/dev/1",))
+
+    with pytest.raises(MonitorSetupError) as raised:
+        check_query_support(server, ["Init", "State", "Status", "ZmqEventSubscriptionChange"])
+
+    message = str(raised.value)
+    assert "dserver/Old/1 (from old/dev/1)" in message
+    assert "cppTango 10.0" in message
+    assert "PyTango 10.0" in message
+    check_query_support(server, ["QueryEventSystem"])
+
+
+def test_a_poll_follows_events_from_publisher_to_subscriber(event_servers: EventServers) -> None:
+    with Collector(servers_of(event_servers.sandbox)) as collector:
+        assert collector.check_support() == []
+        history = PollHistory()
+        assert collector.set_perf_monitoring(True) == {}
+        try:
+            history.add(collector.poll())
+            event_servers.increment(10)
+            publisher, subscriber = history.add(collector.poll()).entries
+        finally:
+            collector.set_perf_monitoring(False)
+        after = collector.poll()
+
+    assert publisher.report is not None
+    assert subscriber.report is not None
+    (published,) = publisher.report.published
+    assert published.stream.endswith(f"{COUNTER}/value.change")
+    assert published.counter.delta == 10
+    (received,) = subscriber.report.subscription_changes
+    assert received.event_count is not None
+    assert received.event_count.delta == 10
+    assert publisher.report.server_perf is not None
+    push_time = {row.name: row for row in publisher.report.server_perf.rows}["Push Time"]
+    assert push_time.statistics.count == 10
+    assert subscriber.report.client_perf is not None
+    assert all(r.snapshot and r.snapshot.perf_monitoring is False for r in after.replies)
+
+
+def test_a_server_not_running_yet_is_polled_with_an_error(
+    tango_sandbox: TangoSandbox,
+) -> None:
+    tango_sandbox.add_device("MonitorIdle/1", "Counter", "test/monitor/idle")
+    try:
+        (idle,) = resolve_servers([tango_sandbox.trl("test/monitor/idle")])
+        with Collector([idle]) as collector:
+            assert collector.check_support() == [idle]
+            (reply,) = collector.poll().replies
+    finally:
+        tango_sandbox.delete_server("MonitorIdle/1")
+
+    assert reply.snapshot is None
+    assert reply.data is None
+    assert reply.error is not None
+    assert "dserver/monitoridle/1" in reply.error.splitlines()[0].lower()
+
+
+@contextlib.contextmanager
+def frozen(event_servers: EventServers) -> Iterator[None]:
+    """Both servers stopped with SIGSTOP, so that queries get no answer; resumed after."""
+    db = event_servers.sandbox.database()
+    pids = [db.get_device_info(f"dserver/{s}").pid for s in (PUBLISHER, SUBSCRIBER)]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+        for server in (PUBLISHER, SUBSCRIBER):
+            admin = event_servers.admin(server)
+            wait_until(functools.partial(_answers, admin), f"{server} to answer")
+
+
+def _answers(admin: tango.DeviceProxy) -> bool:
+    try:
+        admin.ping()
+    except tango.DevFailed:
+        return False
+    return True
+
+
+def test_servers_are_queried_at_the_same_time(event_servers: EventServers) -> None:
+    with Collector(servers_of(event_servers.sandbox), timeout=0.5) as collector:
+        collector.poll()  # connected while they answer
+        with frozen(event_servers):
+            collector.poll()  # the proxies notice and drop their connections
+            started = time.monotonic()
+            poll = collector.poll()
+            took = time.monotonic() - started
+
+    assert all(r.error and "TRANSIENT" in r.error for r in poll.replies)
+    # cppTango waits for a frozen server for its 3 s connection timeout, whatever the
+    # proxy's timeout: one after the other, the two queries would take at least 6 s.
+    assert FROZEN_QUERY_SECONDS <= took < 1.5 * FROZEN_QUERY_SECONDS
+
+
+def test_the_api_queries_a_server_and_switches_its_sampling(event_servers: EventServers) -> None:
+    counter = event_servers.sandbox.trl(COUNTER)
+
+    set_perf_monitoring(counter, True)
+    try:
+        on = query_server(counter)
+    finally:
+        set_perf_monitoring(counter, False)
+    off = query_server(counter)
+
+    assert on.perf_monitoring is True
+    assert off.perf_monitoring is False
+    assert off.server is not None
+    assert any(stream.endswith(f"{COUNTER}/value.change") for stream in off.server.publishers)
+
+
+def test_the_api_queries_this_process(event_servers: EventServers) -> None:
+    counter = event_servers.sandbox.proxy(COUNTER)
+    subscription = counter.subscribe_event("value", tango.EventType.CHANGE_EVENT, lambda _: None)
+    try:
+        snapshot = query_process()
+    finally:
+        counter.unsubscribe_event(subscription)
+
+    assert snapshot.client is not None
+    assert any(
+        topic.endswith(f"{COUNTER}/value.idl5_change") for topic in snapshot.client.subscriptions
+    )

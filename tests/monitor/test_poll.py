@@ -1,0 +1,137 @@
+"""Polls: each server compared with its own last answer, and the JSON Lines record."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from milonga.monitor import JsonLinesWriter, MonitoredServer, Poll, PollHistory, Reply, poll_record
+from tests.monitor.data import text
+
+PUBLISHER = MonitoredServer("dserver/MonitorPub/1", ("test/monitor/counter",))
+SUBSCRIBER = MonitoredServer("dserver/MonitorSub/1", ("test/monitor/relay",))
+START = datetime(2026, 3, 17, 12, 0, 0)
+NOT_EXPORTED = (
+    "API_DeviceNotExported: Device dserver/monitorpub/1 is not exported\n"
+    "API_CommandFailed: Failed to execute command_inout on device dserver/monitorpub/1"
+)
+
+
+def poll(second: int, *replies: Reply) -> Poll:
+    return Poll(START + timedelta(seconds=second), replies)
+
+
+def test_labels_name_the_devices_that_led_to_the_server() -> None:
+    assert PUBLISHER.label == "dserver/MonitorPub/1 (from test/monitor/counter)"
+    two = MonitoredServer("dserver/MyServer/top", ("foo/bar/top", "foo/bar/top2"))
+    assert two.label == "dserver/MyServer/top (from foo/bar/top, foo/bar/top2)"
+    assert MonitoredServer("dserver/MyServer/top").label == "dserver/MyServer/top"
+
+
+def test_each_server_is_compared_with_its_own_previous_answer() -> None:
+    history = PollHistory()
+    first = history.add(
+        poll(
+            0,
+            Reply.answered(PUBLISHER, text("publisher_1.json")),
+            Reply.answered(SUBSCRIBER, text("subscriber_1.json")),
+        )
+    )
+    second = history.add(
+        poll(
+            10,
+            Reply.answered(PUBLISHER, text("publisher_2.json")),
+            Reply.answered(SUBSCRIBER, text("subscriber_2.json")),
+        )
+    )
+
+    assert [e.server for e in first.entries] == [PUBLISHER, SUBSCRIBER]
+    assert first.entries[0].report is not None
+    assert len(first.entries[0].report.new_publishers) == 1
+    assert second.entries[0].report is not None
+    assert second.entries[0].report.published[0].counter.delta == 120
+    assert second.entries[1].report is not None
+    assert second.entries[1].report.subscription_changes[0].event_count is not None
+
+
+def test_a_silent_server_is_compared_with_its_last_answer_when_it_returns() -> None:
+    history = PollHistory()
+    history.add(poll(0, Reply.answered(PUBLISHER, text("publisher_2.json"))))
+    silent = [history.add(poll(s, Reply.failed(PUBLISHER, NOT_EXPORTED))) for s in (10, 20)]
+    back = history.add(poll(30, Reply.answered(PUBLISHER, text("publisher_3.json"))))
+
+    assert [r.entries[0].error for r in silent] == [NOT_EXPORTED, NOT_EXPORTED]
+    assert all(r.entries[0].report is None for r in silent)
+    (entry,) = back.entries
+    assert (entry.silent_polls, entry.last_answer) == (2, START)
+    assert entry.report is not None
+    assert entry.report.published[0].counter.delta == -115
+    assert entry.report.went_down
+
+
+def test_a_server_silent_from_the_start_has_everything_new_when_it_answers() -> None:
+    history = PollHistory()
+    history.add(poll(0, Reply.failed(PUBLISHER, NOT_EXPORTED)))
+    (entry,) = history.add(poll(10, Reply.answered(PUBLISHER, text("publisher_1.json")))).entries
+
+    assert (entry.silent_polls, entry.last_answer) == (1, None)
+    assert entry.report is not None
+    assert entry.report.new_publishers
+
+
+def test_an_unreadable_reply_is_an_error_that_keeps_the_data() -> None:
+    reply = Reply.answered(PUBLISHER, '{"version": 9}')
+
+    assert reply.snapshot is None
+    assert reply.data == {"version": 9}
+    assert reply.error is not None
+    assert "version 9" in reply.error
+    assert Reply.answered(PUBLISHER, "<html>").data is None
+
+
+def test_the_record_holds_the_servers_objects_or_errors() -> None:
+    record = json.loads(
+        poll_record(
+            poll(
+                0,
+                Reply.answered(PUBLISHER, text("publisher_1.json")),
+                Reply.failed(SUBSCRIBER, NOT_EXPORTED),
+            )
+        )
+    )
+
+    assert record == {
+        "time": "2026-03-17T12:00:00",
+        "replies": {
+            "dserver/MonitorPub/1": {"data": json.loads(text("publisher_1.json"))},
+            "dserver/MonitorSub/1": {"error": NOT_EXPORTED},
+        },
+    }
+
+
+@given(st.text())
+def test_the_record_is_one_line_of_json_whatever_the_error_says(error: str) -> None:
+    line = poll_record(poll(0, Reply.failed(PUBLISHER, error)))
+
+    assert "\n" not in line
+    assert json.loads(line)["replies"][PUBLISHER.admin]["error"] == (error or "no reply")
+
+
+def test_the_writer_replaces_or_appends_whole_lines(tmp_path: Path) -> None:
+    path = tmp_path / "polls.jsonl"
+    one = poll(0, Reply.answered(PUBLISHER, text("publisher_1.json")))
+    two = poll(10, Reply.failed(PUBLISHER, NOT_EXPORTED))
+
+    with JsonLinesWriter(path) as writer:
+        writer.write(one)
+        assert path.read_text() == poll_record(one) + "\n"  # there before close
+    with JsonLinesWriter(path, append=True) as writer:
+        writer.write(two)
+    assert path.read_text().splitlines() == [poll_record(one), poll_record(two)]
+    with JsonLinesWriter(path) as writer:
+        writer.write(two)
+    assert path.read_text().splitlines() == [poll_record(two)]

@@ -1,0 +1,337 @@
+"""Rendering: the tutorial's layout, exactly, for small constructed cases."""
+
+# The expected output has the tutorial's 120-column rules.
+# ruff: noqa: E501
+
+from __future__ import annotations
+
+import textwrap
+from datetime import datetime
+
+from hypothesis import given
+
+from milonga.monitor import (
+    Change,
+    MonitoredServer,
+    PerfRow,
+    PerfTable,
+    PollReport,
+    Publisher,
+    PublisherChange,
+    Report,
+    ServerEntry,
+    Snapshot,
+    Statistics,
+    Subscription,
+    SubscriptionChange,
+    diff,
+    render_poll,
+    render_report,
+)
+from milonga.monitor.render import WIDTH
+from tests.monitor.data import snapshot
+from tests.monitor.strategies import snapshots
+
+HW = MonitoredServer("dserver/MyServer/hw", ("foo/bar/hw",))
+TOP = MonitoredServer("dserver/MyServer/top", ("foo/bar/top",))
+PREFIX = "tango://tango-databaseds:10000/"
+
+
+def subscription(attr: str, events: int, discarded: int) -> Subscription:
+    return Subscription(
+        topic=f"{PREFIX}foo/bar/hw/{attr}.idl5_change",
+        channel=f"{PREFIX}dserver/myserver/hw",
+        callback_count=1,
+        server_counter=events,
+        event_count=events,
+        missed_event_count=0,
+        discarded_event_count=discarded,
+        last_resubscribed=None,
+    )
+
+
+def stats(  # noqa: PLR0917 - the table's columns, in order
+    count: int,
+    mean: float,
+    error: float,
+    median: float,
+    low: float,
+    high: float,
+    deciles: tuple[float, float] | None = None,
+) -> Statistics:
+    p10, p90 = deciles or (None, None)
+    return Statistics(count, mean, error, median, low, high, None, p10, p90, None)
+
+
+def test_a_first_snapshot_lists_new_publishers_and_subscriptions() -> None:
+    report = PollReport(
+        datetime(2026, 3, 13, 16, 35, 33, 678998),
+        (
+            ServerEntry(
+                HW,
+                Report(
+                    new_publishers=(
+                        Publisher(f"{PREFIX}foo/bar/hw/mode.change", 2),
+                        Publisher(f"{PREFIX}foo/bar/hw/position.change", 128),
+                    )
+                ),
+            ),
+            ServerEntry(
+                TOP,
+                Report(
+                    new_subscriptions=(
+                        subscription("mode", 2, 1),
+                        subscription("position", 128, 0),
+                    )
+                ),
+            ),
+        ),
+    )
+
+    assert render_poll(report) == textwrap.dedent(
+        """\
+        ===============================================2026-03-13T16:35:33.678998===============================================
+        -----------------------------------------dserver/MyServer/hw (from foo/bar/hw)------------------------------------------
+        - New publishers
+            foo/bar/hw/mode.change: 2 is the last pushed server counter
+            foo/bar/hw/position.change: 128 is the last pushed server counter
+        ----------------------------------------dserver/MyServer/top (from foo/bar/top)-----------------------------------------
+        - New subscriptions
+            foo/bar/hw/mode.idl5_change: 2 events already processed
+                                       : 2 is the last received server counter
+                                       : 1 callback(s) registered
+                                       : 0 missed events detected
+                                       : 1 events discarded
+            foo/bar/hw/position.idl5_change: 128 events already processed
+                                           : 128 is the last received server counter
+                                           : 1 callback(s) registered
+                                           : 0 missed events detected
+                                           : 0 events discarded
+        ===============================================2026-03-13T16:35:33.678998===============================================
+        """
+    )
+
+
+def test_a_quiet_snapshot_shows_only_the_rules() -> None:
+    report = PollReport(
+        datetime(2026, 3, 13, 16, 35, 43, 689001),
+        (ServerEntry(HW, Report()), ServerEntry(TOP, Report())),
+    )
+
+    lines = render_poll(report).splitlines()
+
+    assert len(lines) == 4
+    assert all(len(line) == WIDTH for line in lines)
+    assert lines[1].strip("-") == HW.label
+
+
+PERF_REPORT = PollReport(
+    datetime(2026, 3, 17, 12, 42, 21, 916829),
+    (
+        ServerEntry(
+            HW,
+            Report(
+                published=(
+                    PublisherChange(f"{PREFIX}foo/bar/hw/mode.change", Change(4, 5)),
+                    PublisherChange(f"{PREFIX}foo/bar/hw/position.change", Change(256, 315)),
+                ),
+                server_perf=PerfTable(
+                    (
+                        PerfRow(
+                            "Event Gaps",
+                            stats(60, 764690, 660260, 100410, 50, 40048410, (100200, 101080)),
+                            in_micros=True,
+                        ),
+                        PerfRow(
+                            "Push Time",
+                            stats(60, 47.17, 2.48, 40, 4, 116, (30, 65)),
+                            in_micros=True,
+                        ),
+                    ),
+                    samples=60,
+                ),
+            ),
+        ),
+        ServerEntry(
+            TOP,
+            Report(
+                subscription_changes=(
+                    SubscriptionChange(
+                        f"{PREFIX}foo/bar/hw/mode.idl5_change",
+                        event_count=Change(4, 5),
+                        server_counter=Change(4, 5),
+                        callback_count=Change(1, 2),
+                    ),
+                    SubscriptionChange(
+                        f"{PREFIX}foo/bar/hw/position.idl5_change",
+                        event_count=Change(256, 276),
+                        server_counter=Change(256, 276),
+                    ),
+                ),
+                client_perf=PerfTable(
+                    (
+                        PerfRow(
+                            "Event Gaps",
+                            stats(20, 991470, 688670, 300910, 130, 14413120, (300420, 301520)),
+                            in_micros=True,
+                        ),
+                        PerfRow(
+                            "Sleep Time",
+                            stats(20, 720680, 702400, 20, 10, 14412920, (10, 120)),
+                            in_micros=True,
+                        ),
+                        PerfRow(
+                            "Latency",
+                            stats(20, 1.71e6, 0.25e6, 1.70e6, 0, 3.61e6, (0.02e6, 3.39e6)),
+                            in_micros=True,
+                        ),
+                        PerfRow(
+                            "Callbacks called",
+                            stats(20, 1.05, 0.05, 1, 1, 2, (1, 1)),
+                            in_micros=False,
+                        ),
+                        PerfRow(
+                            "Wake Count",
+                            stats(20, 1.40, 0.39, 1, 1, 9, (1, 1)),
+                            in_micros=False,
+                        ),
+                        PerfRow(
+                            "mode Processing Time",
+                            stats(1, 127, 0, 127, 127, 127),
+                            in_micros=True,
+                        ),
+                        PerfRow(
+                            "position Processing Time",
+                            stats(19, 300830, 80, 300830, 300390, 301500, (300450, 301360)),
+                            in_micros=True,
+                        ),
+                    ),
+                    samples=20,
+                ),
+            ),
+        ),
+    ),
+)
+
+
+def test_changes_and_perf_tables_read_like_the_tutorial() -> None:
+    # The tutorial's sample output, with its spacing lost, as it is printed there.
+    tutorial = (
+        "===============================================2026-03-17T12:42:21.916829"
+        "=============================================== "
+        "-----------------------------------------dserver/MyServer/hw (from foo/bar/hw)"
+        "------------------------------------------ "
+        "- Published events "
+        "foo/bar/hw/mode.change: 4 -> 5 (+1) last pushed server counter "
+        "foo/bar/hw/position.change: 256 -> 315 (+59) last pushed server counter "
+        "- Server performance mean median count minimum maximum 1% 10% 90% 99% "
+        "Event Gaps [ms] 764.69±660.26 100.41 60 0.05 40048.41 100.20 101.08 "
+        "Push Time [μs] 47.17±2.48 40.00 60 4.00 116.00 30.00 65.00 "
+        "----------------------------------------dserver/MyServer/top (from foo/bar/top)"
+        "----------------------------------------- "
+        "- Received events and callback changes "
+        "foo/bar/hw/mode.idl5_change: 4 -> 5 (+1) events processed "
+        ": 4 -> 5 (+1) last received server counter : 1 -> 2 (+1) callbacks "
+        "foo/bar/hw/position.idl5_change: 256 -> 276 (+20) events processed "
+        ": 256 -> 276 (+20) last received server counter "
+        "- Client performance mean median count minimum maximum 1% 10% 90% 99% "
+        "Event Gaps [ms] 991.47±688.67 300.91 20 0.13 14413.12 300.42 301.52 "
+        "Sleep Time [ms] 720.68±702.40 0.02 20 0.01 14412.92 0.01 0.12 "
+        "Latency [s] 1.71±0.25 1.70 20 0.00 3.61 0.02 3.39 "
+        "Callbacks called 1.05±0.05 1.00 20 1.00 2.00 1.00 1.00 "
+        "Wake Count 1.40±0.39 1.00 20 1.00 9.00 1.00 1.00 "
+        "mode Processing Time [μs] 127.00±0.00 127.00 1 127.00 127.00 "
+        "position Processing Time [ms] 300.83±0.08 300.83 19 300.39 301.50 300.45 301.36 "
+        "===============================================2026-03-17T12:42:21.916829"
+        "==============================================="
+    )
+
+    assert " ".join(render_poll(PERF_REPORT).split()) == tutorial
+
+
+def test_perf_tables_align_their_columns() -> None:
+    lines = render_poll(PERF_REPORT).splitlines()
+    start = lines.index("- Client performance")
+
+    assert lines[start + 1 : start + 9] == [
+        "                                            mean  median  count  minimum   maximum"
+        "  1%     10%     90%  99%",
+        "    Event Gaps [ms]                991.47±688.67  300.91     20     0.13  14413.12"
+        "      300.42  301.52",
+        "    Sleep Time [ms]                720.68±702.40    0.02     20     0.01  14412.92"
+        "        0.01    0.12",
+        "    Latency [s]                        1.71±0.25    1.70     20     0.00      3.61"
+        "        0.02    3.39",
+        "    Callbacks called                   1.05±0.05    1.00     20     1.00      2.00"
+        "        1.00    1.00",
+        "    Wake Count                         1.40±0.39    1.00     20     1.00      9.00"
+        "        1.00    1.00",
+        "    mode Processing Time [μs]        127.00±0.00  127.00      1   127.00    127.00",
+        "    position Processing Time [ms]    300.83±0.08  300.83     19   300.39    301.50"
+        "      300.45  301.36",
+    ]
+
+
+def test_everything_the_json_carries_beyond_the_tutorial_is_shown() -> None:
+    waiting = diff(None, snapshot("subscriber_waiting.json"))
+    connected = diff(snapshot("subscriber_waiting.json"), snapshot("subscriber_1.json"))
+    restarted = diff(snapshot("publisher_2.json"), snapshot("publisher_3.json"))
+    resubscribed = SubscriptionChange(
+        f"{PREFIX}foo/bar/hw/mode.idl5_change",
+        missed_event_count=Change(0, 3),
+        last_resubscribed=(None, "2026-03-17T12:00:00"),
+    )
+
+    assert render_report(waiting) == [
+        "- Waiting to connect",
+        "    test/monitor/counter/value.change: last attempt at 2026-11-21T00:59:11",
+    ]
+    assert render_report(connected)[-2:] == [
+        "- No longer waiting to connect",
+        "    test/monitor/counter/value.change",
+    ]
+    assert render_report(restarted)[:4] == [
+        "- Counters went down (restarted, or dropped and subscribed again)",
+        "    test/monitor/counter/value.change",
+        "- Published events",
+        "    test/monitor/counter/value.change: 121 -> 6 (-115) last pushed server counter",
+    ]
+    assert render_report(Report(subscription_changes=(resubscribed,))) == [
+        "- Received events and callback changes",
+        "    foo/bar/hw/mode.idl5_change: 0 -> 3 (+3) missed events detected",
+        "                               : never -> 2026-03-17T12:00:00 last resubscribed",
+    ]
+
+
+def test_a_server_that_stops_answering_and_returns() -> None:
+    silent = ServerEntry(
+        HW,
+        None,
+        error="API_DeviceNotExported: Device dserver/myserver/hw is not exported\nmore",
+    )
+    back = ServerEntry(HW, Report(), silent_polls=2, last_answer=datetime(2026, 3, 17, 12, 0, 0, 5))
+    time = datetime(2026, 3, 17, 12, 0, 30)
+
+    assert render_poll(PollReport(time, (silent,))).splitlines()[2:4] == [
+        "- No answer",
+        "    API_DeviceNotExported: Device dserver/myserver/hw is not exported",
+    ]
+    assert render_poll(PollReport(time, (back,))).splitlines()[2:4] == [
+        "- Answering again",
+        "    no answer to 2 snapshot(s), so it may have restarted; changes are since "
+        "2026-03-17T12:00:00.000005",
+    ]
+
+
+@given(snapshots(), snapshots())
+def test_every_change_is_rendered_in_its_section(before: Snapshot, after: Snapshot) -> None:
+    report = diff(before, after)
+    lines = render_report(report)
+
+    titles = [line for line in lines if line.startswith("- ")]
+    assert all(line.startswith(("- ", "    ")) for line in lines)
+    assert ("- New publishers" in titles) == bool(report.new_publishers)
+    assert ("- Removed subscriptions" in titles) == bool(report.removed_subscriptions)
+    assert len([line for line in lines if "last pushed server counter" in line]) == len(
+        report.new_publishers
+    ) + len(report.published)

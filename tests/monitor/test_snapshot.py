@@ -1,0 +1,120 @@
+"""Parsing QueryEventSystem replies captured from real servers, and rejecting bad ones."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from milonga.monitor import SnapshotFormatError, parse_snapshot
+from milonga.monitor.snapshot import EMPTY_SNAPSHOT, short_name
+from tests.monitor.data import COUNTER_STREAM, COUNTER_TOPIC, TANGO_HOST, snapshot, text
+
+
+def test_a_publisher_has_counters_per_stream_and_no_client_side() -> None:
+    publisher = snapshot("publisher_2.json")
+
+    assert publisher.server is not None
+    assert publisher.server.publishers == {COUNTER_STREAM: 121}
+    assert publisher.client is None
+
+
+def test_server_perf_samples_keep_the_first_gap_unknown() -> None:
+    publisher = snapshot("publisher_2.json")
+
+    assert publisher.server is not None
+    assert publisher.server.perf is not None
+    assert len(publisher.server.perf) == 120
+    assert publisher.server.perf[0].micros_since_last_event is None
+    assert all(s.micros_since_last_event is not None for s in publisher.server.perf[1:])
+    assert all(s.push_event_micros >= 0 for s in publisher.server.perf)
+
+
+def test_a_subscription_carries_its_counters_and_channel() -> None:
+    subscriber = snapshot("subscriber_2.json")
+
+    assert subscriber.client is not None
+    subscription = subscriber.client.subscriptions[COUNTER_TOPIC]
+    assert subscription.channel == f"tango://{TANGO_HOST}/dserver/monitorpub/1"
+    assert (subscription.event_count, subscription.server_counter) == (120, 120)
+    assert (subscription.callback_count, subscription.missed_event_count) == (1, 0)
+    assert subscription.discarded_event_count == 2
+    assert subscription.last_resubscribed is None
+    assert set(subscriber.client.channels) == {subscription.channel}
+
+
+def test_client_perf_samples_mark_discarded_events() -> None:
+    subscriber = snapshot("subscriber_2.json")
+
+    assert subscriber.client is not None
+    samples = subscriber.client.perf
+    assert samples is not None
+    discarded = [s for s in samples if s.discarded]
+    assert len(discarded) == 2
+    assert all(s.attr_name == "" and s.callback_count == 0 for s in discarded)
+    assert all(s.first_callback_latency_micros is None for s in discarded)
+    assert {s.attr_name for s in samples if not s.discarded} == {"value"}
+
+
+def test_a_subscription_to_a_stopped_server_waits_in_not_connected() -> None:
+    waiting = snapshot("subscriber_waiting.json")
+
+    assert waiting.client is not None
+    assert waiting.client.subscriptions == {}
+    (entry,) = waiting.client.not_connected
+    assert entry.stream == "test/monitor/counter/value.change"
+    assert entry.tango_host == f"tango://{TANGO_HOST}/"
+    assert entry.last_heartbeat.startswith("20")
+
+
+def test_a_pure_client_process_has_no_server_side() -> None:
+    process = snapshot("process_2.json")
+
+    assert process.server is None
+    assert process.client is not None
+    assert process.client.perf is not None
+
+
+def test_perf_monitoring_state_shows_as_null_or_list() -> None:
+    on = snapshot("publisher_1.json")
+    off = parse_snapshot(text("publisher_1.json").replace('"perf": []', '"perf": null'))
+
+    assert on.perf_monitoring is True
+    assert off.perf_monitoring is False
+    assert EMPTY_SNAPSHOT.perf_monitoring is None
+
+
+def test_the_decoded_object_parses_like_the_text() -> None:
+    assert parse_snapshot(json.loads(text("subscriber_3.json"))) == snapshot("subscriber_3.json")
+
+
+def test_unknown_keys_are_ignored() -> None:
+    data = json.loads(text("subscriber_1.json"))
+    data["extra"] = 1
+    data["client"]["event_callbacks"][COUNTER_TOPIC]["new_counter"] = 7
+
+    assert parse_snapshot(data) == snapshot("subscriber_1.json")
+
+
+@pytest.mark.parametrize(
+    ("reply", "message"),
+    [
+        ("not json", "not JSON"),
+        ("[]", "not a JSON object"),
+        ('{"version": 2, "server": null, "client": null}', "version 2"),
+        ('{"version": 1, "server": {"perf": null}, "client": null}', "event_counters"),
+        (
+            '{"version": 1, "server": {"event_counters": {"s": "7"}, "perf": null}, '
+            '"client": null}',
+            "not an integer",
+        ),
+    ],
+)
+def test_bad_replies_raise_a_format_error_saying_what(reply: str, message: str) -> None:
+    with pytest.raises(SnapshotFormatError, match=message):
+        parse_snapshot(reply)
+
+
+def test_short_names_drop_the_host_prefix_only() -> None:
+    assert short_name(COUNTER_TOPIC) == "test/monitor/counter/value.idl5_change"
+    assert short_name("foo/bar/hw/mode.change") == "foo/bar/hw/mode.change"

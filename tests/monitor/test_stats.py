@@ -1,0 +1,145 @@
+"""Statistics of performance samples: known values, invariants, and the captured samples."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from milonga.monitor import ClientPerfSample, ServerPerfSample, summarise
+from milonga.monitor.stats import (
+    NO_ATTRIBUTE,
+    summarise_client_perf,
+    summarise_server_perf,
+    time_unit,
+)
+from tests.monitor.data import snapshot
+
+micros = st.integers(min_value=0, max_value=10**9)
+samples = st.lists(micros, min_size=1, max_size=300)
+
+
+def test_one_value_has_no_spread_and_no_percentiles() -> None:
+    stats = summarise([127])
+
+    assert (stats.count, stats.mean, stats.standard_error, stats.median) == (1, 127, 0, 127)
+    assert (stats.minimum, stats.maximum) == (127, 127)
+    assert (stats.p1, stats.p10, stats.p90, stats.p99) == (None, None, None, None)
+
+
+def test_the_standard_error_is_the_sample_deviation_over_root_n() -> None:
+    values = [1] * 19 + [2]
+
+    stats = summarise(values)
+
+    assert stats.mean == pytest.approx(1.05)
+    assert stats.standard_error == pytest.approx(statistics.stdev(values) / math.sqrt(20))
+
+
+def test_deciles_interpolate_between_samples() -> None:
+    stats = summarise(list(range(1, 11)))
+
+    assert stats.p10 == pytest.approx(1.1)
+    assert stats.p90 == pytest.approx(9.9)
+    assert stats.p1 is None
+
+
+@given(samples)
+def test_the_order_statistics_are_ordered(values: list[int]) -> None:
+    stats = summarise(values)
+
+    present = [
+        v for v in (stats.p1, stats.p10, stats.median, stats.p90, stats.p99) if v is not None
+    ]
+    assert [stats.minimum, *present, stats.maximum] == sorted(
+        [stats.minimum, *present, stats.maximum]
+    )
+    assert stats.minimum <= stats.mean <= stats.maximum
+    assert stats.standard_error >= 0
+    assert stats.count == len(values)
+
+
+@given(samples)
+def test_percentiles_appear_only_from_enough_samples(values: list[int]) -> None:
+    stats = summarise(values)
+
+    assert (stats.p10 is not None) == (len(values) >= 10)
+    assert (stats.p90 is not None) == (len(values) >= 10)
+    assert (stats.p1 is not None) == (len(values) >= 100)
+    assert (stats.p99 is not None) == (len(values) >= 100)
+
+
+@given(samples, st.randoms())
+def test_the_order_of_the_samples_does_not_matter(values: list[int], rng: random.Random) -> None:
+    shuffled = list(values)
+    rng.shuffle(shuffled)
+
+    assert summarise(shuffled) == summarise(values)
+
+
+@given(micros)
+def test_a_time_unit_keeps_the_value_between_1_and_1000(value: int) -> None:
+    unit, size = time_unit(value)
+
+    assert unit in {"μs", "ms", "s"}
+    assert value / size < 1000 or unit == "s"
+    assert value / size >= 1 or unit == "μs"
+
+
+def test_no_samples_cannot_be_summarised() -> None:
+    with pytest.raises(ValueError, match="no values"):
+        summarise([])
+
+
+def test_the_server_table_has_gaps_without_the_first_and_push_times() -> None:
+    publisher = snapshot("publisher_2.json")
+    assert publisher.server is not None
+    assert publisher.server.perf is not None
+
+    table = summarise_server_perf(publisher.server.perf)
+
+    assert [row.name for row in table.rows] == ["Event Gaps", "Push Time"]
+    assert [row.statistics.count for row in table.rows] == [119, 120]
+    assert all(row.in_micros for row in table.rows)
+
+
+def test_the_client_table_leaves_discarded_events_out_of_the_timings() -> None:
+    subscriber = snapshot("subscriber_2.json")
+    assert subscriber.client is not None
+    assert subscriber.client.perf is not None
+
+    table = summarise_client_perf(subscriber.client.perf)
+
+    rows = {row.name: row for row in table.rows}
+    assert list(rows) == [
+        "Event Gaps",
+        "Sleep Time",
+        "Latency",
+        "Callbacks called",
+        "Wake Count",
+        "value Processing Time",
+    ]
+    assert table.samples == 122
+    assert rows["Sleep Time"].statistics.count == 120  # 2 discarded
+    assert rows["Latency"].statistics.count == 120
+    assert rows["Callbacks called"].statistics.minimum == 1
+    assert rows["Wake Count"].statistics.count == 122  # woken for discarded ones too
+    assert not rows["Wake Count"].in_micros
+    # The relay's callback sleeps 2 ms.
+    assert 2000 <= rows["value Processing Time"].statistics.median < 20000
+
+
+def test_a_row_without_samples_is_left_out() -> None:
+    sample = ClientPerfSample("", None, 5, 3, None, 2, 1, discarded=False)
+
+    table = summarise_client_perf([sample])
+
+    names = [row.name for row in table.rows]
+    assert "Event Gaps" not in names
+    assert "Latency" not in names
+    assert f"{NO_ATTRIBUTE} Processing Time" in names
+    assert summarise_server_perf([ServerPerfSample(None, 4)]).rows[0].name == "Push Time"
