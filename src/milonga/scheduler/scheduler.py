@@ -162,11 +162,13 @@ class CallbackScheduler:
         """
         registered: Future[CallbackID] = Future()
         with self._lock:
-            stream = self._stream(stream_key(device, attr_name, event_type), queue_factory)
+            stream, created = self._stream(stream_key(device, attr_name, event_type), queue_factory)
             callback_id = CallbackID(stream.key, next(self._serials))
             stream.callbacks = {**stream.callbacks, callback_id: callback}
             if stream.last_event is not None:  # the stream's latest news, good or bad
                 self._enqueue(stream, stream.last_event, {callback_id: callback})
+        if created and not ASYNC_SUBSCRIPTION:
+            self._connect(stream)
         registered.add_done_callback(lambda future: self._withdraw(future, callback_id))
         _chain(stream.connection, registered, callback_id)
         return registered
@@ -198,8 +200,10 @@ class CallbackScheduler:
         """
         connected: Future[None] = Future()
         with self._lock:
-            stream = self._stream(stream_key(device, attr_name, event_type), queue_factory)
+            stream, created = self._stream(stream_key(device, attr_name, event_type), queue_factory)
             stream.persistent = True
+        if created and not ASYNC_SUBSCRIPTION:
+            self._connect(stream)
         _chain(stream.connection, connected, None)
         return connected
 
@@ -273,8 +277,12 @@ class CallbackScheduler:
 
     # -- internals: streams -----------------------------------------------------------------
 
-    def _stream(self, key: StreamKey, queue_factory: QueueFactory | None) -> _Stream:
-        """The stream for ``key``, created and connecting if new.  Holds the lock."""
+    def _stream(self, key: StreamKey, queue_factory: QueueFactory | None) -> tuple[_Stream, bool]:
+        """The stream for ``key`` and whether it is new.  Holds the lock.
+
+        A new stream starts connecting on the subscriber threads with asynchronous
+        subscription; otherwise the caller connects it, outside the lock.
+        """
         if self._closed:
             raise SchedulerShutDownError(
                 f"scheduler {self.name} has been shut down; create a new CallbackScheduler"
@@ -284,8 +292,10 @@ class CallbackScheduler:
             queue = queue_factory() if queue_factory is not None else self.allocate_queue()
             stream = _Stream(key, queue)
             self._streams[key] = stream
-            self._subscriber.submit(self._connect, stream)
-        return stream
+            if ASYNC_SUBSCRIPTION:
+                self._subscriber.submit(self._connect, stream)
+            return stream, True
+        return stream, False
 
     def _connect(self, stream: _Stream) -> None:
         """Build the stream's own proxy and subscribe; retry while the device is unknown."""
@@ -320,7 +330,7 @@ class CallbackScheduler:
             stream.subscription = stream.proxy.subscribe_event(
                 key.attr_name, key.event_type, on_tango_event, stateless=True
             )
-            self._mark_connected(stream)
+            self._mark_connected(stream, on_tango_thread=False)
 
     def _retry_later(self, stream: _Stream) -> None:
         delay = stream.retry_delay
@@ -340,13 +350,16 @@ class CallbackScheduler:
             if not self._closed and not stream.closed:
                 self._subscriber.submit(self._connect, stream)
 
-    def _mark_connected(self, stream: _Stream) -> None:
+    def _mark_connected(self, stream: _Stream, *, on_tango_thread: bool = True) -> None:
         with self._lock:
             if stream.connected or stream.closed or self._closed:
                 return
             stream.connected = True
-            # Resolving runs the users' done-callbacks: keep them off Tango's thread.
-            self._subscriber.submit(_resolve, stream.connection, None)
+            if on_tango_thread:
+                # Resolving runs the users' done-callbacks: keep them off Tango's thread.
+                self._subscriber.submit(_resolve, stream.connection, None)
+                return
+        _resolve(stream.connection, None)
 
     def _disconnect_if_unused(self, stream: _Stream) -> None:
         """Unsubscribe ``stream`` if nothing keeps it.  Holds the lock."""
@@ -385,7 +398,7 @@ class CallbackScheduler:
     def _on_tango_event(self, stream: _Stream, event: tango.EventData) -> None:
         """Tango's callback: record and queue the event, nothing else."""
         stream.last_event = event
-        if not event.err and not stream.connected:
+        if ASYNC_SUBSCRIPTION and not event.err and not stream.connected:
             self._mark_connected(stream)
         self._enqueue(stream, event, stream.callbacks)
 
