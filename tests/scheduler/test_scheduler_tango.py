@@ -277,3 +277,15 @@ def test_synchronous_fallback_is_connected_on_return(
 
     assert registered.done()
     recorder.wait_for(lambda r: r.values == [5])
+
+
+@pytest.mark.requires_pytango10("counts subscriptions with ApiUtil.query_event_system")
+def test_shutdown_right_after_the_last_unregistration_still_unsubscribes(counter: str) -> None:
+    for _ in range(5):
+        scheduler = CallbackScheduler(name="unsubscribe-test")
+        recorder = Recorder()
+        callback_id = scheduler.register_event_callback(counter, "value", CHANGE, recorder)
+        scheduler.unregister_callback(callback_id.result(WAIT_SECONDS))
+        scheduler.shutdown()
+
+        assert "test/sched/1/value.idl5_change" not in _client_callbacks()

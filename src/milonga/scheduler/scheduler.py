@@ -7,12 +7,13 @@ least recently; a worker runs the callbacks.  No user code runs on Tango's event
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TypeVar
@@ -258,11 +259,14 @@ class CallbackScheduler:
             streams = list(self._streams.values())
             self._streams.clear()
             retries = list(self._retries)
+            for stream in streams:
+                stream.closed = True
         for retry in retries:
             retry.cancel()
-        self._subscriber.shutdown(wait=True, cancel_futures=True)
+        # Pending connections of closed streams return at once; pending unsubscriptions of
+        # streams already disconnected must still run, so nothing is cancelled.
+        self._subscriber.shutdown(wait=True)
         for stream in streams:
-            stream.closed = True
             self._unsubscribe(stream)
             stream.connection.cancel()
         self._dispatcher.close()
@@ -351,15 +355,17 @@ class CallbackScheduler:
                 self._subscriber.submit(self._connect, stream)
 
     def _mark_connected(self, stream: _Stream, *, on_tango_thread: bool = True) -> None:
-        with self._lock:
-            if stream.connected or stream.closed or self._closed:
-                return
-            stream.connected = True
-            if on_tango_thread:
-                # Resolving runs the users' done-callbacks: keep them off Tango's thread.
-                self._subscriber.submit(_resolve, stream.connection, None)
-                return
-        _resolve(stream.connection, None)
+        # No scheduler lock here: Tango's thread may hold cppTango's own locks, which a
+        # thread holding ours may wait for (a DeviceProxy freed by garbage collection).
+        if stream.connected or stream.closed or self._closed:
+            return
+        stream.connected = True
+        if not on_tango_thread:
+            _resolve(stream.connection, None)
+            return
+        # Resolving runs the users' done-callbacks: keep them off Tango's thread.
+        with contextlib.suppress(RuntimeError):  # the pool was shut down meanwhile
+            self._subscriber.submit(_resolve, stream.connection, None)
 
     def _disconnect_if_unused(self, stream: _Stream) -> None:
         """Unsubscribe ``stream`` if nothing keeps it.  Holds the lock."""
@@ -426,7 +432,7 @@ class CallbackScheduler:
                     self._failures.report(callback_id, callback)
             finished = time.monotonic()
             with self._lock:
-                timing = self._timings.setdefault(queue, TimingWindow())
+                timing = self._timings.get(queue) or self._timings.setdefault(queue, TimingWindow())
                 timing.record(started - queued.enqueued_at, finished - started)
             self._dispatcher.done(queue, finished - started)
 
@@ -435,9 +441,10 @@ T = TypeVar("T")
 
 
 def _resolve(future: Future[T], value: T) -> None:
-    """Set ``future``'s result unless it was cancelled meanwhile."""
-    if future.set_running_or_notify_cancel():
-        future.set_result(value)
+    """Set ``future``'s result unless it was cancelled or resolved meanwhile."""
+    with contextlib.suppress(RuntimeError, InvalidStateError):
+        if future.set_running_or_notify_cancel():
+            future.set_result(value)
 
 
 def _chain(connection: Future[None], dependent: Future[T], value: T) -> None:
