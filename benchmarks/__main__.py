@@ -15,7 +15,10 @@ from pathlib import Path
 
 import tango
 
-import benchmarks.raw_pytango  # noqa: F401  (registers the raw-PyTango benchmarks)
+# Importing a benchmark module registers its benchmarks: raw PyTango first, then milonga's.
+import benchmarks.monitor
+import benchmarks.raw_pytango
+import benchmarks.scheduler  # noqa: F401
 from benchmarks.harness import (
     REGISTRY,
     Measurement,

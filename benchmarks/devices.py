@@ -37,7 +37,13 @@ class BenchPublisher(Device):
 
 class BenchTicker(Device):
     """``Start([slow_hz, fast_hz])`` pushes 1, 2, 3, ... on ``slow`` and ``fast`` at steady
-    rates, each from its own thread, until ``Stop()``."""
+    rates, each from its own thread, until ``Stop()``; a rate of 0 leaves that attribute
+    alone.  Reading an attribute gives how many events it pushed so far.
+
+    ``Stop()`` only tells the pumps to stop: a pump may be waiting in
+    ``push_change_event`` for the device lock that the command holds, so joining it there
+    would deadlock (at 10 kHz it nearly always is).  ``pumping`` is False once they stopped.
+    """
 
     def init_device(self) -> None:
         super().init_device()
@@ -59,13 +65,18 @@ class BenchTicker(Device):
     def fast(self) -> int:
         return self._values["fast"]
 
+    @attribute(dtype=bool)
+    def pumping(self) -> bool:
+        return any(pump.is_alive() for pump in self._pumps)
+
     @command(dtype_in=(float,))
     def Start(self, rates: list[float]) -> None:
         self.Stop()
         self._stop = threading.Event()
         self._pumps = [
-            threading.Thread(target=self._pump, args=(name, 1.0 / rate), daemon=True)
+            threading.Thread(target=self._pump, args=(name, 1.0 / rate, self._stop), daemon=True)
             for name, rate in zip(("slow", "fast"), rates, strict=True)
+            if rate > 0
         ]
         for pump in self._pumps:
             pump.start()
@@ -73,13 +84,10 @@ class BenchTicker(Device):
     @command
     def Stop(self) -> None:
         self._stop.set()
-        for pump in self._pumps:
-            pump.join()
-        self._pumps = []
 
-    def _pump(self, name: str, period: float) -> None:
+    def _pump(self, name: str, period: float, stop: threading.Event) -> None:
         due = time.monotonic()
-        while not self._stop.wait(max(0.0, due - time.monotonic())):
+        while not stop.wait(max(0.0, due - time.monotonic())):
             self._values[name] += 1
             self.push_change_event(name, self._values[name])
             due += period

@@ -2,6 +2,10 @@
 
 Each benchmark starts its own `TangoSandbox`, and unsubscribes everything and drops every
 proxy before the sandbox stops its servers.
+
+The measuring functions take the subscribe step as a `Subscribe` argument (`subscribed` by
+default), so that `benchmarks.scheduler` measures the CallbackScheduler with the very same
+code, only routing the callbacks through a scheduler.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import tango
@@ -21,6 +25,9 @@ from milonga.sandbox import TangoSandbox
 
 DEVICES = "benchmarks.devices"
 EventCallback = Callable[[tango.EventData], None]
+Subscribe = Callable[[Any, str, EventCallback], AbstractContextManager[object]]
+"""Subscribe ``(proxy, attribute, callback)`` to change events for the ``with`` block; the
+callback has handled the attribute's current value when the block starts."""
 
 # noop_callback_rate
 QUICK_BURST = 20_000
@@ -35,6 +42,7 @@ SLOW_CALLBACK_SECONDS = 0.3
 QUICK_WINDOW_SECONDS = 2.0
 FULL_WINDOW_SECONDS = 5.0
 DRAIN_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 10.0
 
 # sync_read_subscribe_200
 SUBSCRIBE_SERVERS = 10
@@ -60,6 +68,16 @@ def reading(event: tango.EventData) -> Any:
     ``DeviceAttribute`` no ``value``.
     """
     return event.attr_value
+
+
+def stop_ticker(proxy: Any) -> None:
+    """Stop a `BenchTicker`'s pumps and return once they pushed their last event."""
+    proxy.command_inout("Stop")
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    while proxy.read_attribute("pumping").value:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the ticker still pushes {STOP_TIMEOUT_SECONDS:g} s after Stop")
+        time.sleep(0.01)
 
 
 # -- noop_callback_rate ----------------------------------------------------------------
@@ -99,23 +117,24 @@ class BurstCounter:
                 return
 
 
-def _burst_runs(proxy: Any, burst: int, repeats: int) -> list[dict[str, float]]:
+def burst_once(proxy: Any, counter: BurstCounter, burst: int) -> dict[str, float]:
+    """Push ``burst`` events into ``counter``, subscribed already; return the delivered
+    rate (events/s) and how many of the pushed events it did not get ("lost")."""
     proxy.set_timeout_millis(BURST_TIMEOUT_MILLIS)
+    counter.expect(burst)
+    proxy.command_inout("Burst", burst)
+    counter.wait()
+    span = counter.last_arrival - counter.first_arrival
+    return {
+        "rate": counter.delivered / span if span > 0 else 0.0,
+        "lost": burst - counter.delivered,
+    }
+
+
+def _burst_runs(proxy: Any, burst: int, repeats: int) -> list[dict[str, float]]:
     counter = BurstCounter()
-    runs = []
     with subscribed(proxy, "counter", counter):
-        for _ in range(repeats):
-            counter.expect(burst)
-            proxy.command_inout("Burst", burst)
-            counter.wait()
-            span = counter.last_arrival - counter.first_arrival
-            runs.append(
-                {
-                    "rate": counter.delivered / span if span > 0 else 0.0,
-                    "lost": burst - counter.delivered,
-                }
-            )
-    return runs
+        return [burst_once(proxy, counter, burst) for _ in range(repeats)]
 
 
 @REGISTRY.add(
@@ -169,12 +188,21 @@ class LatencyRecorder:
             self.caught_up.set()
 
 
-def _latencies_once(proxy: Any, window: float) -> dict[str, float]:
+def latencies_once(
+    proxy: Any,
+    window: float,
+    *,
+    fast_hz: float = FAST_HZ,
+    subscribe: Subscribe = subscribed,
+) -> dict[str, float]:
+    """Feed the slow callback at SLOW_HZ and the latency recorder at ``fast_hz`` for
+    ``window`` seconds; return the fast stream's latency statistics (ms) and their growth
+    per slow event (ms)."""
     slow, fast = SlowCallback(), LatencyRecorder()
-    with subscribed(proxy, "slow", slow), subscribed(proxy, "fast", fast):
+    with subscribe(proxy, "slow", slow), subscribe(proxy, "fast", fast):
         slow.sleeping.set()
         start = time.time()
-        proxy.command_inout("Start", [SLOW_HZ, FAST_HZ])
+        proxy.command_inout("Start", [SLOW_HZ, fast_hz])
         try:
             time.sleep(window)
             fast.caught_up_after = end = time.time()
@@ -182,7 +210,7 @@ def _latencies_once(proxy: Any, window: float) -> dict[str, float]:
             caught_up = fast.caught_up.wait(DRAIN_TIMEOUT_SECONDS)
         finally:
             slow.sleeping.clear()
-            proxy.command_inout("Stop")
+            stop_ticker(proxy)
     if not caught_up:
         raise RuntimeError(
             f"the fast stream did not catch up within {DRAIN_TIMEOUT_SECONDS:g} s after the "
@@ -215,7 +243,7 @@ def slow_callback_latency(options: Options) -> list[Measurement]:
         sandbox.add_device("BenchTicker/latency", "BenchTicker", "bench/ticker/1")
         sandbox.start_servers({"BenchTicker/latency": DEVICES})
         proxy = sandbox.proxy("bench/ticker/1")
-        runs = [_latencies_once(proxy, window) for _ in range(options.repeats)]
+        runs = [latencies_once(proxy, window) for _ in range(options.repeats)]
         del proxy  # before the server stops
     result = median_of_runs(runs)
     name = "slow_callback_latency"
@@ -231,11 +259,23 @@ def slow_callback_latency(options: Options) -> list[Measurement]:
 # -- sync_read_subscribe_200 -----------------------------------------------------------
 
 
-def _ignore(event: tango.EventData) -> None:
-    pass
+def ignore(event: tango.EventData) -> None:
+    """A callback that does nothing."""
 
 
-def _subscribe_all_once(proxies: list[Any]) -> dict[str, float]:
+def start_attrs_servers(sandbox: TangoSandbox, count: int) -> list[str]:
+    """Start ``count`` servers of one `BenchAttrs` device each; return the device names."""
+    devices = [f"bench/attrs/{index}" for index in range(1, count + 1)]
+    servers = [f"BenchAttrs/{index}" for index in range(1, count + 1)]
+    for server, device in zip(servers, devices, strict=True):
+        sandbox.add_device(server, "BenchAttrs", device)
+    sandbox.start_servers(dict.fromkeys(servers, DEVICES))
+    return devices
+
+
+def subscribe_all_once(proxies: list[Any]) -> dict[str, float]:
+    """Subscribe to every attribute of ``proxies`` in turn (SyncRead), then unsubscribe:
+    the total seconds and the median ms of one subscription."""
     durations: list[float] = []
     subscriptions: list[tuple[Any, int]] = []
     try:
@@ -246,7 +286,7 @@ def _subscribe_all_once(proxies: list[Any]) -> dict[str, float]:
                 event_id = proxy.subscribe_event(
                     attribute,
                     tango.EventType.CHANGE_EVENT,
-                    _ignore,
+                    ignore,
                     sub_mode=tango.EventSubMode.SyncRead,
                 )
                 durations.append(time.perf_counter() - before)
@@ -264,14 +304,10 @@ def _subscribe_all_once(proxies: list[Any]) -> dict[str, float]:
     f"attributes on {SUBSCRIBE_SERVERS} servers",
 )
 def sync_read_subscribe_200(options: Options) -> list[Measurement]:
-    devices = [f"bench/attrs/{index}" for index in range(1, SUBSCRIBE_SERVERS + 1)]
-    servers = [f"BenchAttrs/{index}" for index in range(1, SUBSCRIBE_SERVERS + 1)]
     with TangoSandbox() as sandbox:
-        for server, device in zip(servers, devices, strict=True):
-            sandbox.add_device(server, "BenchAttrs", device)
-        sandbox.start_servers(dict.fromkeys(servers, DEVICES))
+        devices = start_attrs_servers(sandbox, SUBSCRIBE_SERVERS)
         proxies = [sandbox.proxy(device) for device in devices]
-        runs = [_subscribe_all_once(proxies) for _ in range(options.repeats)]
+        runs = [subscribe_all_once(proxies) for _ in range(options.repeats)]
         del proxies  # before the servers stop
     result = median_of_runs(runs)
     name = "sync_read_subscribe_200"

@@ -1,4 +1,5 @@
-"""The benchmark harness (pure unit tests) and one real quick run of ``python -m benchmarks``."""
+"""The benchmark harness (pure unit tests), one real quick run of ``python -m benchmarks``,
+and tiny real runs of each CallbackScheduler benchmark."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 import tango
 
+from benchmarks import monitor, raw_pytango, scheduler
 from benchmarks.__main__ import main
 from benchmarks.harness import (
     REGISTRY,
@@ -22,6 +24,9 @@ from benchmarks.harness import (
     render_table,
     write_json,
 )
+from milonga.monitor import resolve_servers
+from milonga.sandbox import TangoSandbox
+from milonga.scheduler import DEFAULT_QUEUE_SIZE
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SMOKE_TIMEOUT_SECONDS = 120
@@ -142,11 +147,17 @@ def test_cli_rejects_an_unknown_name_with_one_line_and_status_2(
     assert all(name in err for name in REGISTRY.names)
 
 
-def test_the_three_raw_pytango_baselines_are_registered() -> None:
+def test_the_raw_pytango_baselines_are_registered_before_the_scheduler_benchmarks() -> None:
     assert REGISTRY.names == [
         "noop_callback_rate",
         "slow_callback_latency",
         "sync_read_subscribe_200",
+        "monitor_snapshot",
+        "scheduler_fairness",
+        "scheduler_noop_rate",
+        "scheduler_handoff",
+        "scheduler_subscribe_200",
+        "scheduler_flood",
     ]
 
 
@@ -177,3 +188,86 @@ def test_quick_run_of_one_benchmark_prints_a_table_and_writes_json(tmp_path: Pat
     assert lost["value"] >= 0
     for m in measurements:
         assert m["metric"] in result.stdout
+
+
+# -- tiny real runs of the scheduler benchmarks (one repeat, small sizes) -----------------
+
+
+def _by_metric(measurements: list[Measurement], name: str) -> dict[str, Measurement]:
+    assert {m.name for m in measurements} == {name}
+    return {m.metric: m for m in measurements}
+
+
+def test_fairness_compares_both_thread_counts_with_raw_pytango() -> None:
+    metrics = _by_metric(scheduler.fairness(window=2.0, repeats=1), "scheduler_fairness")
+
+    for threads in ("2 threads", "1 thread"):
+        for statistic in ("median", "p99", "max"):
+            measurement = metrics[f"latency {statistic}, {threads}"]
+            assert measurement.unit == "ms"
+            assert measurement.baseline is not None
+        assert metrics[f"growth per slow event, {threads}"].baseline is not None
+    # Raw latency grows by ~200 ms per slow event; one worker waits for one slow callback.
+    one_thread = metrics["latency max, 1 thread"]
+    assert one_thread.baseline is not None
+    assert one_thread.value < one_thread.baseline
+
+
+def test_noop_rate_drops_nothing_from_a_queue_holding_the_whole_burst() -> None:
+    metrics = _by_metric(scheduler.noop_rate(burst=2000, repeats=1), "scheduler_noop_rate")
+
+    rate = metrics["delivered rate, queue of 2,000"]
+    assert rate.value > 0
+    assert rate.baseline is not None
+    assert rate.baseline > 0
+    assert metrics["dropped by the queue of 2,000"].value == 0
+    assert metrics["dropped by the queue of 32"].value >= 0
+    assert metrics["lost in Tango, queue of 32"].baseline is not None
+
+
+def test_handoff_reports_the_schedulers_delay_next_to_raw_pytango() -> None:
+    metrics = _by_metric(scheduler.handoff(seconds=0.3, repeats=1), "scheduler_handoff")
+
+    assert list(metrics) == [
+        "queueing delay p50 (stats)",
+        "queueing delay p99 (stats)",
+        "reception to callback p50",
+        "reception to callback p99",
+    ]
+    for measurement in metrics.values():
+        assert measurement.unit == "µs"
+        assert measurement.baseline is not None
+        assert measurement.value > 0
+
+
+def test_subscribe_many_times_registrations_against_sync_read() -> None:
+    metrics = _by_metric(scheduler.subscribe_many(servers=2, repeats=1), "scheduler_subscribe_200")
+
+    total = metrics["total, 40 registrations at once"]
+    assert total.unit == "s"
+    assert total.value > 0
+    assert total.baseline is not None
+    assert metrics["total, 40 raw AsyncRead at once"].baseline == total.baseline
+
+
+def test_flood_accounts_for_every_pushed_event() -> None:
+    metrics = _by_metric(scheduler.flood(seconds=1.0), "scheduler_flood")
+
+    difference = metrics["accounting difference"]
+    assert difference.value == 0
+    assert difference.baseline == 0
+    pushed = metrics["pushed"].value
+    assert pushed > 1000
+    assert metrics["dropped by the queue"].value > 0
+    # The stuck callback, then what the default queue kept.
+    assert metrics["delivered to the callback"].value <= DEFAULT_QUEUE_SIZE + 1
+
+
+def test_monitor_snapshot_times_one_and_all_servers() -> None:
+    with TangoSandbox() as sandbox:
+        devices = raw_pytango.start_attrs_servers(sandbox, 2)
+        servers = resolve_servers([sandbox.trl(device) for device in devices])
+        result = monitor.measure_once(servers, polls=2)
+
+    assert set(result) == {"single", "concurrent", "sequential", "cpu"}
+    assert all(seconds > 0 for seconds in result.values())
