@@ -13,10 +13,8 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
-import tango
-
 from benchmarks.harness import REGISTRY, Measurement, Options, median_of_runs
-from benchmarks.raw_pytango import start_attrs_servers, subscribed
+from benchmarks.raw_pytango import ignore, start_attrs_servers, subscribed
 from milonga.monitor import (
     Collector,
     MonitoredServer,
@@ -37,12 +35,8 @@ def _subscribed_to_each(sandbox: TangoSandbox, devices: list[str]) -> Iterator[N
     """Keep one change-event subscription to each device for the ``with`` block."""
     with ExitStack() as stack:
         for device in devices:
-            stack.enter_context(subscribed(sandbox.proxy(device), "value00", _ignore))
+            stack.enter_context(subscribed(sandbox.proxy(device), "value00", ignore))
         yield
-
-
-def _ignore(event: tango.EventData) -> None:
-    """A callback that does nothing."""
 
 
 def _median_poll_seconds(collector: Collector, polls: int) -> float:

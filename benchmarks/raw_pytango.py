@@ -144,9 +144,9 @@ def _burst_runs(proxy: Any, burst: int, repeats: int) -> list[dict[str, float]]:
 def noop_callback_rate(options: Options) -> list[Measurement]:
     burst = QUICK_BURST if options.quick else FULL_BURST
     with TangoSandbox() as sandbox:
-        sandbox.add_device("BenchPublisher/noop", "BenchPublisher", "bench/publisher/1")
-        sandbox.start_servers({"BenchPublisher/noop": DEVICES})
-        runs = _burst_runs(sandbox.proxy("bench/publisher/1"), burst, options.repeats)
+        proxy = start_bench_device(sandbox, "BenchPublisher/noop", "BenchPublisher")
+        runs = _burst_runs(proxy, burst, options.repeats)
+        del proxy  # before the server stops
     result = median_of_runs(runs)
     name = "noop_callback_rate"
     return [
@@ -240,9 +240,7 @@ def latencies_once(
 def slow_callback_latency(options: Options) -> list[Measurement]:
     window = QUICK_WINDOW_SECONDS if options.quick else FULL_WINDOW_SECONDS
     with TangoSandbox() as sandbox:
-        sandbox.add_device("BenchTicker/latency", "BenchTicker", "bench/ticker/1")
-        sandbox.start_servers({"BenchTicker/latency": DEVICES})
-        proxy = sandbox.proxy("bench/ticker/1")
+        proxy = start_bench_device(sandbox, "BenchTicker/latency", "BenchTicker")
         runs = [latencies_once(proxy, window) for _ in range(options.repeats)]
         del proxy  # before the server stops
     result = median_of_runs(runs)
@@ -261,6 +259,15 @@ def slow_callback_latency(options: Options) -> list[Measurement]:
 
 def ignore(event: tango.EventData) -> None:
     """A callback that does nothing."""
+
+
+def start_bench_device(sandbox: TangoSandbox, server: str, device_class: str) -> Any:
+    """Start ``server`` with one ``device_class`` device and return a proxy to it.  The
+    device is ``bench/<name>/1``, <name> being the class name without ``Bench``, lower case."""
+    device = f"bench/{device_class.removeprefix('Bench').lower()}/1"
+    sandbox.add_device(server, device_class, device)
+    sandbox.start_servers({server: DEVICES})
+    return sandbox.proxy(device)
 
 
 def start_attrs_servers(sandbox: TangoSandbox, count: int) -> list[str]:

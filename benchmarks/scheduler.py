@@ -23,7 +23,6 @@ import tango
 from benchmarks.devices import VALUE_ATTRIBUTES
 from benchmarks.harness import REGISTRY, Measurement, Options, median_of_runs, percentile
 from benchmarks.raw_pytango import (
-    DEVICES,
     FULL_BURST,
     FULL_WINDOW_SECONDS,
     QUICK_BURST,
@@ -39,6 +38,7 @@ from benchmarks.raw_pytango import (
     latencies_once,
     reading,
     start_attrs_servers,
+    start_bench_device,
     stop_ticker,
     subscribe_all_once,
     subscribed,
@@ -199,9 +199,7 @@ def fairness(window: float, repeats: int) -> list[Measurement]:
     variants: tuple[int | None, ...] = (None, *FAIRNESS_THREADS)
     runs: dict[int | None, list[dict[str, float]]] = {variant: [] for variant in variants}
     with TangoSandbox() as sandbox:
-        sandbox.add_device("BenchTicker/fairness", "BenchTicker", "bench/ticker/1")
-        sandbox.start_servers({"BenchTicker/fairness": DEVICES})
-        proxy = sandbox.proxy("bench/ticker/1")
+        proxy = start_bench_device(sandbox, "BenchTicker/fairness", "BenchTicker")
         for _ in range(repeats):
             for variant in variants:
                 runs[variant].append(_fairness_once(proxy, window, variant))
@@ -263,9 +261,7 @@ def noop_rate(burst: int, repeats: int) -> list[Measurement]:
     queue, against raw PyTango as baseline."""
     raw_runs, whole_runs, default_runs = [], [], []
     with TangoSandbox() as sandbox:
-        sandbox.add_device("BenchPublisher/noop", "BenchPublisher", "bench/publisher/1")
-        sandbox.start_servers({"BenchPublisher/noop": DEVICES})
-        proxy = sandbox.proxy("bench/publisher/1")
+        proxy = start_bench_device(sandbox, "BenchPublisher/noop", "BenchPublisher")
         for _ in range(repeats):
             raw_runs.append(_burst_raw(proxy, burst))
             whole_runs.append(_burst_through(proxy, burst, burst))
@@ -424,9 +420,7 @@ def handoff(seconds: float, repeats: int) -> list[Measurement]:
     a raw callback, and reception-to-callback times against a direct raw callback."""
     raw_runs, sched_runs = [], []
     with TangoSandbox() as sandbox:
-        sandbox.add_device("BenchTicker/handoff", "BenchTicker", "bench/ticker/1")
-        sandbox.start_servers({"BenchTicker/handoff": DEVICES})
-        proxy = sandbox.proxy("bench/ticker/1")
+        proxy = start_bench_device(sandbox, "BenchTicker/handoff", "BenchTicker")
         for _ in range(repeats):
             raw_runs.append(_handoff_raw(proxy, seconds))
             sched_runs.append(_handoff_through(proxy, seconds))
@@ -653,9 +647,7 @@ def flood(seconds: float) -> list[Measurement]:
     """RSS growth and exact drop accounting while a stuck callback's stream is flooded,
     through the scheduler (default queue) and raw PyTango as baseline.  One flood each."""
     with TangoSandbox() as sandbox:
-        sandbox.add_device("BenchTicker/flood", "BenchTicker", "bench/ticker/1")
-        sandbox.start_servers({"BenchTicker/flood": DEVICES})
-        proxy = sandbox.proxy("bench/ticker/1")
+        proxy = start_bench_device(sandbox, "BenchTicker/flood", "BenchTicker")
         sched = _flood_through(proxy, seconds)
         raw = _flood_raw(proxy, seconds)
         del proxy  # before the server stops
