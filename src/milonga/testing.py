@@ -7,18 +7,36 @@ Enable them with ``pytest_plugins = ["milonga.testing"]`` in a root ``conftest.p
   server a test defines through it is stopped and deleted from the database afterwards,
   so the next test can reuse the names;
 - ``event_system_change``: what one test changed in this process's Tango event system.
+
+`wait_until` polls for what no event or callback reports, such as a server's log.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
 
 from milonga.monitor import Report, Snapshot, diff, query_process, render_report
 from milonga.sandbox import TangoSandbox
+
+WAIT_SECONDS = 20.0
+WAIT_POLL_SECONDS = 0.02
+
+
+def wait_until(
+    condition: Callable[[], bool], what: str = "the condition", timeout: float = WAIT_SECONDS
+) -> None:
+    """Return once ``condition()`` holds; fail the test, naming ``what``, if it does not
+    within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {timeout:g} s waiting for {what}")
+        time.sleep(WAIT_POLL_SECONDS)
 
 
 class SandboxServers:

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 import tango
 
 from milonga.sandbox import TangoSandbox
+from milonga.testing import wait_until
 
-WAIT_SECONDS = 20.0
 PUBLISHER = "MonitorPub/1"
 SUBSCRIBER = "MonitorSub/1"
 COUNTER = "test/monitor/counter"
 SPARE = "test/monitor/spare"
 RELAY = "test/monitor/relay"
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    """Return once ``condition()`` holds; fail the test if it does not within ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {timeout:g} s waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass

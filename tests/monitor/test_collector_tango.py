@@ -24,6 +24,7 @@ from milonga.monitor import (
 )
 from milonga.monitor.collector import check_query_support
 from milonga.sandbox import TangoSandbox
+from milonga.testing import wait_until
 from tests.monitor.conftest import (
     COUNTER,
     PUBLISHER,
@@ -31,7 +32,6 @@ from tests.monitor.conftest import (
     SPARE,
     SUBSCRIBER,
     EventServers,
-    wait_until,
 )
 
 pytestmark = pytest.mark.requires_pytango10("QueryEventSystem needs cppTango 10")

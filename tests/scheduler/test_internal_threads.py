@@ -10,21 +10,13 @@ import pytest
 import tango
 
 from milonga import allow_internal_threads
-from milonga.testing import SandboxServers
+from milonga.testing import SandboxServers, wait_until
 
 FORWARDER = "tests.devices.forwarder"
 COUNTER = "tests.devices.counter"
 WAIT_SECONDS = 15.0
 TANGO_MONITOR_TIMEOUT_SECONDS = 3.2
 DELETE_STARTED = "delete_device: shutting the scheduler down"
-
-
-def _until(condition: Callable[[], bool]) -> None:
-    """Wait for what only polling can tell, such as a line in a server's log."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def _start_forwarder(servers: SandboxServers, name: str, *, allow: bool) -> tango.DeviceProxy:
@@ -38,9 +30,9 @@ def _start_forwarder(servers: SandboxServers, name: str, *, allow: bool) -> tang
     )
     servers.start(f"Forwarder/{name}", FORWARDER)
     forwarder = tango.DeviceProxy(servers.sandbox.trl(f"test/fwd/{name}"))
-    _until(lambda: list(forwarder.outcomes or []) == ["pushed"])
+    wait_until(lambda: list(forwarder.outcomes or []) == ["pushed"], timeout=WAIT_SECONDS)
     tango.DeviceProxy(source).Increment()  # this callback will push during delete_device
-    _until(lambda: forwarder.started == 2)
+    wait_until(lambda: forwarder.started == 2, timeout=WAIT_SECONDS)
     return forwarder
 
 
@@ -78,7 +70,10 @@ def test_with_it_the_callback_pushes_and_no_outside_request_gets_in(
 
     with ThreadPoolExecutor(1) as pool:
         init = pool.submit(_timed, _client(sandbox_servers, "allowed").Init)
-        _until(lambda: DELETE_STARTED in sandbox_servers.sandbox.server_output("Forwarder/allowed"))
+        wait_until(
+            lambda: DELETE_STARTED in sandbox_servers.sandbox.server_output("Forwarder/allowed"),
+            timeout=WAIT_SECONDS,
+        )
         read_issued, _ = _timed(lambda: outside.read_attribute("mirror"))
         _, init_finished = init.result(WAIT_SECONDS)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,19 +12,11 @@ import tango
 
 from milonga import CallbackScheduler
 from milonga.scheduler import DEFAULT_QUEUE_SIZE
-from milonga.testing import SandboxServers
+from milonga.testing import SandboxServers, wait_until
 
 COUNTER = "tests.devices.counter"
 CHANGE = tango.EventType.CHANGE_EVENT
 WAIT_SECONDS = 15.0
-
-
-def _until(condition: Callable[[], bool]) -> None:
-    """Wait for what only polling can tell, such as the scheduler's counters."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def _value(event: tango.EventData) -> int | None:
@@ -64,12 +56,12 @@ def test_stuck_stream_keeps_the_newest_events_and_counts_the_rest(
         proxy.Increment()
 
     overflow = 50 - DEFAULT_QUEUE_SIZE
-    _until(lambda: scheduler.stats().dropped == overflow)
+    wait_until(lambda: scheduler.stats().dropped == overflow, timeout=WAIT_SECONDS)
     (queue,) = scheduler.stats().queues
     assert (queue.depth, queue.size) == (DEFAULT_QUEUE_SIZE, DEFAULT_QUEUE_SIZE)
     assert queue.streams == ("test/queues/1/value.change",)
     release.set()
-    _until(lambda: values[-1:] == [50])
+    wait_until(lambda: values[-1:] == [50], timeout=WAIT_SECONDS)
 
     # The current value (0) was running; the oldest waiting events made way for newer ones.
     assert values == [0, *range(overflow + 1, 51)]
@@ -96,11 +88,11 @@ def test_streams_sharing_a_queue_are_served_from_it_in_arrival_order(
         record,
         queue_factory=lambda: scheduler.get_queue(first, "value", CHANGE),
     ).result(WAIT_SECONDS)
-    _until(lambda: len(seen) == 2)
+    wait_until(lambda: len(seen) == 2, timeout=WAIT_SECONDS)
     for trl in (first, second, first):
         tango.DeviceProxy(trl).Increment()
 
-    _until(lambda: len(seen) == 5)
+    wait_until(lambda: len(seen) == 5, timeout=WAIT_SECONDS)
     assert seen[2:] == [("test/queues/1", 1), ("test/queues/2", 1), ("test/queues/1", 2)]
     (queue,) = scheduler.stats().queues
     assert sorted(queue.streams) == ["test/queues/1/value.change", "test/queues/2/value.change"]
@@ -127,15 +119,15 @@ def test_one_worker_serves_a_quiet_stream_ahead_of_a_flooded_one(
     scheduler.register_event_callback(
         quiet, "value", CHANGE, lambda event: calls.append("quiet")
     ).result(WAIT_SECONDS)
-    _until(lambda: calls.count("quiet") == 1)
+    wait_until(lambda: calls.count("quiet") == 1, timeout=WAIT_SECONDS)
     flooded_proxy = tango.DeviceProxy(flooded)
     for _ in range(40):
         flooded_proxy.Increment()
-    _until(lambda: scheduler.stats().depth >= 30)
+    wait_until(lambda: scheduler.stats().depth >= 30, timeout=WAIT_SECONDS)
 
     started_before = len(calls)
     tango.DeviceProxy(quiet).Increment()
-    _until(lambda: calls.count("quiet") == 2)
+    wait_until(lambda: calls.count("quiet") == 2, timeout=WAIT_SECONDS)
 
     # The flooded callback running when the quiet event arrived, and at most one picked
     # while that event was still in flight; on Tango's own thread it would wait for all.
@@ -158,6 +150,6 @@ def test_a_proxy_and_a_name_of_one_device_share_one_stream(
         WAIT_SECONDS
     )
 
-    _until(lambda: len(by_name) == 1)
+    wait_until(lambda: len(by_name) == 1, timeout=WAIT_SECONDS)
     (queue,) = scheduler.stats().queues
     assert queue.streams == ("test/queues/1/value.change",)

@@ -16,7 +16,7 @@ import tango
 from milonga import CallbackScheduler
 from milonga.scheduler import SchedulerShutDownError
 from milonga.scheduler.scheduler import ASYNC_SUBSCRIPTION
-from milonga.testing import SandboxServers
+from milonga.testing import SandboxServers, wait_until
 
 COUNTER = "tests.devices.counter"
 CHANGE = tango.EventType.CHANGE_EVENT
@@ -51,14 +51,6 @@ class Recorder:
             assert self._changed.wait_for(lambda: condition(self), WAIT_SECONDS), (
                 f"condition not met; events so far: {self.values}"
             )
-
-
-def _until(condition: Callable[[], bool]) -> None:
-    """Wait for a condition that no callback reports, such as Tango's own bookkeeping."""
-    deadline = time.monotonic() + WAIT_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
 
 
 def _client_callbacks() -> dict[str, int]:
@@ -129,7 +121,9 @@ def test_last_callback_unregistered_unsubscribes(
     second.wait_for(lambda r: r.values == [5, 6])
     scheduler.unregister_callback(ids[1])
 
-    _until(lambda: "test/sched/1/value.idl5_change" not in _client_callbacks())
+    wait_until(
+        lambda: "test/sched/1/value.idl5_change" not in _client_callbacks(), timeout=WAIT_SECONDS
+    )
     assert first.values == [5]
     with pytest.raises(KeyError, match="not registered"):
         scheduler.unregister_callback(ids[1])
@@ -149,7 +143,9 @@ def test_connected_stream_serves_new_callbacks_without_resubscribing(
 
     scheduler.disconnect_event_stream(counter, "value", CHANGE)
 
-    _until(lambda: "test/sched/1/value.idl5_change" not in _client_callbacks())
+    wait_until(
+        lambda: "test/sched/1/value.idl5_change" not in _client_callbacks(), timeout=WAIT_SECONDS
+    )
 
 
 def test_raising_callback_is_logged_and_others_carry_on(
