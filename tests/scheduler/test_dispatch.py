@@ -43,7 +43,7 @@ def test_a_quiet_stream_overtakes_a_slow_stream_backlog() -> None:
     queue, _ = _take(dispatcher)
     dispatcher.put(quiet, Entry("quiet", clock.now))
     clock.now += 0.3
-    dispatcher.done(queue, 0.3)
+    dispatcher.done(queue, 0.0, 0.3)
 
     assert _take(dispatcher)[1].name == "quiet"
 
@@ -128,6 +128,6 @@ def test_each_queue_runs_in_order_and_never_twice_at_once(
             running.append(queue)
             ran[queues.index(queue)].append(entry.name)
         elif action == "done" and running:
-            dispatcher.done(running.pop(argument % len(running)), 0.01)
+            dispatcher.done(running.pop(argument % len(running)), 0.0, 0.01)
     for index in range(3):
         assert ran[index] == put_order[index][: len(ran[index])]

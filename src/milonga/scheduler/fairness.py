@@ -44,7 +44,12 @@ class FairPicker(Generic[K]):
 
     def charge(self, key: K, seconds: float, now: float) -> None:
         """Record that ``key`` used the workers for ``seconds``, ending at ``now``."""
-        self._usage[key] = _Usage(self.usage(key, now) + max(0.0, seconds), now)
+        usage = self._usage.get(key)
+        if usage is None:
+            self._usage[key] = _Usage(max(0.0, seconds), now)
+        else:
+            usage.seconds = usage.decayed(now, self._half_life) + max(0.0, seconds)
+            usage.at = now
 
     def forget(self, key: K) -> None:
         """Drop what is known about ``key``: it is gone for good."""

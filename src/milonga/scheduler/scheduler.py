@@ -16,15 +16,16 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import tango
 
-from milonga.scheduler.dispatch import Dispatcher
+from milonga.scheduler.dispatch import Dispatcher, Run
 from milonga.scheduler.failures import CallbackFailureLog
 from milonga.scheduler.internal_threads import current_holder
+from milonga.scheduler.proxies import SharedProxies
 from milonga.scheduler.queues import DEFAULT_QUEUE_SIZE, EventQueue
-from milonga.scheduler.stats import QueueStats, SchedulerStats, TimingWindow
+from milonga.scheduler.stats import QueueStats, SchedulerStats
 from milonga.scheduler.streams import StreamKey, stream_key, subscription_failed
 
 EventCallback = Callable[[tango.EventData], None]
@@ -52,8 +53,7 @@ class CallbackID:
     serial: int
 
 
-@dataclass(frozen=True)
-class QueuedEvent:
+class QueuedEvent(NamedTuple):
     """An event waiting in a queue with the callbacks registered when it arrived."""
 
     event: tango.EventData
@@ -76,6 +76,8 @@ class _Stream:
     connection: Future[None] = field(default_factory=Future)
     retry_delay: float = FIRST_RETRY_SECONDS
     retrying: bool = False
+    subscribing: threading.Lock = field(default_factory=threading.Lock)
+    """Held while connecting or unsubscribing, so that the two never overlap."""
 
 
 class CallbackScheduler:
@@ -100,7 +102,7 @@ class CallbackScheduler:
         self._failures = CallbackFailureLog(self._logger)
         self._lock = threading.RLock()
         self._streams: dict[StreamKey, _Stream] = {}
-        self._timings: dict[EventQueue[QueuedEvent], TimingWindow] = {}
+        self._proxies: SharedProxies[tango.DeviceProxy] = SharedProxies(tango.DeviceProxy)
         self._serials = itertools.count(1)
         self._retries: set[threading.Timer] = set()
         self._closed = False
@@ -233,9 +235,7 @@ class CallbackScheduler:
                 by_queue.setdefault(stream.queue, []).append(str(stream.key))
             return SchedulerStats(
                 tuple(
-                    QueueStats.of(
-                        tuple(names), queue, self._timings.setdefault(queue, TimingWindow())
-                    )
+                    QueueStats.of(tuple(names), queue, self._dispatcher.timing(queue))
                     for queue, names in by_queue.items()
                 )
             )
@@ -302,22 +302,23 @@ class CallbackScheduler:
         return stream, False
 
     def _connect(self, stream: _Stream) -> None:
-        """Build the stream's own proxy and subscribe; retry while the device is unknown."""
-        if stream.closed:
-            return
-        try:
-            if stream.proxy is None:
-                stream.proxy = tango.DeviceProxy(stream.key.device_trl)
-            if stream.retrying:
-                # A device defined only now may not run yet, and Tango would retry a failed
-                # subscription only every 10 s: wait for it here, with our own backoff.
-                stream.proxy.ping()
-            self._subscribe(stream)
-        except tango.DevFailed as failure:
-            self._logger.debug("cannot subscribe to %s yet: %s", stream.key, failure)
-            stream.last_event = subscription_failed(stream.key, failure)
-            self._enqueue(stream, stream.last_event, stream.callbacks)
-            self._retry_later(stream)
+        """Subscribe through the scheduler's proxy of the device; retry while it is unknown."""
+        with stream.subscribing:
+            if stream.closed:
+                return
+            try:
+                if stream.proxy is None:
+                    stream.proxy = self._proxies.acquire(stream.key.device_trl)
+                if stream.retrying:
+                    # A device defined only now may not run yet, and Tango would retry a
+                    # failed subscription only every 10 s: wait for it, with our own backoff.
+                    stream.proxy.ping()
+                self._subscribe(stream)
+            except tango.DevFailed as failure:
+                self._logger.debug("cannot subscribe to %s yet: %s", stream.key, failure)
+                stream.last_event = subscription_failed(stream.key, failure)
+                self._enqueue(stream, stream.last_event, stream.callbacks)
+                self._retry_later(stream)
 
     def _subscribe(self, stream: _Stream) -> None:
         assert stream.proxy is not None
@@ -376,17 +377,20 @@ class CallbackScheduler:
         stream.connection.cancel()
         if not any(other.queue is stream.queue for other in self._streams.values()):
             self._dispatcher.discard(stream.queue)
-            self._timings.pop(stream.queue, None)
         self._subscriber.submit(self._unsubscribe, stream)
 
     def _unsubscribe(self, stream: _Stream) -> None:
-        proxy, subscription = stream.proxy, stream.subscription
-        stream.proxy = stream.subscription = None
-        if proxy is not None and subscription is not None:
-            try:
-                proxy.unsubscribe_event(subscription)
-            except tango.DevFailed as failure:
-                self._logger.warning("could not unsubscribe from %s: %s", stream.key, failure)
+        with stream.subscribing:
+            proxy, subscription = stream.proxy, stream.subscription
+            stream.proxy = stream.subscription = None
+            if proxy is None:
+                return
+            if subscription is not None:
+                try:
+                    proxy.unsubscribe_event(subscription)
+                except tango.DevFailed as failure:
+                    self._logger.warning("could not unsubscribe from %s: %s", stream.key, failure)
+            self._proxies.release(stream.key.device_trl)
 
     def _withdraw(self, registered: Future[CallbackID], callback_id: CallbackID) -> None:
         """Forget a registration whose future the user cancelled."""
@@ -420,7 +424,8 @@ class CallbackScheduler:
         self._dispatcher.put(stream.queue, queued)
 
     def _work(self) -> None:
-        while (job := self._dispatcher.next()) is not None:
+        finished: Run[QueuedEvent] | None = None
+        while (job := self._dispatcher.next(finished)) is not None:
             queue, queued = job
             started = time.monotonic()
             for callback_id, callback in queued.callbacks:
@@ -430,11 +435,7 @@ class CallbackScheduler:
                     callback(queued.event)
                 except BaseException:  # even SystemExit must not take a worker down
                     self._failures.report(callback_id, callback)
-            finished = time.monotonic()
-            with self._lock:
-                timing = self._timings.get(queue) or self._timings.setdefault(queue, TimingWindow())
-                timing.record(started - queued.enqueued_at, finished - started)
-            self._dispatcher.done(queue, finished - started)
+            finished = (queue, started - queued.enqueued_at, time.monotonic() - started)
 
 
 T = TypeVar("T")

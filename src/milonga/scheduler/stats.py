@@ -33,6 +33,11 @@ class TimingWindow:
         self.delays.append(delay)
         self.durations.append(duration)
 
+    def copy(self) -> TimingWindow:
+        return TimingWindow(
+            deque(self.durations, maxlen=SAMPLE_WINDOW), deque(self.delays, maxlen=SAMPLE_WINDOW)
+        )
+
 
 @dataclass(frozen=True)
 class QueueStats:
