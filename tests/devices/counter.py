@@ -1,4 +1,4 @@
-"""A small device for sandbox tests: a counter that pushes a change event per increment."""
+"""A small device for sandbox tests: a counter that pushes change and archive events."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from tango.server import Device, attribute, command, device_property
 
 
 class Counter(Device):
-    """Holds an integer starting at the `Start` property; `Increment` pushes a change event."""
+    """Holds an integer starting at the `Start` property; `Increment` pushes a change and an
+    archive event."""
 
     Start = device_property(dtype=int, default_value=0)
 
@@ -14,6 +15,7 @@ class Counter(Device):
         super().init_device()
         self._value: int = self.Start
         self.set_change_event("value", True, False)
+        self.set_archive_event("value", True, False)
 
     @attribute(dtype=int)
     def value(self) -> int:
@@ -23,3 +25,4 @@ class Counter(Device):
     def Increment(self) -> None:
         self._value += 1
         self.push_change_event("value", self._value)
+        self.push_archive_event("value", self._value)

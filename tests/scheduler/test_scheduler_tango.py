@@ -130,6 +130,27 @@ def test_last_callback_unregistered_unsubscribes(
 
 
 @pytest.mark.requires_pytango10("counts subscriptions with ApiUtil.query_event_system")
+def test_streams_of_one_device_end_independently(
+    scheduler: CallbackScheduler, counter: str
+) -> None:
+    changes, archived = Recorder(), Recorder()
+    change_id = scheduler.register_event_callback(counter, "value", CHANGE, changes)
+    archive_id = scheduler.register_event_callback(
+        counter, "value", tango.EventType.ARCHIVE_EVENT, archived
+    )
+    scheduler.unregister_callback(change_id.result(WAIT_SECONDS))
+    wait_until(
+        lambda: "test/sched/1/value.idl5_change" not in _client_callbacks(), timeout=WAIT_SECONDS
+    )
+
+    tango.DeviceProxy(counter).Increment()
+
+    archived.wait_for(lambda r: r.values == [5, 6])
+    scheduler.unregister_callback(archive_id.result(WAIT_SECONDS))
+    wait_until(lambda: not _client_callbacks(), timeout=WAIT_SECONDS)
+
+
+@pytest.mark.requires_pytango10("counts subscriptions with ApiUtil.query_event_system")
 def test_connected_stream_serves_new_callbacks_without_resubscribing(
     scheduler: CallbackScheduler, counter: str
 ) -> None:
