@@ -6,6 +6,7 @@ detection off, so each push reaches subscribers as one event.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 
@@ -103,3 +104,48 @@ class BenchAttrs(Device):
 
     def read_value(self, attr: tango.Attribute) -> float:
         return 0.0
+
+
+BUSY_HOLD_TIMEOUT_SECONDS = 3.0
+BusyRequest = tuple[float, threading.Event]
+
+
+class BenchBusyAdmin(Device):
+    """``Busy(seconds)`` makes this device server's admin device busy for ``seconds``.
+
+    A thread of the device holds the admin device's monitor that long, so admin commands
+    such as ``QueryEventSystem`` wait for it, as on a server whose admin is slow to answer.
+    ``Busy`` returns once that thread holds the monitor, so an admin command sent after
+    ``Busy`` returns is answered ``seconds`` after ``Busy`` started holding, never sooner.
+    Calls that overlap are served one after another.
+    """
+
+    def init_device(self) -> None:
+        super().init_device()
+        self._requests: queue.SimpleQueue[BusyRequest | None] = queue.SimpleQueue()
+        threading.Thread(
+            target=self._hold_admin, args=(self._requests,), name="bench-busy-admin", daemon=True
+        ).start()
+
+    def delete_device(self) -> None:
+        self._requests.put(None)
+        super().delete_device()
+
+    @command(dtype_in=float)
+    def Busy(self, seconds: float) -> None:
+        held = threading.Event()
+        self._requests.put((seconds, held))
+        if not held.wait(BUSY_HOLD_TIMEOUT_SECONDS):
+            raise RuntimeError(
+                f"the admin device's monitor stayed taken for {BUSY_HOLD_TIMEOUT_SECONDS:g} s; "
+                "is another admin command stuck?"
+            )
+
+    @staticmethod
+    def _hold_admin(requests: queue.SimpleQueue[BusyRequest | None]) -> None:
+        """Hold the admin device's monitor for each request, until a None request."""
+        while (request := requests.get()) is not None:
+            seconds, held = request
+            with tango.AutoTangoMonitor(tango.Util.instance().get_dserver_device()):
+                held.set()
+                time.sleep(seconds)

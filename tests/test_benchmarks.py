@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import tango
 
-from benchmarks import monitor, raw_pytango, scheduler
+from benchmarks import monitor, scheduler
 from benchmarks.__main__ import main
 from benchmarks.harness import (
     REGISTRY,
@@ -266,9 +266,22 @@ def test_flood_accounts_for_every_pushed_event() -> None:
 
 def test_monitor_snapshot_times_one_and_all_servers() -> None:
     with TangoSandbox() as sandbox:
-        devices = raw_pytango.start_attrs_servers(sandbox, 2)
+        devices = monitor.start_monitored_servers(sandbox, 2)
         servers = resolve_servers([sandbox.trl(device) for device in devices])
         result = monitor.measure_once(servers, polls=2)
 
     assert set(result) == {"single", "concurrent", "sequential", "cpu"}
     assert all(seconds > 0 for seconds in result.values())
+
+
+def test_monitor_snapshot_of_busy_servers_waits_for_each_and_overlaps_them() -> None:
+    with TangoSandbox() as sandbox:
+        devices = monitor.start_monitored_servers(sandbox, 2)
+        servers = resolve_servers([sandbox.trl(device) for device in devices])
+        busy = monitor.busy_devices(sandbox, servers)
+        result = monitor.measure_busy_once(servers, busy, polls=2)
+        del busy  # before the servers stop
+
+    assert result["busy single"] >= monitor.BUSY_SECONDS
+    assert result["busy sequential"] >= 2 * monitor.BUSY_SECONDS
+    assert result["busy concurrent"] < result["busy sequential"]
