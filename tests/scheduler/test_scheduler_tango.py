@@ -53,12 +53,16 @@ class Recorder:
             )
 
 
-def _client_callbacks() -> dict[str, int]:
+def _client_topics() -> dict[str, dict[str, Any]]:
+    """This process's event subscriptions as cppTango counts them, by device/attr.event."""
     client = json.loads(tango.ApiUtil.instance().query_event_system())["client"] or {}
     return {
-        topic.split("/", 3)[-1]: entry["callback_count"]
-        for topic, entry in client.get("event_callbacks", {}).items()
+        topic.split("/", 3)[-1]: entry for topic, entry in client.get("event_callbacks", {}).items()
     }
+
+
+def _client_callbacks() -> dict[str, int]:
+    return {topic: entry["callback_count"] for topic, entry in _client_topics().items()}
 
 
 @pytest.fixture
@@ -127,6 +131,25 @@ def test_last_callback_unregistered_unsubscribes(
     assert first.values == [5]
     with pytest.raises(KeyError, match="not registered"):
         scheduler.unregister_callback(ids[1])
+
+
+@pytest.mark.requires_pytango10("counts subscriptions with ApiUtil.query_event_system")
+def test_a_callback_registered_again_soon_reuses_the_subscription(
+    scheduler: CallbackScheduler, counter: str
+) -> None:
+    first, second = Recorder(), Recorder()
+    first_id = scheduler.register_event_callback(counter, "value", CHANGE, first)
+    first_id.result(WAIT_SECONDS)
+    tango.DeviceProxy(counter).Increment()
+    first.wait_for(lambda r: r.values == [5, 6])
+    scheduler.unregister_callback(first_id.result())
+
+    scheduler.register_event_callback(counter, "value", CHANGE, second).result(WAIT_SECONDS)
+    tango.DeviceProxy(counter).Increment()
+
+    second.wait_for(lambda r: r.values == [6, 7])
+    topic = _client_topics()["test/sched/1/value.idl5_change"]
+    assert (topic["callback_count"], topic["event_count"]) == (1, 2)
 
 
 @pytest.mark.requires_pytango10("counts subscriptions with ApiUtil.query_event_system")

@@ -34,6 +34,13 @@ QueueFactory = Callable[[], "EventQueue[QueuedEvent]"]
 SUBSCRIBER_THREADS = 4
 FIRST_RETRY_SECONDS = 0.05
 RETRY_CAP_SECONDS = 5.0
+UNUSED_STREAM_GRACE_SECONDS = 1.0
+"""How long a stream left with no callback stays subscribed, in case one comes back.
+
+A callback registered again within this time reuses the subscription.  A new subscription
+costs round trips to the server, and events the server pushes in its first milliseconds
+can be lost without an error event, before ZeroMQ has passed the subscription on.
+"""
 ASYNC_SUBSCRIPTION = hasattr(tango, "EventSubMode")
 
 
@@ -75,6 +82,7 @@ class _Stream:
     last_event: tango.EventData | None = None
     connection: Future[None] = field(default_factory=Future)
     retry_delay: float = FIRST_RETRY_SECONDS
+    unused_until: float = 0.0
     retrying: bool = False
     subscribing: threading.Lock = field(default_factory=threading.Lock)
     """Held while connecting or unsubscribing, so that the two never overlap."""
@@ -104,7 +112,7 @@ class CallbackScheduler:
         self._streams: dict[StreamKey, _Stream] = {}
         self._proxies: SharedProxies[tango.DeviceProxy] = SharedProxies(tango.DeviceProxy)
         self._serials = itertools.count(1)
-        self._retries: set[threading.Timer] = set()
+        self._timers: set[threading.Timer] = set()
         self._closed = False
         self._dispatcher: Dispatcher[QueuedEvent] = Dispatcher()
         self._subscriber = ThreadPoolExecutor(SUBSCRIBER_THREADS, f"{self.name}-subscribe")
@@ -258,11 +266,11 @@ class CallbackScheduler:
             self._closed = True
             streams = list(self._streams.values())
             self._streams.clear()
-            retries = list(self._retries)
+            timers = list(self._timers)
             for stream in streams:
                 stream.closed = True
-        for retry in retries:
-            retry.cancel()
+        for timer in timers:
+            timer.cancel()
         # Pending connections of closed streams return at once; pending unsubscriptions of
         # streams already disconnected must still run, so nothing is cancelled.
         self._subscriber.shutdown(wait=True)
@@ -342,18 +350,23 @@ class CallbackScheduler:
         stream.retry_delay = min(delay * 2, RETRY_CAP_SECONDS)
         stream.retrying = True
         with self._lock:
-            if self._closed or stream.closed:
-                return
-            retry = threading.Timer(delay, self._resubmit, (stream,))
-            retry.daemon = True
-            self._retries.add(retry)
-        retry.start()
+            if not self._closed and not stream.closed:
+                self._start_timer(delay, self._resubmit, stream)
 
     def _resubmit(self, stream: _Stream) -> None:
         with self._lock:
-            self._retries = {retry for retry in self._retries if retry.is_alive()}
             if not self._closed and not stream.closed:
                 self._subscriber.submit(self._connect, stream)
+
+    def _start_timer(
+        self, delay: float, action: Callable[[_Stream], None], stream: _Stream
+    ) -> None:
+        """Call ``action(stream)`` in ``delay`` seconds unless shut down first.  Holds the lock."""
+        self._timers = {timer for timer in self._timers if timer.is_alive()}
+        timer = threading.Timer(delay, action, (stream,))
+        timer.daemon = True
+        self._timers.add(timer)
+        timer.start()
 
     def _mark_connected(self, stream: _Stream, *, on_tango_thread: bool = True) -> None:
         # No scheduler lock here: Tango's thread may hold cppTango's own locks, which a
@@ -369,9 +382,24 @@ class CallbackScheduler:
             self._subscriber.submit(_resolve, stream.connection, None)
 
     def _disconnect_if_unused(self, stream: _Stream) -> None:
-        """Unsubscribe ``stream`` if nothing keeps it.  Holds the lock."""
-        if stream.callbacks or stream.persistent:
+        """Unsubscribe ``stream`` if nothing keeps it: at once if it is not connected yet,
+        else after the grace period.  Holds the lock."""
+        if stream.callbacks or stream.persistent or self._closed:
             return
+        if not stream.connected:
+            self._disconnect(stream)
+            return
+        stream.unused_until = time.monotonic() + UNUSED_STREAM_GRACE_SECONDS
+        self._start_timer(UNUSED_STREAM_GRACE_SECONDS, self._disconnect_if_still_unused, stream)
+
+    def _disconnect_if_still_unused(self, stream: _Stream) -> None:
+        with self._lock:
+            unused = not (stream.callbacks or stream.persistent or stream.closed or self._closed)
+            if unused and time.monotonic() >= stream.unused_until:
+                self._disconnect(stream)
+
+    def _disconnect(self, stream: _Stream) -> None:
+        """Forget ``stream`` and unsubscribe it on a subscriber thread.  Holds the lock."""
         del self._streams[stream.key]
         stream.closed = True
         stream.connection.cancel()
