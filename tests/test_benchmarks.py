@@ -158,6 +158,8 @@ def test_the_raw_pytango_baselines_are_registered_before_the_scheduler_benchmark
         "scheduler_handoff",
         "scheduler_subscribe_200",
         "scheduler_flood",
+        "lrc_round_trip",
+        "lrc_back_to_back_100",
     ]
 
 

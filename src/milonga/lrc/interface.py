@@ -1,0 +1,117 @@
+"""Which protocol a device speaks, and its LRC event streams kept connected on a scheduler.
+
+`connect_lrc_interface` remembers the negotiated version per scheduler and device, so that
+`invoke_lrc` on a connected interface neither reads ``lrcProtocolVersions`` nor subscribes.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from concurrent import futures
+from typing import Any
+
+import tango
+
+from milonga.lrc.errors import LrcInvocationError
+from milonga.lrc.protocol import VERSIONS_ATTRIBUTE, attributes_of, negotiate
+from milonga.scheduler import CallbackScheduler, UnknownStreamError, default_scheduler
+from milonga.scheduler.scheduler import QueueFactory
+from milonga.scheduler.streams import device_trl
+
+CHANGE = tango.EventType.CHANGE_EVENT
+CONNECT_TIMEOUT_SECONDS = 10.0
+"""How long subscribing to a device's LRC attributes may take before giving up."""
+LRC_QUEUE_SIZE = 256
+"""Events the queue of a device's LRC attributes holds (they are bursty and all count)."""
+
+_lock = threading.Lock()
+_connected: weakref.WeakKeyDictionary[CallbackScheduler, dict[str, int]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def protocol_version(proxy: tango.DeviceProxy) -> int:
+    """The protocol version to use with ``proxy``'s device: the newest both sides speak."""
+    try:
+        reading: Any = proxy.read_attribute(VERSIONS_ATTRIBUTE)
+    except tango.DevFailed as failure:
+        if failure.args and failure.args[0].reason == "API_AttrNotFound":
+            return 1  # devices from before the attribute speak v1
+        raise LrcInvocationError(
+            f"cannot read {VERSIONS_ATTRIBUTE} of {proxy.dev_name()}: "
+            f"{failure.args[0].desc.strip() if failure.args else failure}; "
+            "check that its device server is running"
+        ) from failure
+    advertised = reading.value
+    return negotiate(None if advertised is None else list(advertised), proxy.dev_name())
+
+
+def connected_version(scheduler: CallbackScheduler, proxy: tango.DeviceProxy) -> int | None:
+    """The version `connect_lrc_interface` negotiated for the device, if it is connected."""
+    with _lock:
+        return _connected.get(scheduler, {}).get(device_trl(proxy))
+
+
+def queue_factories(
+    scheduler: CallbackScheduler, proxy: tango.DeviceProxy, version: int
+) -> list[QueueFactory]:
+    """Per LRC attribute, the queue factory: a queue of `LRC_QUEUE_SIZE` events, which a v1
+    device's three attributes share so that their events keep the device's order."""
+    if version >= 2:
+        return [lambda: scheduler.allocate_queue(queue_size=LRC_QUEUE_SIZE)]
+    first = attributes_of(version)[0]
+    return [
+        lambda: scheduler.allocate_queue(queue_size=LRC_QUEUE_SIZE),
+        lambda: scheduler.get_queue(proxy, first, CHANGE),
+        lambda: scheduler.get_queue(proxy, first, CHANGE),
+    ]
+
+
+def connect_lrc_interface(
+    proxy: tango.DeviceProxy, scheduler: CallbackScheduler | None = None
+) -> None:
+    """Keep the device's LRC event streams subscribed until `disconnect_lrc_interface`.
+
+    Returns once they are connected.  `invoke_lrc` with the same scheduler then subscribes
+    to nothing.  Uses the default scheduler if ``scheduler`` is None.
+    """
+    scheduler = default_scheduler() if scheduler is None else scheduler
+    version = protocol_version(proxy)
+    attributes = attributes_of(version)
+    connections = [
+        scheduler.connect_event_stream(proxy, attr, CHANGE, queue_factory=factory)
+        for attr, factory in zip(
+            attributes, queue_factories(scheduler, proxy, version), strict=True
+        )
+    ]
+    with _lock:
+        _connected.setdefault(scheduler, {})[device_trl(proxy)] = version
+    try:
+        for connection in connections:
+            connection.result(timeout=CONNECT_TIMEOUT_SECONDS)
+    except futures.TimeoutError as timeout:
+        disconnect_lrc_interface(proxy, scheduler)
+        raise LrcInvocationError(
+            f"the LRC attributes {', '.join(attributes)} of {proxy.dev_name()} did not "
+            f"connect within {CONNECT_TIMEOUT_SECONDS:g} s; check that its device server "
+            "is running and that they push change events"
+        ) from timeout
+
+
+def disconnect_lrc_interface(
+    proxy: tango.DeviceProxy, scheduler: CallbackScheduler | None = None
+) -> None:
+    """Undo `connect_lrc_interface`: the streams are unsubscribed once no invocation uses
+    them.  Raises `UnknownStreamError` if the interface is not connected."""
+    scheduler = default_scheduler() if scheduler is None else scheduler
+    trl = device_trl(proxy)
+    with _lock:
+        version = _connected.get(scheduler, {}).pop(trl, None)
+    if version is None:
+        raise UnknownStreamError(
+            f"the LRC interface of {trl} is not connected on scheduler {scheduler.name}; "
+            "call connect_lrc_interface() with the same scheduler first"
+        )
+    for attr in attributes_of(version):
+        scheduler.disconnect_event_stream(proxy, attr, CHANGE)

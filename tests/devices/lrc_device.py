@@ -1,0 +1,56 @@
+"""A protocol-v2 device built on `LrcDevice`, with commands that succeed, fail and wait,
+and a `ticks` attribute that gives tests an unrelated event stream."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from tango.server import attribute, command
+
+from milonga.lrc import LrcDevice, ProgressReporter, long_running_command
+
+WAIT_CAP_SECONDS = 30.0
+
+
+class LrcTester(LrcDevice):
+    """Long running commands for tests; at most two commands wait at a time."""
+
+    MAX_QUEUED_COMMANDS = 2
+
+    def init_device(self) -> None:
+        super().init_device()
+        self._ticks = 0
+        self.set_change_event("ticks", True, False)
+
+    @long_running_command(dtype_in=str)
+    def Echo(self, text: str) -> str:
+        """Return ``text`` at once: the no-op command."""
+        return text
+
+    @long_running_command(dtype_in=int)
+    def Steps(self, steps: int, progress: ProgressReporter) -> dict[str, Any]:
+        """Report progress ``steps`` times, then return how many steps it took."""
+        for step in range(1, steps + 1):
+            progress(100 * step // steps)
+        return {"steps": steps}
+
+    @long_running_command
+    def Fail(self) -> None:
+        """Raise, as a command whose hardware refuses would."""
+        raise ValueError("the hardware refused: limit switch engaged")
+
+    @long_running_command
+    def Block(self, abort_event: threading.Event) -> str:
+        """Run until aborted (at most 30 s)."""
+        abort_event.wait(WAIT_CAP_SECONDS)
+        return "stopped"
+
+    @attribute(dtype=int)
+    def ticks(self) -> int:
+        return self._ticks
+
+    @command
+    def Tick(self) -> None:
+        self._ticks += 1
+        self.push_change_event("ticks", self._ticks)

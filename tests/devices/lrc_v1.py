@@ -1,0 +1,84 @@
+"""A device that speaks only protocol v1: no `lrcProtocolVersions`, and its updates as flat
+command-id/value lists on three attributes, as older field devices publish them."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from tango.server import Device, attribute, command
+
+from milonga.lrc import CommandExecutor, ProgressReporter, TaskStatus
+from milonga.lrc.device import join_serving_pushes
+from milonga.scheduler import allow_internal_threads
+
+KEPT = 16
+
+
+class LrcV1Tester(Device):
+    """`Steps(n)` reports progress n times and returns its step count, over protocol v1."""
+
+    def init_device(self) -> None:
+        super().init_device()
+        self._statuses: dict[str, str] = {}
+        self._progresses: dict[str, str] = {}
+        self._result = ["", ""]
+        self._lock = threading.Lock()
+        for name in ("longRunningCommandStatus", "longRunningCommandProgress",
+                     "longRunningCommandResult"):  # fmt: skip
+            self.set_change_event(name, True, False)
+        self._executor = CommandExecutor(self._publish, name="lrc-v1")
+
+    def delete_device(self) -> None:
+        with allow_internal_threads(self):
+            self._executor.shutdown(join=join_serving_pushes)
+        super().delete_device()
+
+    @command(dtype_in=int, dtype_out="DevVarLongStringArray")
+    def Steps(self, steps: int) -> list[list[Any]]:
+        def work(progress: ProgressReporter, abort_event: threading.Event) -> dict[str, int]:
+            for step in range(1, steps + 1):
+                progress(100 * step // steps)
+            return {"steps": steps}
+
+        code, command_id = self._executor.submit("Steps", work)
+        return [[int(code)], [command_id]]
+
+    def _publish(self, command_id: str, changes: Mapping[str, Any]) -> None:
+        # The result goes out before the terminal status, as field devices do.
+        if "result" in changes:
+            self._result = [command_id, json.dumps(changes["result"])]
+            self.push_change_event("longRunningCommandResult", self._result)
+        if "progress" in changes:
+            with self._lock:
+                self._progresses[command_id] = str(changes["progress"])
+                progresses = _pairs(self._progresses)
+            self.push_change_event("longRunningCommandProgress", progresses)
+        if "status" in changes:
+            with self._lock:
+                self._statuses[command_id] = TaskStatus(changes["status"]).name
+                statuses = _pairs(self._statuses)
+            self.push_change_event("longRunningCommandStatus", statuses)
+
+    @attribute(dtype=(str,), max_dim_x=2 * KEPT)
+    def longRunningCommandStatus(self) -> list[str]:
+        with self._lock:
+            return _pairs(self._statuses)
+
+    @attribute(dtype=(str,), max_dim_x=2 * KEPT)
+    def longRunningCommandProgress(self) -> list[str]:
+        with self._lock:
+            return _pairs(self._progresses)
+
+    @attribute(dtype=(str,), max_dim_x=2)
+    def longRunningCommandResult(self) -> list[str]:
+        return self._result
+
+
+def _pairs(values: dict[str, str]) -> list[str]:
+    """The last `KEPT` entries as a flat id/value list."""
+    while len(values) > KEPT:
+        del values[next(iter(values))]
+    return [item for pair in values.items() for item in pair]

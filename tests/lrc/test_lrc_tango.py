@@ -1,0 +1,319 @@
+"""invoke_lrc against real devices in the sandbox: LrcDevice (v2) and a v1-only device."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import tango
+
+from milonga import CallbackScheduler, default_scheduler, shutdown_default_scheduler
+from milonga.lrc import (
+    CommandRejectedError,
+    LrcCallbackError,
+    LrcInvocationError,
+    LrcSubscription,
+    ResultCode,
+    TaskStatus,
+    UnexpectedResultCodeError,
+    connect_lrc_interface,
+    disconnect_lrc_interface,
+    invoke_lrc,
+)
+from milonga.scheduler import UnknownStreamError
+from milonga.testing import SandboxServers, wait_until
+from tests.lrc.conftest import WAIT_SECONDS, Updates
+
+Devices = dict[str, tango.DeviceProxy]
+CHANGE = tango.EventType.CHANGE_EVENT
+
+
+@pytest.fixture
+def scheduler() -> Iterator[CallbackScheduler]:
+    with CallbackScheduler(thread_count=2, name="lrc-test") as sched:
+        yield sched
+
+
+def _lrc_topics() -> dict[str, dict[str, Any]]:
+    """This process's subscriptions to LRC attributes, from QueryEventSystem, by topic."""
+    client = json.loads(tango.ApiUtil.instance().query_event_system())["client"] or {}
+    return {
+        topic.split("/", 3)[-1]: entry
+        for topic, entry in client.get("event_callbacks", {}).items()
+        if "/_lrcevent." in topic.lower() or "longrunningcommand" in topic.lower()
+    }
+
+
+@pytest.mark.usefixtures("lrc_anchor")
+def test_success_reports_status_progress_and_result(
+    lrc_devices: Devices, scheduler: CallbackScheduler
+) -> None:
+    updates = Updates()
+
+    subscription = invoke_lrc(
+        updates, lrc_devices["v2"], "Steps", (4,), callback_scheduler=scheduler
+    )
+
+    updates.wait_for_status(TaskStatus.COMPLETED)
+    assert subscription.protocol_version == 2
+    assert subscription.command_id.endswith("_Steps")
+    assert updates.values("status") == [
+        TaskStatus.QUEUED, TaskStatus.IN_PROGRESS, TaskStatus.COMPLETED
+    ]  # fmt: skip
+    assert updates.values("progress") == [25, 50, 75, 100]
+    assert updates.values("result") == [{"steps": 4}]
+    assert all(name.startswith("lrc-test-worker") for name in updates.threads)
+    # Terminal status: the callbacks are gone, and with them the stream.
+    wait_until(lambda: subscription.finished and not scheduler.stats().queues, "unsubscription")
+    finished = json.loads(lrc_devices["v2"].lrcFinished[-1])
+    assert (finished["uid"], finished["status"]) == (subscription.command_id, "COMPLETED")
+
+
+@pytest.mark.usefixtures("lrc_anchor")
+def test_failure_reports_failed_with_the_error(
+    lrc_devices: Devices, scheduler: CallbackScheduler
+) -> None:
+    updates = Updates()
+
+    invoke_lrc(updates, lrc_devices["v2"], "Fail", callback_scheduler=scheduler)
+
+    updates.wait_for_status(TaskStatus.FAILED)
+    assert updates.values("result") == [
+        [ResultCode.FAILED, "ValueError: the hardware refused: limit switch engaged"]
+    ]
+
+
+@pytest.mark.usefixtures("lrc_anchor")
+def test_full_queue_rejects_and_abort_ends_everything(
+    lrc_devices: Devices, scheduler: CallbackScheduler, caplog: pytest.LogCaptureFixture
+) -> None:
+    device = lrc_devices["v2"]
+    running, *waiting = [Updates() for _ in range(3)]
+    invoke_lrc(running, device, "Block", callback_scheduler=scheduler)
+    running.wait_for_status(TaskStatus.IN_PROGRESS)
+    for updates in waiting:  # the device queues at most two
+        invoke_lrc(updates, device, "Block", callback_scheduler=scheduler)
+    rejected = Updates()
+
+    with pytest.raises(CommandRejectedError, match="2 commands already wait") as error:
+        invoke_lrc(rejected, device, "Echo", ("late",), callback_scheduler=scheduler)
+
+    assert "retry once one has finished" in error.value.reason
+    assert "was rejected" in caplog.text
+    assert len(json.loads(json.dumps(list(device.lrcQueue)))) == 2
+    aborting = Updates()
+    invoke_lrc(aborting, device, "Abort", callback_scheduler=scheduler)
+    for updates in (running, *waiting):
+        updates.wait_for_status(TaskStatus.ABORTED)
+    aborting.wait_for_status(TaskStatus.COMPLETED)
+    assert waiting[0].values("status") == [TaskStatus.QUEUED, TaskStatus.ABORTED]
+    assert rejected.calls == []
+    assert device.lrcQueue is None or list(device.lrcQueue) == []
+
+
+@pytest.mark.usefixtures("lrc_anchor")
+def test_two_concurrent_invocations_are_kept_apart_by_command_id(
+    lrc_devices: Devices, scheduler: CallbackScheduler
+) -> None:
+    updates = {text: Updates() for text in ("first", "second")}
+    subscriptions: dict[str, LrcSubscription] = {}
+    start = threading.Barrier(2)
+
+    def invoke(text: str) -> None:
+        start.wait()
+        subscriptions[text] = invoke_lrc(
+            updates[text], lrc_devices["v2"], "Echo", (text,), callback_scheduler=scheduler
+        )
+
+    threads = [threading.Thread(target=invoke, args=(text,)) for text in updates]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT_SECONDS)
+
+    assert subscriptions["first"].command_id != subscriptions["second"].command_id
+    for text, recorded in updates.items():
+        recorded.wait_for_status(TaskStatus.COMPLETED)
+        assert recorded.values("result") == [text]
+        assert recorded.values("status") == [
+            TaskStatus.QUEUED, TaskStatus.IN_PROGRESS, TaskStatus.COMPLETED
+        ]  # fmt: skip
+
+
+@pytest.mark.usefixtures("lrc_anchor")
+def test_a_v1_only_device_is_served_over_its_three_attributes(
+    lrc_devices: Devices, scheduler: CallbackScheduler
+) -> None:
+    updates = Updates()
+
+    subscription = invoke_lrc(
+        updates, lrc_devices["v1"], "Steps", (2,), callback_scheduler=scheduler
+    )
+
+    updates.wait_for_status(TaskStatus.COMPLETED)
+    assert subscription.protocol_version == 1
+    assert updates.values("progress") == [50, 100]
+    assert updates.values("result") == [{"steps": 2}]
+    # One queue for the three attributes keeps the device's order: result, then status.
+    assert updates.calls[-2:] == [{"result": {"steps": 2}}, {"status": TaskStatus.COMPLETED}]
+    wait_until(lambda: not scheduler.stats().queues, "the v1 streams to be unsubscribed")
+
+
+@pytest.mark.usefixtures("lrc_anchor")
+def test_a_slow_lrc_callback_does_not_delay_another_stream(
+    lrc_devices: Devices, scheduler: CallbackScheduler
+) -> None:
+    device = lrc_devices["v2"]
+    release, stuck = threading.Event(), threading.Event()
+
+    def slow(**kwargs: Any) -> None:
+        stuck.set()
+        release.wait(WAIT_SECONDS)
+
+    ticks: list[int] = []
+
+    def record_tick(event: tango.EventData) -> None:
+        reading: Any = event.attr_value
+        ticks.append(reading.value)
+
+    scheduler.register_event_callback(device, "ticks", CHANGE, record_tick).result(WAIT_SECONDS)
+    first = ticks[-1] if ticks else device.ticks
+    try:
+        subscription = invoke_lrc(slow, device, "Echo", ("x",), callback_scheduler=scheduler)
+        assert stuck.wait(WAIT_SECONDS)
+        for _ in range(3):
+            device.Tick()
+
+        wait_until(lambda: ticks[-1:] == [first + 3], "ticks while the lrc_callback is stuck")
+        assert not release.is_set()
+        assert not subscription.finished
+    finally:
+        release.set()
+    wait_until(lambda: subscription.finished, "the slow invocation to finish")
+
+
+@pytest.mark.parametrize("version", ["v2", "v1"])
+def test_a_connected_interface_makes_invocations_subscribe_nothing(
+    lrc_devices: Devices, scheduler: CallbackScheduler, version: str
+) -> None:
+    device = lrc_devices[version]
+    command, argument = ("Echo", ("x",)) if version == "v2" else ("Steps", (1,))
+    assert _lrc_topics() == {}
+    connect_lrc_interface(device, scheduler)
+    before = _lrc_topics()
+    assert before
+    assert all(entry["callback_count"] == 1 for entry in before.values())
+    received = 0
+
+    for _ in range(3):
+        updates = Updates()
+        subscription = invoke_lrc(updates, device, command, argument, callback_scheduler=scheduler)
+        updates.wait_for_status(TaskStatus.COMPLETED)
+        wait_until(lambda: subscription.finished, "the invocation to end")  # noqa: B023
+        received += 3 if version == "v2" else 4  # each command's events, on all streams
+
+    after = _lrc_topics()
+    assert after.keys() == before.keys()
+    assert all(entry["callback_count"] == 1 for entry in after.values())
+    # One subscription throughout: a new one would have counted only its own events.
+    counted = sum(e["event_count"] for e in after.values()) - sum(
+        e["event_count"] for e in before.values()
+    )
+    assert counted >= received
+    assert all(entry["last_resubscribed"] is None for entry in after.values())
+    disconnect_lrc_interface(device, scheduler)
+    wait_until(lambda: _lrc_topics() == {}, "the LRC streams to be unsubscribed")
+    with pytest.raises(UnknownStreamError, match="call connect_lrc_interface"):
+        disconnect_lrc_interface(device, scheduler)
+
+
+def test_without_a_connected_interface_each_invocation_unsubscribes(
+    lrc_devices: Devices, scheduler: CallbackScheduler
+) -> None:
+    updates = Updates()
+    invoke_lrc(updates, lrc_devices["v2"], "Echo", ("x",), callback_scheduler=scheduler)
+    assert "test/lrc/v2/_lrcevent.idl5_change" in _lrc_topics()
+
+    updates.wait_for_status(TaskStatus.COMPLETED)
+
+    wait_until(lambda: _lrc_topics() == {}, "the stream to be unsubscribed")
+
+
+@pytest.mark.usefixtures("lrc_anchor")
+def test_the_default_scheduler_is_used_without_one(lrc_devices: Devices) -> None:
+    updates = Updates()
+    try:
+        invoke_lrc(updates, lrc_devices["v2"], "Echo", ("x",))
+        updates.wait_for_status(TaskStatus.COMPLETED)
+        assert all(name.startswith(default_scheduler().name) for name in updates.threads)
+    finally:
+        shutdown_default_scheduler()
+
+
+@pytest.mark.usefixtures("lrc_anchor")
+def test_a_raising_callback_is_logged_and_still_gets_later_updates(
+    lrc_devices: Devices, scheduler: CallbackScheduler, caplog: pytest.LogCaptureFixture
+) -> None:
+    updates = Updates()
+
+    def clumsy(**kwargs: Any) -> None:
+        updates(**kwargs)
+        raise RuntimeError("bug in the client")
+
+    with caplog.at_level(logging.ERROR, "milonga.lrc"):
+        invoke_lrc(clumsy, lrc_devices["v2"], "Echo", ("x",), callback_scheduler=scheduler)
+        updates.wait_for_status(TaskStatus.COMPLETED)
+
+    assert "lrc_callback of Echo" in caplog.text
+    assert "bug in the client" in caplog.text
+    wait_until(lambda: not scheduler.stats().queues, "unsubscription after the last update")
+
+
+def test_errors_before_the_call_leave_nothing_subscribed(
+    lrc_devices: Devices, scheduler: CallbackScheduler
+) -> None:
+    def no_kwargs(status: Any = None) -> None: ...
+
+    with pytest.raises(LrcCallbackError):
+        invoke_lrc(no_kwargs, lrc_devices["v2"], "Echo", ("x",), callback_scheduler=scheduler)
+    with pytest.raises(LrcInvocationError, match="check the command name"):
+        invoke_lrc(Updates(), lrc_devices["v2"], "NoSuchCommand", callback_scheduler=scheduler)
+    with pytest.raises(UnexpectedResultCodeError, match="is it a long running command"):
+        invoke_lrc(Updates(), lrc_devices["v2"], "Tick", callback_scheduler=scheduler)
+
+    wait_until(lambda: not scheduler.stats().queues, "every stream to be unsubscribed")
+
+
+def test_an_unreachable_device_raises_naming_it(
+    sandbox_servers: SandboxServers, scheduler: CallbackScheduler
+) -> None:
+    sandbox_servers.add_device("LrcDown/1", "LrcTester", "test/lrc/down")  # never started
+    proxy = sandbox_servers.sandbox.proxy("test/lrc/down")
+
+    with pytest.raises(LrcInvocationError, match="check that its device server is running"):
+        invoke_lrc(Updates(), proxy, "Echo", ("x",), callback_scheduler=scheduler)
+    with pytest.raises(LrcInvocationError, match="test/lrc/down"):
+        connect_lrc_interface(proxy, scheduler)
+
+    assert not scheduler.stats().queues
+
+
+@pytest.mark.usefixtures("lrc_anchor")
+def test_init_while_a_command_runs_aborts_it_promptly(
+    lrc_devices: Devices, scheduler: CallbackScheduler
+) -> None:
+    device = lrc_devices["v2"]
+    updates = Updates()
+    invoke_lrc(updates, device, "Block", callback_scheduler=scheduler)
+    updates.wait_for_status(TaskStatus.IN_PROGRESS)
+
+    started = time.monotonic()
+    device.Init()
+
+    assert time.monotonic() - started < 2.0  # no 3.2 s monitor timeout on the pushes
+    updates.wait_for_status(TaskStatus.ABORTED)
