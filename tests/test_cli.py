@@ -92,22 +92,6 @@ def test_sandbox_directory_that_cannot_be_used_is_a_clear_error(tmp_path: Path) 
     assert "Traceback" not in result.stderr
 
 
-def test_demo_follows_a_scan_and_reports_the_counters() -> None:
-    before = psutil.Process().children(recursive=True)
-
-    result = subprocess.run(
-        [*MILONGA, "demo"], capture_output=True, text=True, timeout=120, check=False
-    )
-
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
-    modes = [line.split()[2] for line in lines if line.strip().startswith("event mode")]
-    assert modes == ["IDLE", "SCANNING", "IDLE"]
-    assert "foo/bar/hw/position.change: 11 is the last pushed counter" in result.stdout
-    assert "Scan complete in" in result.stdout
-    assert psutil.Process().children(recursive=True) == before
-
-
 def test_version() -> None:
     result = subprocess.run([*MILONGA, "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == f"milonga {__version__}"

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 from types import FrameType
 
 from milonga import __version__
-from milonga.demo.preview import run_preview
+from milonga.demo import DemoError, DemoOptions, run_demo
 from milonga.monitor import cli as monitor_cli
 from milonga.sandbox import SandboxError, TangoSandbox
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 
 
 class _Terminated(Exception):
@@ -41,7 +42,12 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    run_preview(sys.stdout)
+    options = DemoOptions(fixed=args.fixed, quick=args.quick, keep_running=args.keep_running)
+    try:
+        run_demo(options, sys.stdout)
+    except _Terminated:
+        print("milonga: terminated; everything it started has been stopped", file=sys.stderr)
+        return EXIT_TERMINATED
     return 0
 
 
@@ -71,9 +77,27 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.set_defaults(run=_sandbox)
     demo = commands.add_parser(
         "demo",
-        help="run a small real control system and follow its events",
-        description="Start a sandbox with one simulated hardware device, run a short scan and "
-        "show each change event and the event system's counters.",
+        help="reproduce a 'missing' Tango event, diagnose it with the monitor, and fix it",
+        description="Start a real control system on 127.0.0.1 in which a slow event callback "
+        "makes foo/bar/top Scan() time out, watch it with the event monitor, and print a "
+        "diagnosis computed from the monitor's snapshots. See docs/tutorial.md.",
+    )
+    demo.add_argument(
+        "--fixed",
+        action="store_true",
+        help="run the system as it is, then again with CallbackScheduler in its devices, "
+        "and compare the figures",
+    )
+    demo.add_argument(
+        "--quick",
+        action="store_true",
+        help="the same story with shorter times (a 4 s scan, an 8 s timeout)",
+    )
+    demo.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="leave the control system running afterwards, print the TANGO_HOST to export, "
+        "and wait for Ctrl-C",
     )
     demo.set_defaults(run=_demo)
     monitor = commands.add_parser(
@@ -101,7 +125,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`milonga demo | head`): nobody is left to tell.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_ERROR
-    except (SandboxError, TimeoutError) as error:
+    except (SandboxError, DemoError) as error:
         print(f"milonga: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     return status

@@ -1,0 +1,261 @@
+"""`milonga demo`: the missing-event control system, watched by the monitor, diagnosed, fixed.
+
+`run_demo` starts a sandbox, tells the story once (or, with ``fixed``, first without and
+then with the scheduler), and stops everything when it returns or raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import TextIO
+
+import tango
+
+from milonga.demo.diagnosis import (
+    DemoRun,
+    ScanOutcome,
+    diagnose,
+    render_comparison,
+    render_diagnosis,
+    stream_of_topic,
+)
+from milonga.demo.live import Console, DemoError, LiveMonitor
+from milonga.demo.system import (
+    HW,
+    HW_SERVER,
+    NORMAL,
+    QUICK,
+    ROGUE,
+    TOP,
+    TOP_SERVER,
+    Timing,
+    remove_system,
+    start_system,
+)
+from milonga.monitor import MonitorSetupError, Poll, query_server
+from milonga.sandbox import TangoSandbox
+
+READY_SECONDS = 30.0
+LOG_WAIT_SECONDS = 5.0
+LOG_TAIL_LINES = 20
+POLL_SECONDS = 0.05
+SCAN_DONE = "Scan complete"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """The options of `milonga demo`."""
+
+    fixed: bool = False
+    quick: bool = False
+    keep_running: bool = False
+
+
+def run_demo(options: DemoOptions, out: TextIO) -> None:
+    """Tell the story on ``out``; raise `DemoError` if it could not be told as expected."""
+    timing = QUICK if options.quick else NORMAL
+    console = Console(out)
+    console.say("Starting a Tango control system on 127.0.0.1 ...")
+    with TangoSandbox() as sandbox, _tango_host(sandbox.tango_host):
+        if options.fixed:
+            console.say(
+                "First the system as it is, for the comparison; run `milonga demo` to watch "
+                "this part live."
+            )
+            before = _tell(sandbox, timing, console, use_scheduler=False, live=False)
+            remove_system(sandbox)
+            console.say("", "Now the same system with CallbackScheduler in both devices.")
+            after = _tell(sandbox, timing, console, use_scheduler=True, live=True)
+            console.say("", "Before and after, on this machine:")
+            console.say(*render_comparison(before, after, ("as it is", "with the scheduler")))
+            _check(after, use_scheduler=True)
+        else:
+            _check(
+                _tell(sandbox, timing, console, use_scheduler=False, live=True), use_scheduler=False
+            )
+        if options.keep_running:
+            _keep_running(sandbox, timing, console)
+
+
+def _tell(
+    sandbox: TangoSandbox, timing: Timing, console: Console, *, use_scheduler: bool, live: bool
+) -> DemoRun:
+    """Tell the story once and print the diagnosis."""
+    scan, polls = tell(sandbox, timing, console, use_scheduler=use_scheduler, live=live)
+    run = DemoRun(scan, diagnose(polls))
+    console.say("", *render_diagnosis(run.diagnosis), "")
+    return run
+
+
+def tell(
+    sandbox: TangoSandbox, timing: Timing, console: Console, *, use_scheduler: bool, live: bool
+) -> tuple[ScanOutcome, list[Poll]]:
+    """Start the system, call `Scan()` while the monitor watches, and wait until every
+    pushed event has arrived; return how `Scan()` ended and the monitor's polls.
+
+    The process's TANGO_HOST must point at ``sandbox``.  Prints the story to ``console``,
+    with the snapshots if ``live``.
+    """
+    start_system(sandbox, timing, use_scheduler=use_scheduler)
+    how = "on CallbackScheduler workers" if use_scheduler else "on the event-consumer thread"
+    console.say(
+        f"The control system is running (TANGO_HOST={sandbox.tango_host}):",
+        f"    {HW_SERVER:<12} HwDevice    {HW:<13} scans for {timing.scan_seconds:g} s, "
+        "pushing position at 10 Hz",
+        f"    {TOP_SERVER:<12} TopDevice   {TOP:<13} Scan() waits up to "
+        f"{timing.scan_timeout_seconds:g} s for Mode.IDLE",
+        f"    {'':<12} RogueDevice {ROGUE:<13} spends {timing.handler_seconds * 1000:g} ms on "
+        "each position event",
+        f"    Both devices of {TOP_SERVER} run their callbacks {how}.",
+    )
+    _wait_until_subscribed(sandbox)
+    devices = (HW, TOP)
+    period = timing.polling_period
+    if live:
+        console.say(
+            f"Monitoring as `tango-event-monitor --monitor --polling-period {period:g} "
+            f"{' '.join(devices)}` would:"
+        )
+    with LiveMonitor(devices, period, console if live else None) as monitor:
+        console.say(
+            f"Calling {TOP} Scan() with a {timing.client_timeout_seconds:g} s client timeout ..."
+        )
+        log_start = len(sandbox.server_output(HW_SERVER))
+        scan = _scan(sandbox, timing)
+        if scan.error is None:
+            console.say(f"{TOP} Scan() returned after {scan.seconds:.1f} s.")
+        else:
+            console.say(f"{TOP} Scan() failed after {scan.seconds:.1f} s: {scan.error}")
+        console.say(f"Meanwhile {HW} logged:", *_hw_log(sandbox, log_start))
+        console.say(f"Waiting until {TOP_SERVER} has received every event {HW} pushed ...")
+        first = monitor.polls[0]
+        if not monitor.wait_for(
+            lambda poll: diagnose([first, poll]).behind == 0, timing.catch_up_seconds
+        ):
+            console.say(f"Still not there after {timing.catch_up_seconds:g} s; diagnosing anyway.")
+    return scan, monitor.polls
+
+
+def _check(run: DemoRun, *, use_scheduler: bool) -> None:
+    """Raise `DemoError` if `Scan()` did not end as the story says it does."""
+    if use_scheduler and run.scan.error is not None:
+        raise DemoError(
+            f"with the scheduler, {TOP} Scan() should have returned once the scan was over, "
+            f"but it failed: {run.scan.error}. The machine may be too busy for the timing; "
+            "try again, or without --quick"
+        )
+    if not use_scheduler and run.scan.error is None:
+        raise DemoError(
+            f"{TOP} Scan() was expected to time out, but it returned after "
+            f"{run.scan.seconds:.1f} s, so the demo did not reproduce the late event; "
+            "please report this with the output above"
+        )
+
+
+@contextlib.contextmanager
+def _tango_host(tango_host: str) -> Iterator[None]:
+    """Point this process's TANGO_HOST at the sandbox, as a user of it would."""
+    previous = os.environ.get("TANGO_HOST")
+    os.environ["TANGO_HOST"] = tango_host
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["TANGO_HOST"]
+        else:
+            os.environ["TANGO_HOST"] = previous
+
+
+def _wait_until_subscribed(sandbox: TangoSandbox) -> None:
+    """Wait until the rogue's subscriptions to hw are connected."""
+    wanted = {f"{HW}/position.change", f"{HW}/mode.change"}
+    deadline = time.monotonic() + READY_SECONDS
+    while True:
+        try:
+            client = query_server(TOP).client
+        except (tango.DevFailed, MonitorSetupError):
+            client = None
+        connected = set()
+        if client is not None:
+            waiting = {stream_of_topic(entry.stream) for entry in client.not_connected}
+            connected = {
+                stream_of_topic(topic)
+                for topic, subscription in client.subscriptions.items()
+                if subscription.callback_count > 0
+            } - waiting
+        if wanted <= connected:
+            return
+        if time.monotonic() > deadline:
+            log = sandbox.server_output(TOP_SERVER).splitlines()[-LOG_TAIL_LINES:]
+            raise DemoError(
+                f"{ROGUE} was expected to subscribe to {HW} as it started, but it had not "
+                f"after {READY_SECONDS:g} s; try again, and if it fails again report it with "
+                f"the end of the {TOP_SERVER} log:\n" + "\n".join(log)
+            )
+        time.sleep(POLL_SECONDS)
+
+
+def _scan(sandbox: TangoSandbox, timing: Timing) -> ScanOutcome:
+    """Call `TopDevice.Scan()` on a thread of its own, so that Ctrl-C is not held up."""
+    top = sandbox.proxy(TOP)
+    top.set_timeout_millis(round(timing.client_timeout_seconds * 1000))
+    done: Future[None] = Future()
+
+    def call() -> None:
+        try:
+            top.Scan()
+        except BaseException as error:
+            done.set_exception(error)
+        else:
+            done.set_result(None)
+
+    started = time.monotonic()
+    threading.Thread(target=call, name="milonga-demo-scan", daemon=True).start()
+    try:
+        done.result()
+    except tango.DevFailed as failure:
+        return ScanOutcome(time.monotonic() - started, _describe(failure))
+    return ScanOutcome(time.monotonic() - started)
+
+
+def _describe(failure: tango.DevFailed) -> str:
+    """The root error of a Tango error stack, on one line."""
+    error = failure.args[0]
+    return f"{error.reason}: {' '.join(str(error.desc).split())}"
+
+
+def _hw_log(sandbox: TangoSandbox, start: int) -> list[str]:
+    """What HwDevice logged from ``start`` on, once it says that the scan is complete (or
+    after a short wait)."""
+    deadline = time.monotonic() + LOG_WAIT_SECONDS
+
+    def log() -> str:
+        return sandbox.server_output(HW_SERVER)[start:]
+
+    while SCAN_DONE not in log() and time.monotonic() < deadline:
+        time.sleep(POLL_SECONDS)
+    return [f"    {line}" for line in log().splitlines()]
+
+
+def _keep_running(sandbox: TangoSandbox, timing: Timing, console: Console) -> None:
+    """Leave the system up for the user until Ctrl-C."""
+    millis = round(timing.client_timeout_seconds * 1000)
+    console.say(
+        "The control system keeps running. Follow the tutorial by hand in other terminals:",
+        f"    export TANGO_HOST={sandbox.tango_host}",
+        f"    tango-event-monitor --monitor --polling-period 5 {HW} {TOP}",
+        f'    itango, then: top = Device("{TOP}"); top.set_timeout_millis({millis}); top.Scan()',
+        "Press Ctrl-C to stop it.",
+    )
+    try:
+        while True:
+            signal.pause()
+    except KeyboardInterrupt:
+        console.say("Stopping the control system.")

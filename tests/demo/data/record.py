@@ -1,0 +1,42 @@
+"""Record the polls of a real demo run, in the monitor's JSON Lines format, for the tests.
+
+Run it from the repository root to refresh them: ``.venv/bin/python -m tests.demo.data.record``.
+It tells the demo's story at its normal length, as `milonga demo --fixed` does, in about a
+minute and a half, and writes:
+
+- ``plain.jsonl``: every poll of the run without the scheduler, where `Scan()` times out;
+- ``fixed.jsonl``: every poll of the run with `CallbackScheduler` in both devices.
+
+Each line is one poll, as `tango-event-monitor -o FILE` writes it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+from milonga.demo.live import Console
+from milonga.demo.runner import tell
+from milonga.demo.system import NORMAL, remove_system
+from milonga.monitor import poll_record
+from milonga.sandbox import TangoSandbox
+
+HERE = Path(__file__).parent
+
+
+def main() -> None:
+    with TangoSandbox() as sandbox:
+        os.environ["TANGO_HOST"] = sandbox.tango_host
+        for name, use_scheduler in (("plain", False), ("fixed", True)):
+            scan, polls = tell(
+                sandbox, NORMAL, Console(io.StringIO()), use_scheduler=use_scheduler, live=False
+            )
+            path = HERE / f"{name}.jsonl"
+            path.write_text("".join(poll_record(poll) + "\n" for poll in polls))
+            print(f"{path}: {len(polls)} polls; Scan() took {scan.seconds:.1f} s, {scan.error}")
+            remove_system(sandbox)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""`milonga demo --quick`, run as a user would: a real subprocess, real servers, real signals."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import psutil
+import pytest
+import tango
+
+MILONGA = [sys.executable, "-m", "milonga.cli"]
+RUNNING = "The control system is running (TANGO_HOST="
+KEPT = "Press Ctrl-C to stop it."
+SCANNING = "Calling foo/bar/top Scan()"
+RUN_SECONDS = 90
+STOP_SECONDS = 20
+
+
+@dataclass
+class Demo:
+    """A `milonga demo` subprocess, its output so far, and every process it started."""
+
+    process: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    started: dict[int, psutil.Process] = field(default_factory=dict)
+
+    def read_until(self, marker: str) -> str:
+        """Read output until a line containing ``marker``; return that line."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            self._note_children()
+            if marker in line:
+                return line
+        pytest.fail(f"the demo ended without printing {marker!r}:\n{''.join(self.lines)}")
+
+    def finish(self) -> tuple[str, str]:
+        """Wait for the demo to exit; return all its output and its stderr."""
+        stdout, stderr = self.process.communicate(timeout=RUN_SECONDS)
+        self.lines.append(stdout)
+        return "".join(self.lines), stderr
+
+    def left_behind(self) -> list[psutil.Process]:
+        """Processes the demo started that still run."""
+        alive = []
+        for child in self.started.values():
+            try:
+                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(child)
+            except psutil.NoSuchProcess:
+                pass
+        return alive
+
+    def _note_children(self) -> None:
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            return
+        self.started.update((child.pid, child) for child in children)
+
+
+@pytest.fixture
+def start_demo() -> Iterator[Callable[..., Demo]]:
+    """Starts `milonga demo ARGS...`; kills what is left of it when the test ends."""
+    started: list[Demo] = []
+
+    def start(*args: str) -> Demo:
+        process = subprocess.Popen(
+            [*MILONGA, "demo", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        started.append(Demo(process))
+        return started[-1]
+
+    yield start
+    for demo in started:
+        if demo.process.poll() is None:
+            for child in demo.started.values():
+                child.kill()
+            demo.process.kill()
+            demo.process.communicate()
+
+
+def tango_host_of(line: str) -> str:
+    return line.split("TANGO_HOST=", 1)[1].split(")", 1)[0].strip()
+
+
+def top_answers(tango_host: str) -> bool:
+    proxy = tango.DeviceProxy(f"tango://{tango_host}/foo/bar/top")
+    return proxy.ping() >= 0
+
+
+def test_plain_demo_times_out_diagnoses_and_keeps_running_until_ctrl_c(
+    start_demo: Callable[..., Demo],
+) -> None:
+    demo = start_demo("--quick", "--keep-running")
+    tango_host = tango_host_of(demo.read_until(RUNNING))
+    demo.read_until(KEPT)
+    assert top_answers(tango_host)
+    assert demo.left_behind()
+
+    demo.process.send_signal(signal.SIGINT)
+    output, stderr = demo.finish()
+
+    assert demo.process.returncode == 0, stderr
+    assert "Traceback" not in output + stderr
+    assert "foo/bar/top Scan() failed after" in output
+    assert "Timeout waiting for Mode.IDLE" in output
+    assert "Scan complete in" in output
+    assert "- Client performance" in output, "the monitor printed its --monitor tables"
+    diagnosis = " ".join(output.split("Diagnosis, from the", 1)[1].split())
+    assert "Cause: foo/bar/hw/position.change takes" in diagnosis
+    assert "Rates: dserver/MyServer/hw pushed" in diagnosis
+    assert "Latency: events reached their first callback in dserver/MyServer/top" in diagnosis
+    assert "they were late, not lost" in diagnosis
+    assert f"export TANGO_HOST={tango_host}" in output
+    assert "Stopping the control system." in output
+    assert not demo.left_behind()
+
+
+def test_fixed_demo_completes_the_scan_and_compares(start_demo: Callable[..., Demo]) -> None:
+    demo = start_demo("--quick", "--fixed")
+    demo.read_until(RUNNING)  # the system as it is
+    demo.read_until(RUNNING)  # the same system with the scheduler
+    assert len(demo.left_behind()) >= 3, "a database and two device servers"
+    output, stderr = demo.finish()
+
+    assert demo.process.returncode == 0, stderr
+    assert "Traceback" not in output + stderr
+    fixed = output.split("Now the same system with CallbackScheduler", 1)[1]
+    assert "foo/bar/top Scan() returned after" in fixed
+    assert "Cause: none left" in " ".join(fixed.split())
+    assert "- Client performance" in fixed
+    comparison = fixed.split("Before and after, on this machine:", 1)[1].splitlines()
+    (scan,) = [line for line in comparison if line.split()[:1] == ["Scan()"]]
+    assert "failed after" in scan.split("returned after")[0]
+    (missed,) = [line for line in comparison if line.split()[:2] == ["missed", "events"]]
+    assert missed.split()[-2:] == ["0", "0"]
+    assert not demo.left_behind()
+
+
+def test_ctrl_c_stops_the_demo_and_everything_it_started(
+    start_demo: Callable[..., Demo],
+) -> None:
+    demo = start_demo("--quick")
+    demo.read_until(RUNNING)
+    demo.read_until(SCANNING)  # Ctrl-C while the demo waits for Scan() to return
+    assert demo.left_behind()
+
+    demo.process.send_signal(signal.SIGINT)
+    output, stderr = demo.finish()
+
+    assert demo.process.returncode == 130
+    assert "interrupted; everything it started has been stopped" in stderr
+    assert "Traceback" not in output + stderr
+    assert not demo.left_behind()
