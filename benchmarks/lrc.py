@@ -55,10 +55,12 @@ class BenchLrc(LrcDevice):
 
     @attribute(dtype=int)  # type: ignore[untyped-decorator]
     def ticks(self) -> int:
+        """How many times `Tick` was called."""
         return self._ticks
 
     @command
     def Tick(self) -> None:
+        """Count one tick and push it as a change event."""
         self._ticks += 1
         self.push_change_event("ticks", self._ticks)
 
@@ -109,7 +111,11 @@ def ticking(sandbox: TangoSandbox) -> Iterator[Callable[[], float]]:
     thread = threading.Thread(target=tick, name="bench-lrc-ticker", daemon=True)
     thread.start()
     try:
-        time.sleep(10 * TICK_SECONDS)  # let the first ticks arrive
+        deadline = time.monotonic() + WAIT_SECONDS
+        while len(arrivals) < 3:  # the stream is flowing: measure from here
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no ticks from {DEVICE} within {WAIT_SECONDS:g} s")
+            time.sleep(TICK_SECONDS)
         arrivals.clear()
         yield lambda: max((b - a for a, b in itertools.pairwise(arrivals)), default=0)
     finally:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import threading
 from collections.abc import Iterator, Mapping
@@ -156,9 +158,9 @@ def test_shutdown_aborts_joins_both_threads_and_then_rejects(published: Publishe
 
     assert not [t for t in threading.enumerate() if t.name.startswith("shutdown-lrc")]
     assert published.of(running)[-1]["status"] is TaskStatus.ABORTED
-    code, reason = executor.submit("Late", blocking(threading.Event()))
-    assert code is ResultCode.REJECTED
-    assert "shutting down" in reason
+    for code, reason in (executor.submit("Late", blocking(threading.Event())), executor.abort()):
+        assert code is ResultCode.REJECTED
+        assert "shutting down" in reason
 
 
 def test_a_failing_publish_is_logged_and_later_updates_still_go_out(
@@ -188,3 +190,30 @@ def test_a_failing_publish_is_logged_and_later_updates_still_go_out(
 def test_max_queued_must_be_positive(published: Published) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         CommandExecutor(published, max_queued=0)
+
+
+def test_the_lists_describe_commands_as_the_field_does(
+    executor: CommandExecutor, published: Published
+) -> None:
+    started = threading.Event()
+    _, running = executor.submit("Block", blocking(started))
+    assert started.wait(WAIT_SECONDS)
+    _, waiting = executor.submit("Wait", blocking(threading.Event()))
+
+    queued, executing, _ = (
+        [json.loads(record.summary()) for record in records] for records in executor.records()
+    )
+    executor.abort()
+    published.wait_for_status(running, TaskStatus.ABORTED)
+    finished = [json.loads(record.summary()) for record in executor.records()[2]]
+
+    assert [(q["uid"], sorted(q)) for q in queued] == [(waiting, ["name", "submitted_time", "uid"])]
+    assert [(e["uid"], sorted(e)) for e in executing] == [
+        (running, ["name", "started_time", "submitted_time", "uid"])
+    ]
+    by_uid = {f["uid"]: f for f in finished}
+    assert by_uid[running]["status"] == "ABORTED"
+    assert by_uid[running]["result"] == [ResultCode.ABORTED, "Block was aborted"]
+    for key in ("submitted_time", "started_time", "finished_time"):  # ISO 8601, in UTC
+        moment = datetime.datetime.fromisoformat(by_uid[running][key])
+        assert moment.utcoffset() == datetime.timedelta(0)

@@ -75,7 +75,7 @@ def test_a_reply_gives_its_code_and_text(code: ResultCode, text: str) -> None:
 
 @pytest.mark.parametrize("reply", [None, "done", [[2]], [[2, 3], ["id"]], [[99], ["id"]]])
 def test_a_reply_of_another_shape_asks_whether_it_is_an_lrc(reply: Any) -> None:
-    with pytest.raises(MalformedUpdateError, match="is it a long running command"):
+    with pytest.raises(MalformedUpdateError, match="check that Move is a long running command"):
         parse_reply(reply, "Move")
 
 
@@ -89,6 +89,13 @@ def test_v2_decodes_only_its_own_command() -> None:
     assert decode_v2(["id-2", update], "id-1") is None
     assert decode_v2(None, "id-1") is None
     assert decode_v2(["", ""], "id-1") is None
+
+
+@pytest.mark.parametrize("status", [5, "5", "COMPLETED", "completed", " Completed "])
+def test_v2_status_is_taken_as_a_number_or_a_name(status: Any) -> None:
+    # ska-tango-base pushes the number on _lrcEvent; other devices push the name.
+    update = json.dumps({"status": status})
+    assert decode_v2(["id-1", update], "id-1") == {"status": TaskStatus.COMPLETED}
 
 
 @pytest.mark.parametrize("payload", ["{not json", "[1, 2]", '{"status": "LOST"}'])
@@ -107,12 +114,33 @@ def test_v1_status_is_found_among_pairs(statuses: dict[str, TaskStatus], wanted:
     assert decoded == (None if wanted not in statuses else {"status": statuses[wanted]})
 
 
+def test_v1_status_is_taken_as_a_name_or_a_number() -> None:
+    for raw in ("FAILED", "failed", "7"):
+        assert decode_v1("longRunningCommandStatus", ["a", "QUEUED", "b", raw], "b") == {
+            "status": TaskStatus.FAILED
+        }
+
+
 def test_v1_progress_and_result_are_decoded() -> None:
     assert decode_v1("longRunningCommandProgress", ["a", "10", "b", "55"], "b") == {"progress": 55}
     assert decode_v1("longRunningCommandResult", ["b", '[0, "ok"]'], "b") == {"result": [0, "ok"]}
+    assert decode_v1("longRunningCommandResult", ["b", "0"], "b") == {"result": 0}
     assert decode_v1("somethingElse", ["b", "1"], "b") is None
     with pytest.raises(MalformedUpdateError, match="expected an integer"):
         decode_v1("longRunningCommandProgress", ["b", "half"], "b")
+
+
+def test_a_v1_result_that_is_not_json_is_passed_on_as_text() -> None:
+    # Some field devices put a bare exception message in longRunningCommandResult.
+    raw = "Exception occurred: device is in FAULT"
+    assert decode_v1("longRunningCommandResult", ["b", raw], "b") == {"result": raw}
+
+
+def test_v1_values_without_this_command_say_nothing() -> None:
+    # What a v1 attribute holds before any command ran, and an odd-length list.
+    assert decode_v1("longRunningCommandResult", ["", ""], "b") is None
+    assert decode_v1("longRunningCommandStatus", ["a", "QUEUED", "b"], "b") is None
+    assert decode_v1("longRunningCommandStatus", None, "b") is None
 
 
 def test_callbacks_must_take_kwargs() -> None:

@@ -288,7 +288,8 @@ def test_shutdown_finishes_the_running_callback_and_leaves_nothing(counter: str)
         finished.append(True)
 
     scheduler = CallbackScheduler(name="shutdown-test")
-    scheduler.register_event_callback(counter, "value", CHANGE, blocking).result(WAIT_SECONDS)
+    registration = scheduler.register_event_callback(counter, "value", CHANGE, blocking)
+    callback_id = registration.result(WAIT_SECONDS)
     assert started.wait(WAIT_SECONDS)
     stopper = threading.Thread(target=scheduler.shutdown)
     stopper.start()
@@ -303,6 +304,8 @@ def test_shutdown_finishes_the_running_callback_and_leaves_nothing(counter: str)
     assert not [t for t in threading.enumerate() if t.name.startswith("shutdown-test")]
     assert "test/sched/1/value.idl5_change" not in _client_callbacks()
     scheduler.shutdown()  # idempotent
+    scheduler.unregister_callback(callback_id)  # cleanup code may still run: nothing to do
+    scheduler.disconnect_event_stream(counter, "value", CHANGE)
     with pytest.raises(SchedulerShutDownError, match="create a new CallbackScheduler"):
         scheduler.register_event_callback(counter, "value", CHANGE, blocking)
 

@@ -36,7 +36,12 @@ from milonga.lrc.protocol import (
     decode_v2,
     parse_reply,
 )
-from milonga.scheduler import CallbackID, CallbackScheduler, default_scheduler
+from milonga.scheduler import (
+    CallbackID,
+    CallbackScheduler,
+    SchedulerShutDownError,
+    default_scheduler,
+)
 
 LrcCallback = Callable[..., None]
 """Called with keyword arguments, any of ``status``, ``progress``, ``result`` and
@@ -53,7 +58,8 @@ def check_lrc_callback(lrc_callback: LrcCallback) -> None:
     """Raise `LrcCallbackError` unless ``lrc_callback`` accepts arbitrary keyword arguments."""
     if not callable(lrc_callback):
         raise LrcCallbackError(
-            f"lrc_callback must be a callable, got {type(lrc_callback).__name__}"
+            f"lrc_callback must be a callable taking **kwargs, got "
+            f"{type(lrc_callback).__name__}; pass a function such as def on_update(**kwargs)"
         )
     try:
         parameters = inspect.signature(lrc_callback).parameters.values()
@@ -68,7 +74,8 @@ def check_lrc_callback(lrc_callback: LrcCallback) -> None:
 
 
 class LrcSubscription:
-    """The updates of one invoked command, passed to its ``lrc_callback``.
+    """The updates of one invoked command, passed to its ``lrc_callback``; `invoke_lrc`
+    makes one.
 
     Updates stop after a terminal status (COMPLETED, FAILED, ABORTED, REJECTED,
     NOT_FOUND) or `unsubscribe_lrc_events`.  The callback runs on the scheduler's workers,
@@ -78,27 +85,40 @@ class LrcSubscription:
     def __init__(
         self,
         lrc_callback: LrcCallback,
+        proxy: tango.DeviceProxy,
+        command: str,
+        arguments: tuple[Any, ...],
+        *,
         scheduler: CallbackScheduler,
         version: int,
-        command: str,
         logger: logging.Logger,
     ) -> None:
+        """Register on the device's LRC streams, then call ``command``; raise as
+        `invoke_lrc` documents, with nothing left registered."""
         self._callback = lrc_callback
         self._scheduler = scheduler
         self._version = version
         self._command = command
         self._logger = logger
-        self._lock = threading.RLock()
-        self._command_id: str | None = None
-        self._replied = threading.Event()  # the command id is known, or it never will be
-        self._reply_wait = REPLY_WAIT_SECONDS
+        self._reply_wait = max(REPLY_WAIT_SECONDS, proxy.get_timeout_millis() / 1000 + 1)
+        self._state = threading.Lock()  # guards _registrations; never held while calling out
+        self._calling = threading.Lock()  # held while the callback runs: one call at a time
         self._registrations: list[futures.Future[CallbackID]] = []
         self._finished = threading.Event()
+        self._command_id = ""
+        self._replied = threading.Event()  # the command id is known, or it never will be
+        self._subscribe(proxy)
+        try:
+            self._command_id = self._call_command(proxy, arguments)
+        except BaseException:
+            self.unsubscribe_lrc_events()
+            raise
+        self._replied.set()
 
     @property
     def command_id(self) -> str:
         """The id the device gave the command."""
-        return self._command_id or ""
+        return self._command_id
 
     @property
     def protocol_version(self) -> int:
@@ -107,62 +127,89 @@ class LrcSubscription:
 
     @property
     def finished(self) -> bool:
-        """Whether updates have stopped: terminal status seen, or unsubscribed."""
-        return self._finished.is_set()
+        """Whether updates have stopped: a terminal status arrived (its call may still be
+        running), `unsubscribe_lrc_events` was called, or the scheduler was shut down."""
+        return self._finished.is_set() or self._scheduler.is_shut_down
 
     def unsubscribe_lrc_events(self) -> None:
         """Stop the updates: unregister the callbacks from the scheduler.  Idempotent.
 
-        Streams stay subscribed while something else uses them, such as a connected
-        LRC interface.
+        Returns without waiting for a call of the callback already under way, so anything
+        may call it, the callback included; at most that call happens after it returns.
+        Streams stay subscribed while something else uses them, such as a connected LRC
+        interface.
         """
-        with self._lock:
+        with self._state:
             self._finished.set()
             self._replied.set()
             registrations, self._registrations = self._registrations, []
         for registration in registrations:
             if registration.cancel():
                 continue
-            # KeyError, CancelledError: the scheduler's shutdown unregistered everything
+            # CancelledError: the scheduler's shutdown cancelled a pending registration
             with contextlib.suppress(KeyError, futures.CancelledError):
                 self._scheduler.unregister_callback(registration.result())
 
-    # -- used by invoke_lrc ------------------------------------------------------------
+    # -- the invocation, in the constructor --------------------------------------------
 
     def _subscribe(self, proxy: tango.DeviceProxy) -> None:
         """Register with the scheduler; return once every stream is connected."""
         attributes = attributes_of(self._version)
         factories = queue_factories(self._scheduler, proxy, self._version)
+        not_called = f"so {self._command} was not called"
         try:
             for attr, factory in zip(attributes, factories, strict=True):
-                self._registrations.append(
-                    self._scheduler.register_event_callback(
-                        proxy, attr, CHANGE, self._on_event, queue_factory=factory
-                    )
+                registration = self._scheduler.register_event_callback(
+                    proxy, attr, CHANGE, self._on_event, queue_factory=factory
                 )
-            for registration in list(self._registrations):
-                registration.result(timeout=CONNECT_TIMEOUT_SECONDS)
+                with self._state:
+                    self._registrations.append(registration)
+            futures.wait(self._registrations, timeout=CONNECT_TIMEOUT_SECONDS)
+            for registration in self._registrations:
+                registration.result(timeout=0)
         except futures.TimeoutError as timeout:
             self.unsubscribe_lrc_events()
             raise LrcInvocationError(
                 f"could not subscribe to {', '.join(attributes)} of {proxy.dev_name()} "
-                f"within {CONNECT_TIMEOUT_SECONDS:g} s, so {self._command} was not called; "
-                "check that the device pushes change events on them"
+                f"within {CONNECT_TIMEOUT_SECONDS:g} s, {not_called}; check that the "
+                "device server runs and pushes change events on them"
             ) from timeout
-        except futures.CancelledError as cancelled:
+        except (futures.CancelledError, SchedulerShutDownError) as shut_down:
             self.unsubscribe_lrc_events()
             raise LrcInvocationError(
-                f"the scheduler {self._scheduler.name} was shut down while subscribing, so "
-                f"{self._command} was not called; invoke it with a running scheduler"
-            ) from cancelled
+                f"the scheduler {self._scheduler.name} is shut down, {not_called}; invoke "
+                "it with a scheduler that is running"
+            ) from shut_down
         except BaseException:
             self.unsubscribe_lrc_events()
             raise
 
-    def _start(self, command_id: str) -> None:
-        """The command replied with ``command_id``: updates can be matched from now on."""
-        self._command_id = command_id
-        self._replied.set()
+    def _call_command(self, proxy: tango.DeviceProxy, arguments: tuple[Any, ...]) -> str:
+        """Call the command; its command id, or the error its reply calls for."""
+        command, device = self._command, proxy.dev_name()
+        try:
+            code, text = parse_reply(proxy.command_inout(command, *arguments), command)
+        except tango.DevFailed as failure:
+            raise LrcInvocationError(
+                f"calling {command} on {device} failed: "
+                f"{failure.args[0].desc.strip() if failure.args else failure}; check the "
+                "command name, its argument and that the device server is running"
+            ) from failure
+        except MalformedUpdateError as malformed:
+            raise UnexpectedResultCodeError(str(malformed)) from malformed
+        if code in ACCEPTED_CODES:
+            return text
+        if code is ResultCode.REJECTED:
+            self._logger.warning("%s on %s was rejected: %s", command, device, text)
+            raise CommandRejectedError(
+                f"{device} rejected {command}: {text}; the command did not run, so retry "
+                "once the device accepts it",
+                reason=text,
+            )
+        raise UnexpectedResultCodeError(
+            f"{command} on {device} replied {code.name} ({text!r}), where a long running "
+            "command replies QUEUED or STARTED: check that it is a long running command"
+        )
 
     # -- on the scheduler's workers ----------------------------------------------------
 
@@ -176,34 +223,32 @@ class LrcSubscription:
                 self._reply_wait,
             )
             return
-        with self._lock:
-            if not self.finished:
-                self._handle(event)
+        with self._calling:
+            if self._finished.is_set():
+                return
+            update = self._decode(event)
+            if update is None:
+                return  # about another command
+            if update.get("status") in TERMINAL_STATUSES:
+                self.unsubscribe_lrc_events()  # before the call: `finished` holds in it
+            self._call(**update)
 
-    def _handle(self, event: tango.EventData) -> None:
-        """Pass on what ``event`` says about this command, if anything.  Holds the lock."""
+    def _decode(self, event: tango.EventData) -> dict[str, Any] | None:
+        """The keyword arguments ``event`` holds for the callback, or None."""
         if event.err:
             errors = tuple(event.errors)
             self._logger.warning(
-                "error event for %s (%s): %s", self._command, self.command_id, errors
+                "error event for %s (%s): %s", self._command, self._command_id, errors
             )
-            self._call(error=errors)
-            return
+            return {"error": errors}
         value: Sequence[str] | None = None if event.attr_value is None else event.attr_value.value
         try:
             if self._version >= 2:
-                update = decode_v2(value, self.command_id)
-            else:
-                update = decode_v1(event.attr_name.rsplit("/", 1)[-1], value, self.command_id)
+                return decode_v2(value, self._command_id)
+            return decode_v1(event.attr_name.rsplit("/", 1)[-1], value, self._command_id)
         except MalformedUpdateError as malformed:
-            self._logger.error("%s (%s): %s", self._command, self.command_id, malformed)
-            self._call(error=(_dev_error("LRC_MalformedUpdate", str(malformed)),))
-            return
-        if update is None:
-            return  # about another command
-        self._call(**update)
-        if update.get("status") in TERMINAL_STATUSES:
-            self.unsubscribe_lrc_events()
+            self._logger.error("%s (%s): %s", self._command, self._command_id, malformed)
+            return {"error": (_dev_error("LRC_MalformedUpdate", str(malformed)),)}
 
     def _call(self, **kwargs: Any) -> None:
         try:
@@ -212,7 +257,7 @@ class LrcSubscription:
             self._logger.exception(
                 "lrc_callback of %s (%s) raised on %s; later updates are still passed on",
                 self._command,
-                self.command_id,
+                self._command_id,
                 sorted(kwargs),
             )
 
@@ -232,41 +277,20 @@ def invoke_lrc(
     interface), then calls ``proxy.command_inout(command, *command_args)``.  The callback
     runs on ``callback_scheduler``'s workers (the default scheduler if None).  Raises
     `CommandRejectedError` or `UnexpectedResultCodeError` on such a reply, and
-    `LrcInvocationError` if the device cannot be reached.
+    `LrcInvocationError` if the device cannot be reached or the scheduler is shut down.
     """
     check_lrc_callback(lrc_callback)
     arguments = _arguments(command_args)
     scheduler = default_scheduler() if callback_scheduler is None else callback_scheduler
-    logger = logger or _logger
     version = connected_version(scheduler, proxy) or protocol_version(proxy)
-    subscription = LrcSubscription(lrc_callback, scheduler, version, command, logger)
-    subscription._reply_wait = max(REPLY_WAIT_SECONDS, proxy.get_timeout_millis() / 1000 + 1)
-    subscription._subscribe(proxy)
-    try:
-        code, text = parse_reply(proxy.command_inout(command, *arguments), command)
-    except tango.DevFailed as failure:
-        subscription.unsubscribe_lrc_events()
-        raise LrcInvocationError(
-            f"calling {command} on {proxy.dev_name()} failed: "
-            f"{failure.args[0].desc.strip() if failure.args else failure}; check the command "
-            "name, its argument and that the device server is running"
-        ) from failure
-    except MalformedUpdateError as malformed:
-        subscription.unsubscribe_lrc_events()
-        raise UnexpectedResultCodeError(str(malformed)) from malformed
-    except BaseException:
-        subscription.unsubscribe_lrc_events()
-        raise
-    if code in ACCEPTED_CODES:
-        subscription._start(text)
-        return subscription
-    subscription.unsubscribe_lrc_events()
-    if code is ResultCode.REJECTED:
-        logger.warning("%s on %s was rejected: %s", command, proxy.dev_name(), text)
-        raise CommandRejectedError(f"{proxy.dev_name()} rejected {command}: {text}", reason=text)
-    raise UnexpectedResultCodeError(
-        f"{command} on {proxy.dev_name()} replied {code.name} ({text!r}); a long running "
-        "command replies QUEUED or STARTED: is it a long running command?"
+    return LrcSubscription(
+        lrc_callback,
+        proxy,
+        command,
+        arguments,
+        scheduler=scheduler,
+        version=version,
+        logger=logger or _logger,
     )
 
 

@@ -10,6 +10,7 @@ so a thread holding the device's monitor (a command) never waits for a push.
 from __future__ import annotations
 
 import collections
+import datetime
 import itertools
 import json
 import logging
@@ -49,7 +50,7 @@ Work = Callable[[ProgressReporter, threading.Event], Any]
 
 @dataclass(frozen=True)
 class TaskRecord:
-    """One long running command as the device sees it."""
+    """One long running command as the device sees it; times are `time.time` seconds."""
 
     command_id: str
     name: str
@@ -58,22 +59,31 @@ class TaskRecord:
     started: float | None = None
     progress: int | None = None
     result: Any = None
+    finished: float | None = None
 
     def summary(self) -> str:
-        """A JSON object describing the command, as the lrc* attributes show it."""
+        """A JSON object describing the command, as the lrc* attributes show it: ``uid``,
+        ``name`` and ISO 8601 ``submitted_time``, then ``started_time`` and ``progress``
+        once running, and ``finished_time``, ``status`` and ``result`` once finished."""
         fields: dict[str, Any] = {
             "uid": self.command_id,
             "name": self.name,
-            "submitted_time": self.submitted,
-            "status": self.status.name,
+            "submitted_time": _iso(self.submitted),
         }
         if self.started is not None:
-            fields["started_time"] = self.started
-        if self.progress is not None:
-            fields["progress"] = self.progress
-        if self.status not in (TaskStatus.QUEUED, TaskStatus.IN_PROGRESS):
+            fields["started_time"] = _iso(self.started)
+        if self.finished is None:
+            if self.progress is not None:
+                fields["progress"] = self.progress
+        else:
+            fields["finished_time"] = _iso(self.finished)
+            fields["status"] = self.status.name
             fields["result"] = self.result
         return json.dumps(fields)
+
+
+def _iso(seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc).isoformat()
 
 
 @dataclass(eq=False)
@@ -145,14 +155,16 @@ class CommandExecutor:
         """Abort every waiting command and signal the running one to stop.
 
         The abort is itself a command: (STARTED, its id).  It completes once the running
-        command has ended, or at once if none runs.
+        command has ended, or at once if none runs.  (REJECTED, reason) once shut down.
         """
         with self._lock:
+            if self._closed:
+                return ResultCode.REJECTED, "Abort rejected: the device is shutting down"
             record = self._new_record("Abort")
             aborted = self._abort_queued()
             self._post(record.command_id, {"status": TaskStatus.IN_PROGRESS}, lists=False)
             if self._running is None:
-                self._complete_abort(record, aborted)
+                self._complete_abort(record, aborted, stopped_running=False)
             else:
                 self._running.abort.set()
                 self._aborts.append((record, aborted))
@@ -196,7 +208,7 @@ class CommandExecutor:
                     self._finish(task, status, result)
                     self._running = None
                     for abort, aborted in self._aborts:
-                        self._complete_abort(abort, aborted)
+                        self._complete_abort(abort, aborted, stopped_running=True)
                     self._aborts.clear()
 
     def _next(self) -> _Task | None:
@@ -254,14 +266,15 @@ class CommandExecutor:
             self._finish(task, TaskStatus.ABORTED, [ResultCode.ABORTED, f"{name} was aborted"])
         return count
 
-    def _complete_abort(self, record: TaskRecord, aborted: int) -> None:
-        result = [ResultCode.OK, f"aborted {aborted} waiting command(s) and the running one"]
-        done = replace(record, status=TaskStatus.COMPLETED, result=result)
+    def _complete_abort(self, record: TaskRecord, aborted: int, *, stopped_running: bool) -> None:
+        running = " and the running one" if stopped_running else ""
+        result = [ResultCode.OK, f"aborted {aborted} waiting command(s){running}"]
+        done = replace(record, status=TaskStatus.COMPLETED, result=result, finished=time.time())
         self._finished.append(done)
         self._post(done.command_id, {"status": TaskStatus.COMPLETED, "result": result}, lists=True)
 
     def _finish(self, task: _Task, status: TaskStatus, result: Any) -> None:
-        task.record = replace(task.record, status=status, result=result)
+        task.record = replace(task.record, status=status, result=result, finished=time.time())
         self._finished.append(task.record)
         self._post(task.record.command_id, {"status": status, "result": result}, lists=True)
 

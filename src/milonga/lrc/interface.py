@@ -15,7 +15,12 @@ import tango
 
 from milonga.lrc.errors import LrcInvocationError
 from milonga.lrc.protocol import VERSIONS_ATTRIBUTE, attributes_of, negotiate
-from milonga.scheduler import CallbackScheduler, UnknownStreamError, default_scheduler
+from milonga.scheduler import (
+    CallbackScheduler,
+    SchedulerShutDownError,
+    UnknownStreamError,
+    default_scheduler,
+)
 from milonga.scheduler.scheduler import QueueFactory
 from milonga.scheduler.streams import device_trl
 
@@ -79,17 +84,21 @@ def connect_lrc_interface(
     scheduler = default_scheduler() if scheduler is None else scheduler
     version = protocol_version(proxy)
     attributes = attributes_of(version)
-    connections = [
-        scheduler.connect_event_stream(proxy, attr, CHANGE, queue_factory=factory)
-        for attr, factory in zip(
-            attributes, queue_factories(scheduler, proxy, version), strict=True
-        )
-    ]
+    try:
+        connections = [
+            scheduler.connect_event_stream(proxy, attr, CHANGE, queue_factory=factory)
+            for attr, factory in zip(
+                attributes, queue_factories(scheduler, proxy, version), strict=True
+            )
+        ]
+    except SchedulerShutDownError as shut_down:
+        raise _shut_down(scheduler, proxy) from shut_down
     with _lock:
         _connected.setdefault(scheduler, {})[device_trl(proxy)] = version
     try:
+        futures.wait(connections, timeout=CONNECT_TIMEOUT_SECONDS)
         for connection in connections:
-            connection.result(timeout=CONNECT_TIMEOUT_SECONDS)
+            connection.result(timeout=0)
     except futures.TimeoutError as timeout:
         disconnect_lrc_interface(proxy, scheduler)
         raise LrcInvocationError(
@@ -97,13 +106,17 @@ def connect_lrc_interface(
             f"connect within {CONNECT_TIMEOUT_SECONDS:g} s; check that its device server "
             "is running and that they push change events"
         ) from timeout
+    except futures.CancelledError as cancelled:
+        disconnect_lrc_interface(proxy, scheduler)
+        raise _shut_down(scheduler, proxy) from cancelled
 
 
 def disconnect_lrc_interface(
     proxy: tango.DeviceProxy, scheduler: CallbackScheduler | None = None
 ) -> None:
     """Undo `connect_lrc_interface`: the streams are unsubscribed once no invocation uses
-    them.  Raises `UnknownStreamError` if the interface is not connected."""
+    them.  Raises `UnknownStreamError` if the interface is not connected; does nothing
+    once the scheduler is shut down, which disconnected everything."""
     scheduler = default_scheduler() if scheduler is None else scheduler
     trl = device_trl(proxy)
     with _lock:
@@ -115,3 +128,10 @@ def disconnect_lrc_interface(
         )
     for attr in attributes_of(version):
         scheduler.disconnect_event_stream(proxy, attr, CHANGE)
+
+
+def _shut_down(scheduler: CallbackScheduler, proxy: tango.DeviceProxy) -> LrcInvocationError:
+    return LrcInvocationError(
+        f"the scheduler {scheduler.name} is shut down, so the LRC interface of "
+        f"{proxy.dev_name()} was not connected; connect it on a scheduler that is running"
+    )

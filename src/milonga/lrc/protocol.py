@@ -98,13 +98,14 @@ def parse_reply(reply: Any, command: str) -> tuple[ResultCode, str]:
         return ResultCode(int(code)), str(text)
     except (TypeError, ValueError) as error:
         raise MalformedUpdateError(
-            f"{command} replied {reply!r}; a long running command replies "
-            "[[result_code], [command_id]]: is it a long running command?"
+            f"{command} replied {reply!r}, where a long running command replies "
+            f"[[result_code], [command_id]]: check that {command} is a long running command"
         ) from error
 
 
 def parse_status(raw: Any) -> TaskStatus:
-    """A `TaskStatus` from its number or its name, as devices send either."""
+    """A `TaskStatus` from its number or its name (any case): v2 devices send the number,
+    v1 devices the name, and either may appear in both."""
     try:
         if isinstance(raw, str) and not raw.strip().isdigit():
             return TaskStatus[raw.strip().upper()]
@@ -140,7 +141,7 @@ def decode_v1(
     attribute: str, value: Sequence[str] | None, command_id: str
 ) -> dict[str, Any] | None:
     """The keyword argument that a v1 attribute's value holds for ``command_id``, or None
-    if the value says nothing about it."""
+    if the value says nothing about it.  A result that is not JSON is passed on as text."""
     raw = _pair_value(value, command_id)
     if raw is None:
         return None
@@ -157,10 +158,8 @@ def decode_v1(
     if name == V1_RESULT.lower():
         try:
             return {"result": json.loads(raw)}
-        except ValueError as error:
-            raise MalformedUpdateError(
-                f"{V1_RESULT} for {command_id} is {raw!r}, which is not JSON"
-            ) from error
+        except ValueError:
+            return {"result": raw}  # some field devices put a bare message there
     return None
 
 

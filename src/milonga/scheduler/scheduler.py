@@ -186,8 +186,11 @@ class CallbackScheduler:
 
     def unregister_callback(self, callback_id: CallbackID) -> None:
         """Stop calling the callback; it is not called again once this returns, unless it is
-        running.  The last callback of a stream not explicitly connected unsubscribes it."""
+        running.  The last callback of a stream not explicitly connected unsubscribes it.
+        Does nothing after `shutdown`, which unregistered everything."""
         with self._lock:
+            if self._closed:
+                return
             stream = self._streams.get(callback_id.stream)
             if stream is None or callback_id not in stream.callbacks:
                 raise KeyError(
@@ -221,9 +224,12 @@ class CallbackScheduler:
     def disconnect_event_stream(
         self, device: tango.DeviceProxy | str, attr_name: str, event_type: tango.EventType
     ) -> None:
-        """Undo `connect_event_stream`: unsubscribe once the stream has no callbacks left."""
+        """Undo `connect_event_stream`: unsubscribe once the stream has no callbacks left.
+        Does nothing after `shutdown`, which disconnected everything."""
         key = stream_key(device, attr_name, event_type)
         with self._lock:
+            if self._closed:
+                return
             stream = self._streams.get(key)
             if stream is None or not stream.persistent:
                 raise UnknownStreamError(
