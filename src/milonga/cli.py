@@ -11,6 +11,7 @@ from types import FrameType
 
 from milonga import __version__
 from milonga.demo import DemoError, DemoOptions, run_demo
+from milonga.demo.system import QUICK
 from milonga.monitor import cli as monitor_cli
 from milonga.sandbox import SandboxError, TangoSandbox
 
@@ -19,8 +20,8 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143
 
 
-class _Terminated(Exception):
-    """SIGTERM arrived: leave the way Ctrl-C does."""
+class _Terminated(BaseException):
+    """SIGTERM arrived: leave the way Ctrl-C does (a BaseException, as KeyboardInterrupt is)."""
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
@@ -91,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--quick",
         action="store_true",
-        help="the same story with shorter times (a 4 s scan, an 8 s timeout)",
+        help="the same story with shorter times (scan: "
+        f"{QUICK.scan_seconds:g} s, Scan() timeout: {QUICK.scan_timeout_seconds:g} s)",
     )
     demo.add_argument(
         "--keep-running",

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 import pytest
@@ -68,9 +71,13 @@ def start_demo() -> Iterator[Callable[..., Demo]]:
     """Starts `milonga demo ARGS...`; kills what is left of it when the test ends."""
     started: list[Demo] = []
 
-    def start(*args: str) -> Demo:
+    def start(*args: str, env: dict[str, str] | None = None) -> Demo:
         process = subprocess.Popen(
-            [*MILONGA, "demo", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [*MILONGA, "demo", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         started.append(Demo(process))
         return started[-1]
@@ -142,18 +149,44 @@ def test_fixed_demo_completes_the_scan_and_compares(start_demo: Callable[..., De
     assert not demo.left_behind()
 
 
-def test_ctrl_c_stops_the_demo_and_everything_it_started(
-    start_demo: Callable[..., Demo],
+@pytest.mark.parametrize(
+    ("signum", "status", "said"),
+    [
+        (signal.SIGINT, 130, "interrupted; everything it started has been stopped"),
+        (signal.SIGTERM, 143, "terminated; everything it started has been stopped"),
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_signal_stops_the_demo_and_everything_it_started(
+    start_demo: Callable[..., Demo], signum: signal.Signals, status: int, said: str
 ) -> None:
     demo = start_demo("--quick")
     demo.read_until(RUNNING)
-    demo.read_until(SCANNING)  # Ctrl-C while the demo waits for Scan() to return
+    demo.read_until(SCANNING)  # the signal comes while the demo waits for Scan() to return
     assert demo.left_behind()
 
-    demo.process.send_signal(signal.SIGINT)
+    demo.process.send_signal(signum)
     output, stderr = demo.finish()
 
-    assert demo.process.returncode == 130
-    assert "interrupted; everything it started has been stopped" in stderr
+    assert demo.process.returncode == status
+    assert said in stderr
     assert "Traceback" not in output + stderr
     assert not demo.left_behind()
+
+
+def test_servers_that_cannot_start_are_a_clear_error(
+    start_demo: Callable[..., Demo], tmp_path: Path
+) -> None:
+    # A real interpreter without site-packages, hence without PyTango, as a user may name.
+    python = tmp_path / "python-without-pytango"
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -S "$@"\n')
+    python.chmod(0o755)
+    demo = start_demo("--quick", env={**os.environ, "MILONGA_SANDBOX_PYTHON": str(python)})
+
+    output, stderr = demo.finish()
+
+    assert demo.process.returncode == 1
+    assert stderr.startswith("milonga: error: the demo's Tango database did not start:")
+    assert "No module named 'tango'" in stderr, "what was wrong, as the server said it"
+    assert "Check that it has PyTango 10.3 or later" in stderr, "what to do"
+    assert "Traceback" not in output + stderr

@@ -9,15 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from milonga.demo.diagnosis import (
-    DemoRun,
-    ScanOutcome,
-    diagnose,
-    duration,
-    render_comparison,
-    render_diagnosis,
-    stream_of_topic,
-)
+from milonga.demo.comparison import DemoRun, ScanOutcome, render_comparison
+from milonga.demo.figures import diagnose, stream_of_topic
+from milonga.demo.report import duration, render_diagnosis
 from milonga.monitor import Poll, Reply
 
 HW = "dserver/MyServer/hw"

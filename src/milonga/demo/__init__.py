@@ -1,11 +1,12 @@
 """The missing-event control system and the `milonga demo` runner.
 
 `run_demo` starts the control system of `milonga.demo.devices` in a sandbox, watches a
-scan with the event monitor and prints a diagnosis computed from its snapshots
-(`milonga.demo.diagnosis`).
+scan with the event monitor (`milonga.demo.live`) and prints a diagnosis computed from its
+snapshots: the figures (`milonga.demo.figures`), their reading (`milonga.demo.report`) and,
+with ``--fixed``, a before/after table (`milonga.demo.comparison`).
 """
 
-from milonga.demo.live import DemoError
+from milonga.demo.errors import DemoError
 from milonga.demo.runner import DemoOptions, run_demo
 
 __all__ = ["DemoError", "DemoOptions", "run_demo"]

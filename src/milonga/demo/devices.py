@@ -20,6 +20,11 @@ from tango.server import Device, attribute, command, device_property
 
 from milonga.scheduler import CallbackScheduler, allow_internal_threads
 
+SCAN_COMPLETE = "Scan complete"
+"""How `HwDevice`'s log line at the end of a scan begins."""
+IDLE_TIMEOUT = "Timeout waiting for Mode.IDLE"
+"""How the error of `TopDevice.Scan()` begins when no IDLE event came in time."""
+
 
 class Mode(enum.IntEnum):
     """What `HwDevice` is doing."""
@@ -82,7 +87,7 @@ class HwDevice(Device):
             self.push_change_event("position", self._position)
         self._set_mode(Mode.IDLE)
         elapsed = time.monotonic() - started
-        print(f"Scan complete in {elapsed:.2f} s -- pushed Mode.IDLE", flush=True)
+        print(f"{SCAN_COMPLETE} in {elapsed:.2f} s -- pushed Mode.IDLE", flush=True)
 
     def _set_mode(self, mode: Mode) -> None:
         self._mode = mode
@@ -186,8 +191,7 @@ class TopDevice(Device):
             tango.DeviceProxy(self.Hw).Scan()
             if not idle.wait(max(0.0, deadline - time.monotonic())):
                 raise RuntimeError(
-                    f"Timeout waiting for Mode.IDLE: no IDLE event from {self.Hw} within "
-                    f"{self.TimeoutSeconds:g} s"
+                    f"{IDLE_TIMEOUT}: no IDLE event from {self.Hw} within {self.TimeoutSeconds:g} s"
                 )
         finally:
             unsubscribe()
@@ -199,7 +203,8 @@ class RogueDevice(Device):
     It subscribes at start.  Each `position` event takes `HandlerSeconds` to handle before
     it is pushed again.  Without `UseScheduler` that time is spent on Tango's event-consumer
     thread, which every device of the server shares.  With it, the subscriptions must connect
-    within `SubscribeSeconds`.
+    within `SubscribeSeconds`.  If a subscription fails, the device is in FAULT and its
+    status says why.
     """
 
     Hw = device_property(dtype=str, default_value="foo/bar/hw")
@@ -214,10 +219,17 @@ class RogueDevice(Device):
         self.set_change_event("position", True, False)
         self.set_change_event("mode", True, False)
         self._subscriptions = _subscriptions(self, self.UseScheduler, slow_callbacks=1)
-        self._unsubscribe = [
-            self._subscriptions.subscribe(self.Hw, name, handler, self.SubscribeSeconds)
-            for name, handler in (("position", self._on_position), ("mode", self._on_mode))
-        ]
+        self._unsubscribe: list[Callable[[], None]] = []
+        for name, handler in (("position", self._on_position), ("mode", self._on_mode)):
+            try:
+                unsubscribe = self._subscriptions.subscribe(
+                    self.Hw, name, handler, self.SubscribeSeconds
+                )
+            except (tango.DevFailed, TimeoutError) as error:
+                self.set_state(tango.DevState.FAULT)
+                self.set_status(f"cannot subscribe to {self.Hw}/{name}: {_reason(error)}")
+                return
+            self._unsubscribe.append(unsubscribe)
         self.set_state(tango.DevState.ON)
 
     def delete_device(self) -> None:
@@ -247,3 +259,11 @@ class RogueDevice(Device):
     @attribute(dtype=float, unit="mm")
     def position(self) -> float:
         return self._position
+
+
+def _reason(error: tango.DevFailed | TimeoutError) -> str:
+    """The root cause of ``error``, on one line."""
+    if isinstance(error, tango.DevFailed):
+        root = error.args[0]
+        return f"{root.reason}: {' '.join(str(root.desc).split())}"
+    return str(error)

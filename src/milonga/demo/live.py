@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TextIO
 
+from milonga.demo.errors import DemoError
 from milonga.monitor import (
     Collector,
     MonitorSetupError,
@@ -21,10 +22,6 @@ from milonga.monitor import (
     render_poll,
     resolve_servers,
 )
-
-
-class DemoError(Exception):
-    """The demo could not tell its story; the message says what went wrong and what to do."""
 
 
 class Console:

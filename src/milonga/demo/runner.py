@@ -18,15 +18,12 @@ from typing import TextIO
 
 import tango
 
-from milonga.demo.diagnosis import (
-    DemoRun,
-    ScanOutcome,
-    diagnose,
-    render_comparison,
-    render_diagnosis,
-    stream_of_topic,
-)
-from milonga.demo.live import Console, DemoError, LiveMonitor
+from milonga.demo.comparison import DemoRun, ScanOutcome, render_comparison
+from milonga.demo.devices import IDLE_TIMEOUT, SCAN_COMPLETE
+from milonga.demo.errors import DemoError
+from milonga.demo.figures import diagnose
+from milonga.demo.live import Console, LiveMonitor
+from milonga.demo.report import render_diagnosis
 from milonga.demo.system import (
     HW,
     HW_SERVER,
@@ -36,17 +33,15 @@ from milonga.demo.system import (
     TOP,
     TOP_SERVER,
     Timing,
+    cannot_start,
     remove_system,
     start_system,
 )
-from milonga.monitor import MonitorSetupError, Poll, query_server
-from milonga.sandbox import TangoSandbox
+from milonga.monitor import Poll
+from milonga.sandbox import SandboxError, TangoSandbox
 
-READY_SECONDS = 30.0
 LOG_WAIT_SECONDS = 5.0
-LOG_TAIL_LINES = 20
 POLL_SECONDS = 0.05
-SCAN_DONE = "Scan complete"
 
 
 @dataclass(frozen=True)
@@ -63,28 +58,30 @@ def run_demo(options: DemoOptions, out: TextIO) -> None:
     timing = QUICK if options.quick else NORMAL
     console = Console(out)
     console.say("Starting a Tango control system on 127.0.0.1 ...")
-    with TangoSandbox() as sandbox, _tango_host(sandbox.tango_host):
+    with _running_sandbox() as sandbox:
         if options.fixed:
             console.say(
                 "First the system as it is, for the comparison; run `milonga demo` to watch "
                 "this part live."
             )
-            before = _tell(sandbox, timing, console, use_scheduler=False, live=False)
+            before = _tell_and_diagnose(sandbox, timing, console, use_scheduler=False, live=False)
+            _check(before, use_scheduler=False)
             remove_system(sandbox)
             console.say("", "Now the same system with CallbackScheduler in both devices.")
-            after = _tell(sandbox, timing, console, use_scheduler=True, live=True)
+            after = _tell_and_diagnose(sandbox, timing, console, use_scheduler=True, live=True)
             console.say("", "Before and after, on this machine:")
             console.say(*render_comparison(before, after, ("as it is", "with the scheduler")))
             _check(after, use_scheduler=True)
         else:
             _check(
-                _tell(sandbox, timing, console, use_scheduler=False, live=True), use_scheduler=False
+                _tell_and_diagnose(sandbox, timing, console, use_scheduler=False, live=True),
+                use_scheduler=False,
             )
         if options.keep_running:
             _keep_running(sandbox, timing, console)
 
 
-def _tell(
+def _tell_and_diagnose(
     sandbox: TangoSandbox, timing: Timing, console: Console, *, use_scheduler: bool, live: bool
 ) -> DemoRun:
     """Tell the story once and print the diagnosis."""
@@ -108,14 +105,14 @@ def tell(
     console.say(
         f"The control system is running (TANGO_HOST={sandbox.tango_host}):",
         f"    {HW_SERVER:<12} HwDevice    {HW:<13} scans for {timing.scan_seconds:g} s, "
-        "pushing position at 10 Hz",
+        f"pushing position at {timing.push_hz:g} Hz",
         f"    {TOP_SERVER:<12} TopDevice   {TOP:<13} Scan() waits up to "
         f"{timing.scan_timeout_seconds:g} s for Mode.IDLE",
         f"    {'':<12} RogueDevice {ROGUE:<13} spends {timing.handler_seconds * 1000:g} ms on "
         "each position event",
         f"    Both devices of {TOP_SERVER} run their callbacks {how}.",
     )
-    _wait_until_subscribed(sandbox)
+    _check_rogue_subscribed(sandbox)
     devices = (HW, TOP)
     period = timing.polling_period
     if live:
@@ -145,23 +142,43 @@ def tell(
 
 def _check(run: DemoRun, *, use_scheduler: bool) -> None:
     """Raise `DemoError` if `Scan()` did not end as the story says it does."""
-    if use_scheduler and run.scan.error is not None:
+    error = run.scan.error
+    if use_scheduler and error is not None:
         raise DemoError(
             f"with the scheduler, {TOP} Scan() should have returned once the scan was over, "
-            f"but it failed: {run.scan.error}. The machine may be too busy for the timing; "
+            f"but it failed: {error}. The machine may be too busy for the timing; "
             "try again, or without --quick"
         )
-    if not use_scheduler and run.scan.error is None:
+    if not use_scheduler and error is None:
         raise DemoError(
             f"{TOP} Scan() was expected to time out, but it returned after "
             f"{run.scan.seconds:.1f} s, so the demo did not reproduce the late event; "
             "please report this with the output above"
         )
+    if not use_scheduler and error is not None and IDLE_TIMEOUT not in error:
+        raise DemoError(
+            f"{TOP} Scan() was expected to fail with {IDLE_TIMEOUT!r}, but it failed with: "
+            f"{error}. The machine may be too busy for the timing; try again, or without "
+            "--quick, and report it with the output above if it fails again"
+        )
+
+
+@contextlib.contextmanager
+def _running_sandbox() -> Iterator[TangoSandbox]:
+    """A started sandbox, with this process's TANGO_HOST pointing at it as a user's would;
+    raises `DemoError` if it does not start."""
+    with contextlib.ExitStack() as stack:
+        try:
+            sandbox = stack.enter_context(TangoSandbox())
+        except SandboxError as error:
+            raise cannot_start("the demo's Tango database", error) from None
+        stack.enter_context(_tango_host(sandbox.tango_host))
+        yield sandbox
 
 
 @contextlib.contextmanager
 def _tango_host(tango_host: str) -> Iterator[None]:
-    """Point this process's TANGO_HOST at the sandbox, as a user of it would."""
+    """Point this process's TANGO_HOST at the sandbox."""
     previous = os.environ.get("TANGO_HOST")
     os.environ["TANGO_HOST"] = tango_host
     try:
@@ -173,33 +190,19 @@ def _tango_host(tango_host: str) -> Iterator[None]:
             os.environ["TANGO_HOST"] = previous
 
 
-def _wait_until_subscribed(sandbox: TangoSandbox) -> None:
-    """Wait until the rogue's subscriptions to hw are connected."""
-    wanted = {f"{HW}/position.change", f"{HW}/mode.change"}
-    deadline = time.monotonic() + READY_SECONDS
-    while True:
-        try:
-            client = query_server(TOP).client
-        except (tango.DevFailed, MonitorSetupError):
-            client = None
-        connected = set()
-        if client is not None:
-            waiting = {stream_of_topic(entry.stream) for entry in client.not_connected}
-            connected = {
-                stream_of_topic(topic)
-                for topic, subscription in client.subscriptions.items()
-                if subscription.callback_count > 0
-            } - waiting
-        if wanted <= connected:
-            return
-        if time.monotonic() > deadline:
-            log = sandbox.server_output(TOP_SERVER).splitlines()[-LOG_TAIL_LINES:]
-            raise DemoError(
-                f"{ROGUE} was expected to subscribe to {HW} as it started, but it had not "
-                f"after {READY_SECONDS:g} s; try again, and if it fails again report it with "
-                f"the end of the {TOP_SERVER} log:\n" + "\n".join(log)
-            )
-        time.sleep(POLL_SECONDS)
+def _check_rogue_subscribed(sandbox: TangoSandbox) -> None:
+    """Raise `DemoError` if the rogue could not subscribe to hw as it started.
+
+    Its server is up, so its `init_device` has run: either both subscriptions are
+    connected, or the rogue is in FAULT and its status says why.
+    """
+    rogue = sandbox.proxy(ROGUE)
+    if rogue.state() == tango.DevState.FAULT:
+        raise DemoError(
+            f"{ROGUE} was expected to subscribe to the change events of {HW} as it started, "
+            f"but it reports: {rogue.status()}. If that is a timeout, the machine may be too "
+            "busy: try again when it is quieter; otherwise please report it with this message"
+        )
 
 
 def _scan(sandbox: TangoSandbox, timing: Timing) -> ScanOutcome:
@@ -239,7 +242,7 @@ def _hw_log(sandbox: TangoSandbox, start: int) -> list[str]:
     def log() -> str:
         return sandbox.server_output(HW_SERVER)[start:]
 
-    while SCAN_DONE not in log() and time.monotonic() < deadline:
+    while SCAN_COMPLETE not in log() and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
     return [f"    {line}" for line in log().splitlines()]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from milonga.sandbox import TangoSandbox
+from milonga.demo.errors import DemoError
+from milonga.sandbox import SandboxError, TangoSandbox
 
 DEVICES_MODULE = "milonga.demo.devices"
 HW_SERVER = "MyServer/hw"
@@ -20,6 +21,8 @@ class Timing:
 
     scan_seconds: float
     """How long `HwDevice`'s scan pushes `position`."""
+    push_hz: float
+    """How many `position` events per second the scan pushes."""
     scan_timeout_seconds: float
     """How long `TopDevice.Scan()` waits for `Mode.IDLE`."""
     client_timeout_seconds: float
@@ -34,6 +37,7 @@ class Timing:
 
 NORMAL = Timing(
     scan_seconds=13.0,
+    push_hz=10.0,
     scan_timeout_seconds=30.0,
     client_timeout_seconds=60.0,
     handler_seconds=0.3,
@@ -43,6 +47,7 @@ NORMAL = Timing(
 # The same story, shorter: the backlog (pushes x handler time) still outlasts the timeout.
 QUICK = Timing(
     scan_seconds=4.0,
+    push_hz=10.0,
     scan_timeout_seconds=8.0,
     client_timeout_seconds=20.0,
     handler_seconds=0.3,
@@ -51,9 +56,25 @@ QUICK = Timing(
 )
 
 
+CANNOT_START = (
+    "The demo runs PyTango's database server and two device servers as child processes on "
+    "127.0.0.1, on this Python or on the one MILONGA_SANDBOX_PYTHON names. Check that it has "
+    "PyTango 10.3 or later and that the machine is not overloaded, then try again; if it "
+    "still fails, report it with this message."
+)
+
+
 def start_system(sandbox: TangoSandbox, timing: Timing, *, use_scheduler: bool) -> None:
-    """Define and start both servers; hw first, as the rogue subscribes to it at start."""
-    sandbox.add_device(HW_SERVER, "HwDevice", HW, {"ScanSeconds": timing.scan_seconds})
+    """Define and start both servers; hw first, as the rogue subscribes to it at start.
+
+    Raises `DemoError` if a server does not start.
+    """
+    sandbox.add_device(
+        HW_SERVER,
+        "HwDevice",
+        HW,
+        {"ScanSeconds": timing.scan_seconds, "PushHz": timing.push_hz},
+    )
     sandbox.add_device(
         TOP_SERVER,
         "TopDevice",
@@ -66,8 +87,22 @@ def start_system(sandbox: TangoSandbox, timing: Timing, *, use_scheduler: bool) 
         ROGUE,
         {"HandlerSeconds": timing.handler_seconds, "UseScheduler": use_scheduler},
     )
-    sandbox.start_server(HW_SERVER, DEVICES_MODULE)
-    sandbox.start_server(TOP_SERVER, DEVICES_MODULE)
+    try:
+        sandbox.start_server(HW_SERVER, DEVICES_MODULE)
+        sandbox.start_server(TOP_SERVER, DEVICES_MODULE)
+    except SandboxError as error:
+        raise cannot_start("the demo's control system", error) from None
+
+
+def cannot_start(what: str, error: SandboxError) -> DemoError:
+    """The error to report when ``what`` did not start because of ``error``.
+
+    A sandbox error ends with the tail of the child's log, often a Python traceback; the
+    demo shows only its first line, what failed, and its last, the child's own error.
+    """
+    lines = str(error).strip().splitlines()
+    shown = lines[0] if len(lines) < 2 else f"{lines[0]}\n    {lines[-1]}"
+    return DemoError(f"{what} did not start: {shown}\n{CANNOT_START}")
 
 
 def remove_system(sandbox: TangoSandbox) -> None:
