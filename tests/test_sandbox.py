@@ -131,6 +131,11 @@ def test_server_crashing_at_start_reports_its_output(sandbox_servers: SandboxSer
     message = str(failure.value)
     assert "'Crashing/1' exited with status 1" in message
     assert "simulated hardware fault: cannot open /dev/ttyUSB7" in message
+    assert "removed when the sandbox stops; give TangoSandbox a directory" in message
+    assert failure.value.problem == (
+        "device server 'Crashing/1' exited with status 1 before it was ready"
+    )
+    assert failure.value.output.rstrip().endswith("cannot open /dev/ttyUSB7")
     assert "Crashing/1" not in sandbox_servers.sandbox.servers
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from milonga.demo.errors import DemoError
-from milonga.sandbox import SandboxError, TangoSandbox
+from milonga.sandbox import SandboxError, ServerStartError, TangoSandbox
 
 DEVICES_MODULE = "milonga.demo.devices"
 HW_SERVER = "MyServer/hw"
@@ -97,11 +97,14 @@ def start_system(sandbox: TangoSandbox, timing: Timing, *, use_scheduler: bool) 
 def cannot_start(what: str, error: SandboxError) -> DemoError:
     """The error to report when ``what`` did not start because of ``error``.
 
-    A sandbox error ends with the tail of the child's log, often a Python traceback; the
-    demo shows only its first line, what failed, and its last, the child's own error.
+    For a server that failed to start, the demo shows what failed and the last line the
+    server printed, usually its own error, rather than the whole tail of its log.
     """
-    lines = str(error).strip().splitlines()
-    shown = lines[0] if len(lines) < 2 else f"{lines[0]}\n    {lines[-1]}"
+    if isinstance(error, ServerStartError):
+        output = error.output.strip().splitlines()
+        shown = error.problem + (f"\n    {output[-1]}" if output else "")
+    else:
+        shown = str(error)
     return DemoError(f"{what} did not start: {shown}\n{CANNOT_START}")
 
 

@@ -35,7 +35,16 @@ class SandboxError(RuntimeError):
 
 
 class ServerStartError(SandboxError):
-    """A device server exited or did not come up in time; the message ends with its output."""
+    """A device server exited or did not come up in time; the message ends with its output.
+
+    ``problem`` says which in one sentence, and ``output`` holds the last lines the
+    process printed, often a traceback, for callers that report them their own way.
+    """
+
+    def __init__(self, problem: str, advice: str, output: str) -> None:
+        super().__init__(f"{problem}. {advice}:\n{output}")
+        self.problem = problem
+        self.output = output
 
 
 @dataclass
@@ -245,11 +254,22 @@ class TangoSandbox:
         self._database = database
         deadline = time.monotonic() + DATABASE_START_SECONDS
         what = "the Tango database server"
-        _poll(database, what, deadline, lambda: _LISTENING.search(database.output()) is not None)
+        _poll(
+            database,
+            what,
+            deadline,
+            lambda: _LISTENING.search(database.output()) is not None,
+            self._logs_kept,
+        )
         listening = _LISTENING.search(database.output())
         assert listening is not None
         self._port = int(listening["port"])
-        _poll(database, what, deadline, self._database_answers)
+        _poll(database, what, deadline, self._database_answers, self._logs_kept)
+
+    @property
+    def _logs_kept(self) -> bool:
+        """Whether the logs outlive the sandbox: only in a directory the caller gave."""
+        return self._given_directory is not None
 
     def _database_answers(self) -> bool:
         try:
@@ -293,6 +313,7 @@ class TangoSandbox:
                     f"device server {server!r}",
                     deadline,
                     functools.partial(self._answers, db, device, process.pid),
+                    self._logs_kept,
                 )
         except ServerStartError:
             self.stop_server(server)
@@ -353,20 +374,31 @@ def _interpreter_libraries() -> list[Path]:
     return [Path(directory).resolve() for directory in directories]
 
 
-def _poll(process: ChildProcess, what: str, deadline: float, ready: Callable[[], bool]) -> None:
+def _poll(
+    process: ChildProcess,
+    what: str,
+    deadline: float,
+    ready: Callable[[], bool],
+    logs_kept: bool,
+) -> None:
     """Wait until ``ready()``; raise ServerStartError if ``process`` exits or time runs out."""
+    log = f"full log: {process.log_path}"
+    if not logs_kept:
+        log += ", removed when the sandbox stops; give TangoSandbox a directory to keep it"
     while not ready():
         code = process.exit_code()
         if code is not None:
             raise ServerStartError(
-                f"{what} exited with status {code} before it was ready. "
-                f"Its output (full log: {process.log_path}) ends with:\n{process.tail()}"
+                f"{what} exited with status {code} before it was ready",
+                f"Its output ({log}) ends with",
+                process.tail(),
             )
         if time.monotonic() > deadline:
             raise ServerStartError(
-                f"{what} did not become ready in time. Check its output below; if the machine "
-                f"is just slow, pass a longer timeout. Full log: {process.log_path}\n"
-                f"{process.tail()}"
+                f"{what} did not become ready in time",
+                f"Check its output below; if the machine is just slow, pass a longer "
+                f"timeout ({log})",
+                process.tail(),
             )
         time.sleep(READY_POLL_SECONDS)
 
