@@ -45,7 +45,9 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
         "of medians over repeated measurements.",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="fewer repeats and shorter runs (well under a minute)"
+        "--quick",
+        action="store_true",
+        help="fewer repeats and shorter runs (about 2 minutes for all)",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     parser.add_argument(

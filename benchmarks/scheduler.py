@@ -160,9 +160,9 @@ def registered(
         yield callback_id
     finally:
         sched.unregister_callback(callback_id)
-        # The scheduler unsubscribes later on a thread of its own, and a shutdown cancels
-        # that unsubscription if it has not started yet: the subscription, its proxy and
-        # its callback would stay alive for good.  So wait until cppTango dropped it.
+        # The scheduler unsubscribes a stream left without callbacks a second later
+        # (UNUSED_STREAM_GRACE_SECONDS), on a thread of its own: wait until cppTango has
+        # dropped the subscription, so that the next variant starts without it.
         stream = callback_id.stream
         wait_until(
             lambda: not tango_callbacks(stream.device_trl.split("/", 3)[-1], stream.attr_name),

@@ -44,3 +44,13 @@ def test_each_callback_has_its_own_allowance() -> None:
     log = CallbackFailureLog(logging.getLogger("test.failures"), clock=FakeClock())
 
     assert [_fail(log, key) for key in ("a", "b", "a", "b")] == [True, True, False, False]
+
+
+def test_a_forgotten_callback_is_remembered_no_longer() -> None:
+    log = CallbackFailureLog(logging.getLogger("test.failures"), clock=FakeClock())
+    _fail(log, "a")
+
+    log.forget("a")
+    log.forget("never-failed")
+
+    assert _fail(log, "a"), "logged again at once: nothing was kept about it"

@@ -173,6 +173,22 @@ def test_streams_of_one_device_end_independently(
     wait_until(lambda: not _client_callbacks(), timeout=WAIT_SECONDS)
 
 
+def test_an_id_from_another_scheduler_unregisters_nothing(
+    scheduler: CallbackScheduler, counter: str
+) -> None:
+    mine, theirs = Recorder(), Recorder()
+    scheduler.register_event_callback(counter, "value", CHANGE, mine).result(WAIT_SECONDS)
+    with CallbackScheduler(name="other") as other:
+        their_id = other.register_event_callback(counter, "value", CHANGE, theirs)
+
+        with pytest.raises(KeyError, match="belongs to another scheduler"):
+            scheduler.unregister_callback(their_id.result(WAIT_SECONDS))
+        tango.DeviceProxy(counter).Increment()
+
+        mine.wait_for(lambda r: r.values == [5, 6])
+        theirs.wait_for(lambda r: r.values == [5, 6])
+
+
 @pytest.mark.requires_pytango10("counts subscriptions with ApiUtil.query_event_system")
 def test_connected_stream_serves_new_callbacks_without_resubscribing(
     scheduler: CallbackScheduler, counter: str

@@ -253,7 +253,7 @@ def _keep_running(sandbox: TangoSandbox, timing: Timing, console: Console) -> No
     console.say(
         "The control system keeps running. Follow the tutorial by hand in other terminals:",
         f"    export TANGO_HOST={sandbox.tango_host}",
-        f"    tango-event-monitor --monitor --polling-period 5 {HW} {TOP}",
+        f"    tango-event-monitor --monitor --polling-period {timing.polling_period:g} {HW} {TOP}",
         f'    itango, then: top = Device("{TOP}"); top.set_timeout_millis({millis}); top.Scan()',
         "Press Ctrl-C to stop it.",
     )

@@ -56,7 +56,8 @@ note:
 {textwrap.indent(textwrap.fill(SAMPLES_WARNING.capitalize() + ".", width=86), "  ")}
 
 exit status:
-  0 after --count snapshots, 2 for bad arguments or devices, 130 after Ctrl-C.
+  0 after --count snapshots, 1 if the output cannot be written, 2 for bad arguments or
+  devices, 130 after Ctrl-C, 143 after SIGTERM.
 """
 
 

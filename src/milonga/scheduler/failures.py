@@ -50,3 +50,7 @@ class CallbackFailureLog:
             extra,
         )
         return True
+
+    def forget(self, key: Hashable) -> None:
+        """Drop what is remembered about ``key``, whose callback is gone."""
+        self._failures.pop(key, None)

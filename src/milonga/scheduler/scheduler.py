@@ -111,7 +111,6 @@ class CallbackScheduler:
         self._lock = threading.RLock()
         self._streams: dict[StreamKey, _Stream] = {}
         self._proxies: SharedProxies[tango.DeviceProxy] = SharedProxies(tango.DeviceProxy)
-        self._serials = itertools.count(1)
         self._timers: set[threading.Timer] = set()
         self._closed = False
         self._dispatcher: Dispatcher[QueuedEvent] = Dispatcher()
@@ -174,7 +173,7 @@ class CallbackScheduler:
         registered: Future[CallbackID] = Future()
         with self._lock:
             stream, created = self._stream(stream_key(device, attr_name, event_type), queue_factory)
-            callback_id = CallbackID(stream.key, next(self._serials))
+            callback_id = CallbackID(stream.key, next(_serials))
             stream.callbacks = {**stream.callbacks, callback_id: callback}
             if stream.last_event is not None:  # the stream's latest news, good or bad
                 self._enqueue(stream, stream.last_event, {callback_id: callback})
@@ -185,9 +184,10 @@ class CallbackScheduler:
         return registered
 
     def unregister_callback(self, callback_id: CallbackID) -> None:
-        """Stop calling the callback; it is not called again once this returns, unless it is
-        running.  The last callback of a stream not explicitly connected unsubscribes it.
-        Does nothing after `shutdown`, which unregistered everything."""
+        """Stop calling the callback; it is not called again once this returns, except by a
+        worker that had already started calling it.  The last callback of a stream not
+        explicitly connected unsubscribes it.  Does nothing after `shutdown`, which
+        unregistered everything."""
         with self._lock:
             if self._closed:
                 return
@@ -198,6 +198,7 @@ class CallbackScheduler:
                     "it was unregistered already or belongs to another scheduler"
                 )
             stream.callbacks = {k: v for k, v in stream.callbacks.items() if k != callback_id}
+            self._failures.forget(callback_id)
             self._disconnect_if_unused(stream)
 
     def connect_event_stream(
@@ -495,3 +496,4 @@ def _chain(connection: Future[None], dependent: Future[T], value: T) -> None:
 
 
 _instances = itertools.count(1)
+_serials = itertools.count(1)  # process-wide, so that no two schedulers give out equal ids
