@@ -171,6 +171,9 @@ def test_streams_of_one_device_end_independently(
     archived.wait_for(lambda r: r.values == [5, 6])
     scheduler.unregister_callback(archive_id.result(WAIT_SECONDS))
     wait_until(lambda: not _client_callbacks(), timeout=WAIT_SECONDS)
+    threads = threading.enumerate()
+    assert [t.name for t in threads if t.name.endswith("-timer")] == ["test-sched-timer"]
+    assert not [t for t in threads if isinstance(t, threading.Timer)], "no thread per stream"
 
 
 def test_an_id_from_another_scheduler_unregisters_nothing(

@@ -8,6 +8,7 @@ least recently; a worker runs the callbacks.  No user code runs on Tango's event
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import threading
@@ -27,6 +28,7 @@ from milonga.scheduler.proxies import SharedProxies
 from milonga.scheduler.queues import DEFAULT_QUEUE_SIZE, EventQueue
 from milonga.scheduler.stats import QueueStats, SchedulerStats
 from milonga.scheduler.streams import StreamKey, stream_key, subscription_failed
+from milonga.scheduler.timers import DelayedActions
 
 EventCallback = Callable[[tango.EventData], None]
 QueueFactory = Callable[[], "EventQueue[QueuedEvent]"]
@@ -111,7 +113,7 @@ class CallbackScheduler:
         self._lock = threading.RLock()
         self._streams: dict[StreamKey, _Stream] = {}
         self._proxies: SharedProxies[tango.DeviceProxy] = SharedProxies(tango.DeviceProxy)
-        self._timers: set[threading.Timer] = set()
+        self._later = DelayedActions(f"{self.name}-timer")
         self._closed = False
         self._dispatcher: Dispatcher[QueuedEvent] = Dispatcher()
         self._subscriber = ThreadPoolExecutor(SUBSCRIBER_THREADS, f"{self.name}-subscribe")
@@ -273,11 +275,9 @@ class CallbackScheduler:
             self._closed = True
             streams = list(self._streams.values())
             self._streams.clear()
-            timers = list(self._timers)
             for stream in streams:
                 stream.closed = True
-        for timer in timers:
-            timer.cancel()
+        self._later.close()
         # Pending connections of closed streams return at once; pending unsubscriptions of
         # streams already disconnected must still run, so nothing is cancelled.
         self._subscriber.shutdown(wait=True)
@@ -358,22 +358,12 @@ class CallbackScheduler:
         stream.retrying = True
         with self._lock:
             if not self._closed and not stream.closed:
-                self._start_timer(delay, self._resubmit, stream)
+                self._later.call_later(delay, functools.partial(self._resubmit, stream))
 
     def _resubmit(self, stream: _Stream) -> None:
         with self._lock:
             if not self._closed and not stream.closed:
                 self._subscriber.submit(self._connect, stream)
-
-    def _start_timer(
-        self, delay: float, action: Callable[[_Stream], None], stream: _Stream
-    ) -> None:
-        """Call ``action(stream)`` in ``delay`` seconds unless shut down first.  Holds the lock."""
-        self._timers = {timer for timer in self._timers if timer.is_alive()}
-        timer = threading.Timer(delay, action, (stream,))
-        timer.daemon = True
-        self._timers.add(timer)
-        timer.start()
 
     def _mark_connected(self, stream: _Stream, *, on_tango_thread: bool = True) -> None:
         # No scheduler lock here: Tango's thread may hold cppTango's own locks, which a
@@ -397,7 +387,9 @@ class CallbackScheduler:
             self._disconnect(stream)
             return
         stream.unused_until = time.monotonic() + UNUSED_STREAM_GRACE_SECONDS
-        self._start_timer(UNUSED_STREAM_GRACE_SECONDS, self._disconnect_if_still_unused, stream)
+        self._later.call_later(
+            UNUSED_STREAM_GRACE_SECONDS, functools.partial(self._disconnect_if_still_unused, stream)
+        )
 
     def _disconnect_if_still_unused(self, stream: _Stream) -> None:
         with self._lock:
