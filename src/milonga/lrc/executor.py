@@ -295,9 +295,14 @@ class CommandExecutor:
                 if item is None:
                     return
                 command_id, changes, lists = item
+                # The lists first: a client that acts on the update finds them up to date,
+                # and this thread idle rather than waiting for the device's monitor.
+                if lists and self._on_lists_changed is not None:
+                    try:
+                        self._on_lists_changed()
+                    except Exception:
+                        self._logger.exception("could not publish the lists for %s", command_id)
                 try:
                     self._publish(command_id, changes)
-                    if lists and self._on_lists_changed is not None:
-                        self._on_lists_changed()
                 except Exception:
                     self._logger.exception("could not publish the update of %s", command_id)
