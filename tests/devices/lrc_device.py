@@ -4,6 +4,7 @@ and a `ticks` attribute that gives tests an unrelated event stream."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 from tango.server import attribute, command
@@ -21,6 +22,7 @@ class LrcTester(LrcDevice):
     def init_device(self) -> None:
         super().init_device()
         self._ticks = 0
+        self._muted = False
         self.set_change_event("ticks", True, False)
 
     @long_running_command(dtype_in=str)
@@ -45,6 +47,15 @@ class LrcTester(LrcDevice):
         """Run until aborted (at most 30 s)."""
         abort_event.wait(WAIT_CAP_SECONDS)
         return "stopped"
+
+    @command(dtype_in=bool)
+    def MuteUpdates(self, muted: bool) -> None:
+        """Stop or resume pushing `_lrcEvent`, as if its events were lost on the way."""
+        self._muted = muted
+
+    def _publish_lrc_update(self, command_id: str, changes: Mapping[str, Any]) -> None:
+        if not self._muted:
+            super()._publish_lrc_update(command_id, changes)
 
     @attribute(dtype=int)
     def ticks(self) -> int:

@@ -25,6 +25,7 @@ class LrcV1Tester(Device):
         self._statuses: dict[str, str] = {}
         self._progresses: dict[str, str] = {}
         self._result = ["", ""]
+        self._muted = False
         self._lock = threading.Lock()
         for name in ("longRunningCommandStatus", "longRunningCommandProgress",
                      "longRunningCommandResult"):  # fmt: skip
@@ -46,21 +47,30 @@ class LrcV1Tester(Device):
         code, command_id = self._executor.submit("Steps", work)
         return [[int(code)], [command_id]]
 
+    @command(dtype_in=bool)
+    def MuteUpdates(self, muted: bool) -> None:
+        """Stop or resume pushing the three attributes, as if their events were lost."""
+        self._muted = muted
+
     def _publish(self, command_id: str, changes: Mapping[str, Any]) -> None:
         # The result goes out before the terminal status, as field devices do.
         if "result" in changes:
             self._result = [command_id, json.dumps(changes["result"])]
-            self.push_change_event("longRunningCommandResult", self._result)
+            self._push("longRunningCommandResult", self._result)
         if "progress" in changes:
             with self._lock:
                 self._progresses[command_id] = str(changes["progress"])
                 progresses = _pairs(self._progresses)
-            self.push_change_event("longRunningCommandProgress", progresses)
+            self._push("longRunningCommandProgress", progresses)
         if "status" in changes:
             with self._lock:
                 self._statuses[command_id] = TaskStatus(changes["status"]).name
                 statuses = _pairs(self._statuses)
-            self.push_change_event("longRunningCommandStatus", statuses)
+            self._push("longRunningCommandStatus", statuses)
+
+    def _push(self, name: str, value: list[str]) -> None:
+        if not self._muted:
+            self.push_change_event(name, value)
 
     @attribute(dtype=(str,), max_dim_x=2 * KEPT)
     def longRunningCommandStatus(self) -> list[str]:

@@ -169,6 +169,32 @@ def test_a_v1_only_device_is_served_over_its_three_attributes(
     wait_until(lambda: not scheduler.stats().queues, "the v1 streams to be unsubscribed")
 
 
+@pytest.mark.parametrize(
+    "case", [("v2", "Echo", "quiet", "quiet"), ("v1", "Steps", 2, {"steps": 2})], ids=["v2", "v1"]
+)
+def test_an_end_whose_updates_never_arrive_is_learnt_from_the_device(
+    lrc_devices: Devices,
+    scheduler: CallbackScheduler,
+    caplog: pytest.LogCaptureFixture,
+    case: tuple[str, str, object, object],
+) -> None:
+    version, command, argument, result = case
+    device = lrc_devices[version]
+    updates = Updates()
+    device.MuteUpdates(True)  # as if every update were lost in a new subscription's start
+    try:
+        subscription = invoke_lrc(
+            updates, device, command, (argument,), callback_scheduler=scheduler
+        )
+        updates.wait_for_status(TaskStatus.COMPLETED)
+    finally:
+        device.MuteUpdates(False)
+
+    assert updates.calls == [{"status": TaskStatus.COMPLETED, "result": result}]
+    assert subscription.finished
+    assert "none of its updates arrived" in caplog.text
+
+
 @pytest.mark.usefixtures("lrc_anchor")
 def test_a_slow_lrc_callback_does_not_delay_another_stream(
     lrc_devices: Devices, scheduler: CallbackScheduler

@@ -4,6 +4,7 @@ callback, through a `CallbackScheduler`."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import logging
 import threading
@@ -13,6 +14,7 @@ from typing import Any
 
 import tango
 
+from milonga.lrc import catchup
 from milonga.lrc.errors import (
     CommandRejectedError,
     LrcCallbackError,
@@ -92,9 +94,11 @@ class LrcSubscription:
         scheduler: CallbackScheduler,
         version: int,
         logger: logging.Logger,
+        catch_up: bool = True,
     ) -> None:
         """Register on the device's LRC streams, then call ``command``; raise as
-        `invoke_lrc` documents, with nothing left registered."""
+        `invoke_lrc` documents, with nothing left registered.  With ``catch_up``, ask the
+        device how the command ended if none of its updates arrived (see `catchup`)."""
         self._callback = lrc_callback
         self._scheduler = scheduler
         self._version = version
@@ -105,6 +109,7 @@ class LrcSubscription:
         self._calling = threading.Lock()  # held while the callback runs: one call at a time
         self._registrations: list[futures.Future[CallbackID]] = []
         self._finished = threading.Event()
+        self._heard = False  # an update about the command reached _on_event
         self._command_id = ""
         self._replied = threading.Event()  # the command id is known, or it never will be
         self._subscribe(proxy)
@@ -114,6 +119,8 @@ class LrcSubscription:
             self.unsubscribe_lrc_events()
             raise
         self._replied.set()
+        if catch_up:
+            catchup.call_later(catchup.CATCH_UP_SECONDS, functools.partial(self._catch_up, proxy))
 
     @property
     def command_id(self) -> str:
@@ -229,8 +236,38 @@ class LrcSubscription:
             update = self._decode(event)
             if update is None:
                 return  # about another command
+            self._heard = True
             if update.get("status") in TERMINAL_STATUSES:
                 self.unsubscribe_lrc_events()  # before the call: `finished` holds in it
+            self._call(**update)
+
+    # -- on the catch-up thread ----------------------------------------------------------
+
+    def _catch_up(self, proxy: tango.DeviceProxy) -> None:
+        """Report how the command ended from the device's records, if it has ended and
+        none of its updates arrived."""
+        if self._heard or self._finished.is_set():
+            return
+        try:
+            update = catchup.ask_device(proxy, self._version, self._command_id)
+        except tango.DevFailed as failure:
+            self._logger.debug("cannot ask how %s ended: %s", self._command_id, failure)
+            return
+        if update is None:
+            return
+        with self._calling:
+            if self._heard or self._finished.is_set():
+                return
+            self._logger.warning(
+                "%s (%s) has ended (%s) but none of its updates arrived within %g s: lost "
+                "in the first milliseconds of a new subscription, or still queued behind "
+                "slow callbacks; reporting its end from the device's records",
+                self._command,
+                self._command_id,
+                update["status"].name,
+                catchup.CATCH_UP_SECONDS,
+            )
+            self.unsubscribe_lrc_events()
             self._call(**update)
 
     def _decode(self, event: tango.EventData) -> dict[str, Any] | None:
@@ -282,15 +319,16 @@ def invoke_lrc(
     check_lrc_callback(lrc_callback)
     arguments = _arguments(command_args)
     scheduler = default_scheduler() if callback_scheduler is None else callback_scheduler
-    version = connected_version(scheduler, proxy) or protocol_version(proxy)
+    connected = connected_version(scheduler, proxy)
     return LrcSubscription(
         lrc_callback,
         proxy,
         command,
         arguments,
         scheduler=scheduler,
-        version=version,
+        version=connected or protocol_version(proxy),
         logger=logger or _logger,
+        catch_up=connected is None,  # a connected interface's streams are long established
     )
 
 
