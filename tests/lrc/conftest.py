@@ -40,9 +40,10 @@ def lrc_anchor(lrc_devices: dict[str, tango.DeviceProxy]) -> Iterator[None]:
     """Hold a raw subscription to every LRC attribute of the test devices for one test.
 
     A new subscription can lose an event pushed in its first milliseconds, with no error
-    event (docs/scheduler.md, "What a new subscription can miss"): an invocation whose
-    terminal status is lost that way never ends.  With the process subscribed throughout,
-    the tests that are not about subscribing are not exposed to that.
+    event (docs/scheduler.md, "What a new subscription can miss"): an invocation would
+    then miss updates, and learn how its command ended only from the device's records a
+    second later.  With the process subscribed throughout, the tests that check every
+    update are not exposed to that.
     """
     held = [
         (proxy, proxy.subscribe_event(attr, tango.EventType.CHANGE_EVENT, lambda _: None))
