@@ -7,25 +7,20 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from types import FrameType
 
 from milonga import __version__
 from milonga.demo import DemoError, DemoOptions, run_demo
 from milonga.demo.system import QUICK
 from milonga.monitor import cli as monitor_cli
 from milonga.sandbox import SandboxError, TangoSandbox
+from milonga.terminated import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
+    raise_terminated,
+)
 
 EXIT_ERROR = 1
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
-
-
-class _Terminated(BaseException):
-    """SIGTERM arrived: leave the way Ctrl-C does (a BaseException, as KeyboardInterrupt is)."""
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -37,7 +32,7 @@ def _sandbox(args: argparse.Namespace) -> int:
         try:
             while True:
                 signal.pause()
-        except (KeyboardInterrupt, _Terminated):
+        except (KeyboardInterrupt, Terminated):
             print("Stopping the sandbox.", flush=True)
     return 0
 
@@ -46,7 +41,7 @@ def _demo(args: argparse.Namespace) -> int:
     options = DemoOptions(fixed=args.fixed, quick=args.quick, keep_running=args.keep_running)
     try:
         run_demo(options, sys.stdout)
-    except _Terminated:
+    except Terminated:
         print("milonga: terminated; everything it started has been stopped", file=sys.stderr)
         return EXIT_TERMINATED
     return 0
@@ -117,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `milonga` command line and return its exit status."""
     args = build_parser().parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, raise_terminated)
     try:
         status: int = args.run(args)
     except KeyboardInterrupt:

@@ -18,13 +18,17 @@ from milonga.monitor.collector import Collector, MonitorSetupError, resolve_serv
 from milonga.monitor.jsonl import JsonLinesWriter
 from milonga.monitor.poll import Poll, PollHistory
 from milonga.monitor.render import render_poll
+from milonga.terminated import (
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    Terminated,
+    raise_terminated,
+)
 
 PROG = "tango-event-monitor"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
-EXIT_TERMINATED = 143
 DEFAULT_PERIOD_SECONDS = 10.0
 
 SAMPLES_WARNING = (
@@ -59,14 +63,6 @@ exit status:
   0 after --count snapshots, 1 if the output cannot be written, 2 for bad arguments or
   devices, 130 after Ctrl-C, 143 after SIGTERM.
 """
-
-
-class _Terminated(Exception):
-    """SIGTERM arrived: stop the way Ctrl-C does."""
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise _Terminated
 
 
 def _positive_float(text: str) -> float:
@@ -170,7 +166,7 @@ def run(
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
-    except _Terminated:
+    except Terminated:
         return EXIT_TERMINATED
 
 
@@ -232,7 +228,7 @@ class _Session:
             finished = True
         except KeyboardInterrupt:
             status = EXIT_INTERRUPTED
-        except _Terminated:
+        except Terminated:
             status = EXIT_TERMINATED
         except BrokenPipeError:
             self._close_output()
@@ -312,11 +308,11 @@ def _in_main_thread() -> bool:
 
 @contextlib.contextmanager
 def _handling_signals() -> Iterator[None]:
-    """SIGTERM raises `_Terminated`, so that it cleans up like Ctrl-C does."""
+    """SIGTERM raises `Terminated`, so that it cleans up like Ctrl-C does."""
     if not _in_main_thread():
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     finally:
@@ -343,7 +339,7 @@ def _deferring_signals() -> Iterator[None]:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if signal.SIGTERM in arrived:
-        raise _Terminated
+        raise Terminated
     if arrived:
         raise KeyboardInterrupt
 
