@@ -38,6 +38,7 @@ from milonga.demo.system import (
     start_system,
 )
 from milonga.monitor import Poll
+from milonga.monitor.collector import describe_failure
 from milonga.sandbox import SandboxError, TangoSandbox
 
 LOG_WAIT_SECONDS = 5.0
@@ -224,14 +225,9 @@ def _scan(sandbox: TangoSandbox, timing: Timing) -> ScanOutcome:
     try:
         done.result()
     except tango.DevFailed as failure:
-        return ScanOutcome(time.monotonic() - started, _describe(failure))
+        root = describe_failure(failure).splitlines()[0]
+        return ScanOutcome(time.monotonic() - started, root)
     return ScanOutcome(time.monotonic() - started)
-
-
-def _describe(failure: tango.DevFailed) -> str:
-    """The root error of a Tango error stack, on one line."""
-    error = failure.args[0]
-    return f"{error.reason}: {' '.join(str(error.desc).split())}"
 
 
 def _hw_log(sandbox: TangoSandbox, start: int) -> list[str]:
