@@ -19,6 +19,7 @@ import tango
 from tango.server import Device, attribute, command, device_property
 
 from milonga.scheduler import CallbackScheduler, allow_internal_threads
+from milonga.tango_errors import root_cause
 
 SCAN_COMPLETE = "Scan complete"
 """How `HwDevice`'s log line at the end of a scan begins."""
@@ -263,7 +264,4 @@ class RogueDevice(Device):
 
 def _reason(error: tango.DevFailed | TimeoutError) -> str:
     """The root cause of ``error``, on one line."""
-    if isinstance(error, tango.DevFailed):
-        root = error.args[0]
-        return f"{root.reason}: {' '.join(str(root.desc).split())}"
-    return str(error)
+    return root_cause(error) if isinstance(error, tango.DevFailed) else str(error)

@@ -38,8 +38,8 @@ from milonga.demo.system import (
     start_system,
 )
 from milonga.monitor import Poll
-from milonga.monitor.collector import describe_failure
 from milonga.sandbox import SandboxError, TangoSandbox
+from milonga.tango_errors import root_cause
 
 LOG_WAIT_SECONDS = 5.0
 POLL_SECONDS = 0.05
@@ -225,8 +225,7 @@ def _scan(sandbox: TangoSandbox, timing: Timing) -> ScanOutcome:
     try:
         done.result()
     except tango.DevFailed as failure:
-        root = describe_failure(failure).splitlines()[0]
-        return ScanOutcome(time.monotonic() - started, root)
+        return ScanOutcome(time.monotonic() - started, root_cause(failure))
     return ScanOutcome(time.monotonic() - started)
 
 

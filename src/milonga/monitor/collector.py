@@ -18,6 +18,7 @@ import tango
 
 from milonga.monitor.poll import MonitoredServer, Poll, Reply
 from milonga.monitor.snapshot import Snapshot, parse_snapshot
+from milonga.tango_errors import describe_failure, root_cause
 
 QUERY_COMMAND = "QueryEventSystem"
 PERF_COMMAND = "EnableEventSystemPerfMon"
@@ -33,15 +34,6 @@ _TRL = re.compile(
 
 class MonitorSetupError(Exception):
     """The monitor cannot start as asked; the message says what was wrong and what to do."""
-
-
-def describe_failure(failure: tango.DevFailed) -> str:
-    """A Tango error stack as text: one ``REASON: description`` line per error, root first."""
-    lines = []
-    for error in failure.args:
-        description = " ".join(str(error.desc).split())
-        lines.append(f"{error.reason}: {description}")
-    return "\n".join(lines) or str(failure)
 
 
 def check_query_support(server: MonitoredServer, commands: Iterable[str]) -> None:
@@ -123,7 +115,7 @@ def _setup_failure(name: str, where: str, failure: tango.DevFailed) -> str:
             f"cannot reach the Tango database ({where}) to look up {name!r}; "
             "check that TANGO_HOST names a running database server"
         )
-    root = describe_failure(failure).splitlines()[0]
+    root = root_cause(failure)
     return f"cannot look up {name!r} in the Tango database ({where}): {root}"
 
 
