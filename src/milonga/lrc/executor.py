@@ -237,10 +237,10 @@ class CommandExecutor:
         except Exception as error:
             self._logger.warning("long running command %s failed", name, exc_info=True)
             if task.abort.is_set():
-                return TaskStatus.ABORTED, [ResultCode.ABORTED, f"{name} was aborted"]
+                return TaskStatus.ABORTED, _aborted(name)
             return TaskStatus.FAILED, [ResultCode.FAILED, f"{type(error).__name__}: {error}"]
         if task.abort.is_set():
-            return TaskStatus.ABORTED, [ResultCode.ABORTED, f"{name} was aborted"]
+            return TaskStatus.ABORTED, _aborted(name)
         try:
             json.dumps(result)
         except (TypeError, ValueError) as error:
@@ -262,8 +262,7 @@ class CommandExecutor:
         count = len(self._queued)
         while self._queued:
             task = self._queued.popleft()
-            name = task.record.name
-            self._finish(task, TaskStatus.ABORTED, [ResultCode.ABORTED, f"{name} was aborted"])
+            self._finish(task, TaskStatus.ABORTED, _aborted(task.record.name))
         return count
 
     def _complete_abort(self, record: TaskRecord, aborted: int, *, stopped_running: bool) -> None:
@@ -306,3 +305,8 @@ class CommandExecutor:
                     self._publish(command_id, changes)
                 except Exception:
                     self._logger.exception("could not publish the update of %s", command_id)
+
+
+def _aborted(name: str) -> list[Any]:
+    """The result of command ``name`` once aborted."""
+    return [ResultCode.ABORTED, f"{name} was aborted"]
