@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 import threading
 from dataclasses import dataclass
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from milonga.scheduler.dispatch import Dispatcher
+from milonga.scheduler.fairness import WorkerUsage
 from milonga.scheduler.queues import EventQueue
 
 
@@ -84,6 +88,60 @@ def test_discard_drops_waiting_entries() -> None:
     assert dispatcher.next() is None
 
 
+def test_a_refilled_queue_is_ranked_by_its_use_since_the_discard() -> None:
+    clock = FakeClock()
+    dispatcher: Dispatcher[Entry] = Dispatcher(clock=clock)
+    refilled: EventQueue[Entry] = EventQueue()
+    other: EventQueue[Entry] = EventQueue()
+    _run(dispatcher, clock, other, 0.1)
+    _run(dispatcher, clock, refilled, 0.01)
+    dispatcher.put(refilled, Entry("discarded", clock.now))
+    dispatcher.discard(refilled)
+    dispatcher.put(refilled, Entry("refill", clock.now))
+    dispatcher.put(refilled, Entry("after a long run", clock.now))
+    dispatcher.put(other, Entry("other", clock.now))
+
+    queue, entry = _take(dispatcher)
+    assert entry.name == "refill"
+    dispatcher.done(queue, 0.0, 1.0)
+
+    assert _take(dispatcher)[1].name == "other"
+
+
+def _run(
+    dispatcher: Dispatcher[Entry], clock: FakeClock, queue: EventQueue[Entry], ran: float
+) -> None:
+    """Put one entry in ``queue``, take it and report that it ran for ``ran`` seconds."""
+    dispatcher.put(queue, Entry("run", clock.now))
+    taken, _ = _take(dispatcher)
+    assert taken is queue
+    clock.now += ran
+    dispatcher.done(queue, 0.0, ran)
+
+
+@given(
+    run_times=st.lists(st.floats(0, 0.5), min_size=2, max_size=8),
+    order=st.randoms(use_true_random=False),
+)
+def test_ready_queues_are_served_least_used_first(
+    run_times: list[float], order: random.Random
+) -> None:
+    clock = FakeClock()
+    usage: WorkerUsage[EventQueue[Entry]] = WorkerUsage()
+    dispatcher: Dispatcher[Entry] = Dispatcher(usage=usage, clock=clock)
+    queues: list[EventQueue[Entry]] = [EventQueue() for _ in run_times]
+    for queue, ran in zip(queues, run_times, strict=True):
+        _run(dispatcher, clock, queue, ran)
+    order.shuffle(queues)
+    for queue in queues:
+        dispatcher.put(queue, Entry("waiting", clock.now))
+
+    served = [usage.usage(_take(dispatcher)[0], clock.now) for _ in queues]
+
+    for less_used, more_used in itertools.pairwise(served):
+        assert less_used <= more_used or less_used == pytest.approx(more_used, rel=1e-9)
+
+
 def test_close_wakes_a_waiting_worker() -> None:
     dispatcher: Dispatcher[Entry] = Dispatcher()
     results: list[object] = []
@@ -99,35 +157,37 @@ def test_close_wakes_a_waiting_worker() -> None:
 
 @given(
     script=st.lists(
-        st.one_of(
-            st.tuples(st.just("put"), st.integers(0, 2)),
-            st.tuples(st.just("take"), st.just(0)),
-            st.tuples(st.just("done"), st.integers(0, 3)),
-        ),
+        st.tuples(st.sampled_from(["put", "put", "take", "done", "discard"]), st.integers(0, 2)),
         max_size=80,
-    )
+    ),
+    run_times=st.lists(st.floats(0, 0.5), min_size=1, max_size=5),
 )
-def test_each_queue_runs_in_order_and_never_twice_at_once(
-    script: list[tuple[str, int]],
+def test_each_queue_runs_in_order_never_twice_at_once_and_least_used_first(
+    script: list[tuple[str, int]], run_times: list[float]
 ) -> None:
     clock = FakeClock()
-    dispatcher: Dispatcher[Entry] = Dispatcher(clock=clock)
+    usage: WorkerUsage[EventQueue[Entry]] = WorkerUsage()
+    dispatcher: Dispatcher[Entry] = Dispatcher(usage=usage, clock=clock)
     queues: list[EventQueue[Entry]] = [EventQueue(size=1000) for _ in range(3)]
-    put_order: list[list[str]] = [[], [], []]
-    ran: list[list[str]] = [[], [], []]
+    waiting: list[list[str]] = [[], [], []]
     running: list[EventQueue[Entry]] = []
     for count, (action, argument) in enumerate(script):
         clock.now += 0.01
         if action == "put":
             name = f"{argument}-{count}"
-            put_order[argument].append(name)
+            waiting[argument].append(name)
             dispatcher.put(queues[argument], Entry(name, clock.now))
         elif action == "take" and any(len(q) and q not in running for q in queues):
+            ready = [q for q in queues if len(q) and q not in running]
+            least = min(usage.usage(q, clock.now) for q in ready)
             queue, entry = _take(dispatcher)
             assert queue not in running
+            assert usage.usage(queue, clock.now) == pytest.approx(least, rel=1e-9)
             running.append(queue)
-            ran[queues.index(queue)].append(entry.name)
+            assert entry.name == waiting[queues.index(queue)].pop(0)
         elif action == "done" and running:
-            dispatcher.done(running.pop(argument % len(running)), 0.0, 0.01)
-    for index in range(3):
-        assert ran[index] == put_order[index][: len(ran[index])]
+            ran = run_times[count % len(run_times)]
+            dispatcher.done(running.pop(argument % len(running)), 0.0, ran)
+        elif action == "discard" and queues[argument] not in running:
+            dispatcher.discard(queues[argument])
+            waiting[argument].clear()

@@ -3,16 +3,21 @@
 A worker takes one entry with `Dispatcher.next` and runs it; its next call to `next`
 reports the run (or `done` does).  Until then the entry's queue is busy, so the entries
 of one queue run in order and never at the same time, however many workers there are.
+
+Ready queues wait in a heap ordered by their `WorkerUsage.rank`, so choosing one costs
+O(log n) however many streams are busy.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import threading
 import time
 from collections.abc import Callable
 from typing import Generic, Protocol, TypeVar
 
-from milonga.scheduler.fairness import FairPicker
+from milonga.scheduler.fairness import WorkerUsage
 from milonga.scheduler.queues import EventQueue
 from milonga.scheduler.stats import TimingWindow
 
@@ -39,12 +44,16 @@ class Dispatcher(Generic[E]):
 
     def __init__(
         self,
-        picker: FairPicker[EventQueue[E]] | None = None,
+        usage: WorkerUsage[EventQueue[E]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._picker: FairPicker[EventQueue[E]] = picker or FairPicker()
+        self._usage: WorkerUsage[EventQueue[E]] = usage or WorkerUsage()
         self._clock = clock
-        self._ready: dict[EventQueue[E], None] = {}
+        # A ready queue maps to the serial of its live heap entry; discarded queues leave
+        # stale entries behind, which _pick skips.
+        self._ready: dict[EventQueue[E], int] = {}
+        self._heap: list[tuple[float, float, int, EventQueue[E]]] = []
+        self._serials = itertools.count()
         self._busy: set[EventQueue[E]] = set()
         self._timings: dict[EventQueue[E], TimingWindow] = {}
         self._closed = False
@@ -55,8 +64,8 @@ class Dispatcher(Generic[E]):
         """Queue ``entry``; return whether an older entry was dropped to make room."""
         with self._lock:
             dropped = queue.put(entry)
-            if queue not in self._busy:
-                self._ready[queue] = None
+            if queue not in self._busy and queue not in self._ready:
+                self._make_ready(queue)
             idle = self._idle_to_wake()
         if idle is not None:
             idle.release()
@@ -75,7 +84,6 @@ class Dispatcher(Generic[E]):
                 queue = self._pick()
                 if queue is not None:
                     self._busy.add(queue)
-                    del self._ready[queue]
                     job = queue, queue.take()
                     idle = self._idle_to_wake()
                 else:
@@ -108,7 +116,7 @@ class Dispatcher(Generic[E]):
         with self._lock:
             self._ready.pop(queue, None)
             self._timings.pop(queue, None)
-            self._picker.forget(queue)
+            self._usage.forget(queue)
             return queue.clear()
 
     def close(self) -> None:
@@ -121,20 +129,31 @@ class Dispatcher(Generic[E]):
 
     def _finish(self, queue: EventQueue[E], waited: float, ran: float) -> None:
         self._busy.discard(queue)
-        self._picker.charge(queue, ran, self._clock())
+        self._usage.charge(queue, ran, self._clock())
         timing = self._timings.get(queue)
         if timing is None:
             timing = self._timings[queue] = TimingWindow()
         timing.record(waited, ran)
         if len(queue):
-            self._ready[queue] = None
+            self._make_ready(queue)
+
+    def _make_ready(self, queue: EventQueue[E]) -> None:
+        """Offer ``queue``, which has entries and is neither busy nor ready, to the workers.
+        Among equally used queues, the one whose waiting entry is oldest goes first."""
+        serial = next(self._serials)
+        self._ready[queue] = serial
+        rank = self._usage.rank(queue)
+        heapq.heappush(self._heap, (rank, queue.peek().enqueued_at, serial, queue))
 
     def _idle_to_wake(self) -> threading.Lock | None:
         """An idle worker's lock to release, if a queue is ready for it.  Holds the lock."""
         return self._idle.pop() if self._ready and self._idle else None
 
     def _pick(self) -> EventQueue[E] | None:
-        if len(self._ready) < 2:
-            return next(iter(self._ready), None)
-        oldest_first = sorted(self._ready, key=lambda queue: queue.peek().enqueued_at)
-        return self._picker.pick(oldest_first, self._clock())
+        """Remove the least used ready queue from the ready ones and return it."""
+        while self._heap:
+            _, _, serial, queue = heapq.heappop(self._heap)
+            if self._ready.get(queue) == serial:
+                del self._ready[queue]
+                return queue
+        return None

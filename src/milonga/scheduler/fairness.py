@@ -5,12 +5,16 @@ half-life.  Charging time rather than counting events covers both ways a stream 
 workers: many cheap events (a flood) and few expensive ones (a slow callback).  A quiet
 stream therefore always wins against a busy one, so it waits at most for the callbacks
 already running.
+
+Every usage decays by the same factor over the same time, so their order never changes
+between charges.  `WorkerUsage.rank` captures that order in a number that does not depend
+on the time, which lets the dispatcher keep ready queues in a heap.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -28,8 +32,8 @@ class _Usage:
         return self.seconds * math.pow(0.5, max(0.0, now - self.at) / half_life)
 
 
-class FairPicker(Generic[K]):
-    """Remembers how much worker time each key used and picks the least-used candidate."""
+class WorkerUsage(Generic[K]):
+    """How much worker time each key used recently, and a rank that orders keys by it."""
 
     def __init__(self, half_life: float = DEFAULT_HALF_LIFE_SECONDS) -> None:
         if half_life <= 0:
@@ -55,12 +59,11 @@ class FairPicker(Generic[K]):
         """Drop what is known about ``key``: it is gone for good."""
         self._usage.pop(key, None)
 
-    def pick(self, candidates: Iterable[K], now: float) -> K | None:
-        """The candidate with the least recent use; ties go to the earliest candidate."""
-        best: K | None = None
-        best_usage = math.inf
-        for key in candidates:
-            usage = self.usage(key, now)
-            if usage < best_usage:
-                best, best_usage = key, usage
-        return best
+    def rank(self, key: K) -> float:
+        """A number that orders keys as their usages do at any one moment: the lower, the
+        less used.  It changes only when ``key`` is charged or forgotten."""
+        usage = self._usage.get(key)
+        if usage is None or usage.seconds <= 0:
+            return -math.inf
+        # log2(usage at now) == log2(seconds) + at / half_life - now / half_life
+        return math.log2(usage.seconds) + usage.at / self._half_life
