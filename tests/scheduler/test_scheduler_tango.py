@@ -211,6 +211,38 @@ def test_connected_stream_serves_new_callbacks_without_resubscribing(
     )
 
 
+def test_callbacks_registered_while_events_flow_get_each_value_once_in_order(
+    scheduler: CallbackScheduler, counter: str
+) -> None:
+    proxy = tango.DeviceProxy(counter)
+    stop = threading.Event()
+
+    def increment_until_stopped() -> None:
+        while not stop.is_set():
+            proxy.Increment()
+
+    recorders = [Recorder()]
+    scheduler.register_event_callback(counter, "value", CHANGE, recorders[0]).result(WAIT_SECONDS)
+    incrementer = threading.Thread(target=increment_until_stopped)
+    incrementer.start()
+    try:
+        recorders[0].wait_for(lambda r: len(r.values) > 10)
+        for _ in range(50):
+            recorders.append(Recorder())
+            registration = scheduler.register_event_callback(
+                counter, "value", CHANGE, recorders[-1]
+            )
+            registration.result(WAIT_SECONDS)
+    finally:
+        stop.set()
+        incrementer.join()
+
+    last = proxy.value
+    for recorder in recorders:
+        recorder.wait_for_last(last)
+        assert recorder.values == sorted(set(recorder.values))
+
+
 def test_raising_callback_is_logged_and_others_carry_on(
     scheduler: CallbackScheduler, counter: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -88,6 +88,9 @@ class _Stream:
     retrying: bool = False
     subscribing: threading.Lock = field(default_factory=threading.Lock)
     """Held while connecting or unsubscribing, so that the two never overlap."""
+    delivering: threading.Lock = field(default_factory=threading.Lock)
+    """Held while an event is recorded and queued, or a callback added: a callback added
+    while an event arrives gets that event once, before the next."""
 
 
 class CallbackScheduler:
@@ -176,9 +179,10 @@ class CallbackScheduler:
         with self._lock:
             stream, created = self._stream(stream_key(device, attr_name, event_type), queue_factory)
             callback_id = CallbackID(stream.key, next(_serials))
-            stream.callbacks = {**stream.callbacks, callback_id: callback}
-            if stream.last_event is not None:  # the stream's latest news, good or bad
-                self._enqueue(stream, stream.last_event, {callback_id: callback})
+            with stream.delivering:
+                stream.callbacks = {**stream.callbacks, callback_id: callback}
+                if stream.last_event is not None:  # the stream's latest news, good or bad
+                    self._enqueue(stream, stream.last_event, {callback_id: callback})
         if created and not ASYNC_SUBSCRIPTION:
             self._connect(stream)
         registered.add_done_callback(lambda future: self._withdraw(future, callback_id))
@@ -331,8 +335,7 @@ class CallbackScheduler:
                 self._subscribe(stream)
             except tango.DevFailed as failure:
                 self._logger.debug("cannot subscribe to %s yet: %s", stream.key, failure)
-                stream.last_event = subscription_failed(stream.key, failure)
-                self._enqueue(stream, stream.last_event, stream.callbacks)
+                self._deliver(stream, subscription_failed(stream.key, failure))
                 self._retry_later(stream)
 
     def _subscribe(self, stream: _Stream) -> None:
@@ -434,10 +437,15 @@ class CallbackScheduler:
 
     def _on_tango_event(self, stream: _Stream, event: tango.EventData) -> None:
         """Tango's callback: record and queue the event, nothing else."""
-        stream.last_event = event
+        self._deliver(stream, event)
         if ASYNC_SUBSCRIPTION and not event.err and not stream.connected:
             self._mark_connected(stream)
-        self._enqueue(stream, event, stream.callbacks)
+
+    def _deliver(self, stream: _Stream, event: tango.EventData) -> None:
+        """Make ``event`` the stream's latest and queue it for its callbacks."""
+        with stream.delivering:
+            stream.last_event = event
+            self._enqueue(stream, event, stream.callbacks)
 
     def _enqueue(
         self,
