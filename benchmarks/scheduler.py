@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 import tango
@@ -52,6 +52,7 @@ from milonga.scheduler import (
     QueuedEvent,
     QueueStats,
 )
+from milonga.scheduler.dispatch import Dispatcher, Run
 
 CHANGE = tango.EventType.CHANGE_EVENT
 SUBSCRIBE_TIMEOUT_SECONDS = 30.0
@@ -74,6 +75,11 @@ QUICK_FLOOD_SECONDS = 5.0
 FULL_FLOOD_SECONDS = 60.0
 RSS_SAMPLE_SECONDS = 0.25
 MISSED_EVENTS = "API_MissedEvents"
+
+# scheduler_busy_queues
+BUSY_QUEUES = 200
+QUICK_DISPATCH_EVENTS = 20_000
+FULL_DISPATCH_EVENTS = 100_000
 
 
 # -- the subscribe step, through a scheduler ---------------------------------------------
@@ -233,6 +239,57 @@ def scheduler_fairness(options: Options) -> list[Measurement]:
     return fairness(window, options.repeats)
 
 
+# -- the floor: a bare handoff from Tango's thread ---------------------------------------
+
+
+class BareHandoff:
+    """The least a handoff from Tango's thread to another thread costs in Python: the floor
+    of any design that keeps user code off Tango's thread.
+
+    Tango's callback appends the event and its `time.monotonic` to a list and notifies a
+    `threading.Condition`; one thread waits on it, records in `delays` the time from the
+    append to the moment it holds the event (the scheduler's queueing delay, minus the
+    scheduler) and calls ``callback`` with it, by default one that notes `last_value`.
+    `close` stops the thread.
+    """
+
+    def __init__(self, callback: EventCallback | None = None) -> None:
+        self.delays: list[float] = []
+        self.last_value = 0
+        self._callback = callback or self._note_value
+        self._changed = threading.Condition()
+        self._waiting: list[tuple[tango.EventData, float] | None] = []
+        self._thread = threading.Thread(target=self._work, name="bench-bare-handoff")
+        self._thread.start()
+
+    def __call__(self, event: tango.EventData) -> None:
+        with self._changed:
+            self._waiting.append((event, time.monotonic()))
+            self._changed.notify()
+
+    def close(self) -> None:
+        with self._changed:
+            self._waiting.append(None)
+            self._changed.notify()
+        self._thread.join()
+
+    def _work(self) -> None:
+        while True:
+            with self._changed:
+                while not self._waiting:
+                    self._changed.wait()
+                waiting = self._waiting.pop(0)
+            if waiting is None:
+                return
+            event, appended = waiting
+            self.delays.append(time.monotonic() - appended)
+            self._callback(event)
+
+    def _note_value(self, event: tango.EventData) -> None:
+        if not event.err:
+            self.last_value = reading(event).value
+
+
 # -- scheduler_noop_rate -----------------------------------------------------------------
 
 
@@ -256,18 +313,30 @@ def _burst_raw(proxy: Any, burst: int) -> dict[str, float]:
         return burst_once(proxy, counter, burst)
 
 
+def _burst_bare(proxy: Any, burst: int) -> dict[str, float]:
+    """One burst into a no-op callback that a bare handoff runs on another thread."""
+    counter = BurstCounter()
+    bare = BareHandoff(counter)
+    try:
+        with subscribed(proxy, "counter", bare):
+            return burst_once(proxy, counter, burst)
+    finally:
+        bare.close()
+
+
 def noop_rate(burst: int, repeats: int) -> list[Measurement]:
     """Delivered rate and losses with a queue holding the whole burst and with the default
-    queue, against raw PyTango as baseline."""
-    raw_runs, whole_runs, default_runs = [], [], []
+    queue, and the rate of a bare handoff (the floor), against raw PyTango as baseline."""
+    raw_runs, whole_runs, default_runs, bare_runs = [], [], [], []
     with TangoSandbox() as sandbox:
         proxy = start_bench_device(sandbox, "BenchPublisher/noop", "BenchPublisher")
         for _ in range(repeats):
             raw_runs.append(_burst_raw(proxy, burst))
             whole_runs.append(_burst_through(proxy, burst, burst))
             default_runs.append(_burst_through(proxy, burst, None))
+            bare_runs.append(_burst_bare(proxy, burst))
         del proxy  # before the server stops
-    raw, whole, default = map(median_of_runs, (raw_runs, whole_runs, default_runs))
+    raw, whole, default, bare = map(median_of_runs, (raw_runs, whole_runs, default_runs, bare_runs))
     name = "scheduler_noop_rate"
     size = f"queue of {burst:,}"
     return [
@@ -285,6 +354,9 @@ def noop_rate(burst: int, repeats: int) -> list[Measurement]:
         ),
         Measurement(
             name, f"dropped by the queue of {DEFAULT_QUEUE_SIZE}", default["dropped"], "events"
+        ),
+        Measurement(
+            name, "delivered rate, bare handoff (floor)", bare["rate"], "events/s", raw["rate"]
         ),
     ]
 
@@ -317,48 +389,6 @@ class HandoffTimer:
             return
         self.delays.append(started - event.reception_date.totime())
         self.last_value = reading(event).value
-
-
-class BareHandoff:
-    """The least a handoff from Tango's thread to another thread costs in Python.
-
-    Tango's callback appends the event and its `time.monotonic` to a list and notifies a
-    `threading.Condition`; one thread waits on it and records, in `delays`, the time from
-    the append to the moment it holds the event: the scheduler's queueing delay, minus
-    the scheduler.  `close` stops the thread.
-    """
-
-    def __init__(self) -> None:
-        self.delays: list[float] = []
-        self.last_value = 0
-        self._changed = threading.Condition()
-        self._waiting: list[tuple[tango.EventData, float] | None] = []
-        self._thread = threading.Thread(target=self._work, name="bench-bare-handoff")
-        self._thread.start()
-
-    def __call__(self, event: tango.EventData) -> None:
-        with self._changed:
-            self._waiting.append((event, time.monotonic()))
-            self._changed.notify()
-
-    def close(self) -> None:
-        with self._changed:
-            self._waiting.append(None)
-            self._changed.notify()
-        self._thread.join()
-
-    def _work(self) -> None:
-        while True:
-            with self._changed:
-                while not self._waiting:
-                    self._changed.wait()
-                waiting = self._waiting.pop(0)
-            if waiting is None:
-                return
-            event, appended = waiting
-            self.delays.append(time.monotonic() - appended)
-            if not event.err:
-                self.last_value = reading(event).value
 
 
 def tick(proxy: Any, timer: HandoffTimer | BareHandoff, seconds: float) -> None:
@@ -673,3 +703,50 @@ def flood(seconds: float) -> list[Measurement]:
 )
 def scheduler_flood(options: Options) -> list[Measurement]:
     return flood(QUICK_FLOOD_SECONDS if options.quick else FULL_FLOOD_SECONDS)
+
+
+# -- scheduler_busy_queues ---------------------------------------------------------------
+
+
+class _Entry(NamedTuple):
+    enqueued_at: float
+
+
+def dispatch_cost(queue_count: int, events: int) -> float:
+    """Microseconds of the dispatcher's own work per event (queue it, take it, report it)
+    on one thread, with ``events`` spread over ``queue_count`` queues that all wait."""
+    dispatcher: Dispatcher[_Entry] = Dispatcher()
+    queues: list[EventQueue[_Entry]] = [EventQueue(size=events) for _ in range(queue_count)]
+    per_queue = events // queue_count
+    start = time.perf_counter()
+    for _ in range(per_queue):
+        for queue in queues:
+            dispatcher.put(queue, _Entry(time.monotonic()))
+    finished: Run[_Entry] | None = None
+    for _ in range(per_queue * queue_count):
+        job = dispatcher.next(finished)
+        assert job is not None
+        finished = (job[0], 0.0, 1e-5)
+    elapsed = time.perf_counter() - start
+    dispatcher.close()
+    return 1e6 * elapsed / (per_queue * queue_count)
+
+
+@REGISTRY.add(
+    "scheduler_busy_queues",
+    f"the dispatcher's own work per event with {BUSY_QUEUES} queues waiting vs one (no Tango)",
+)
+def scheduler_busy_queues(options: Options) -> list[Measurement]:
+    events = QUICK_DISPATCH_EVENTS if options.quick else FULL_DISPATCH_EVENTS
+    runs = [
+        {"one": dispatch_cost(1, events), "busy": dispatch_cost(BUSY_QUEUES, events)}
+        for _ in range(options.repeats)
+    ]
+    result = median_of_runs(runs)
+    name = "scheduler_busy_queues"
+    return [
+        Measurement(name, "per event, one queue waiting", result["one"], "µs"),
+        Measurement(
+            name, f"per event, {BUSY_QUEUES} queues waiting", result["busy"], "µs", result["one"]
+        ),
+    ]

@@ -158,6 +158,7 @@ def test_the_raw_pytango_baselines_are_registered_before_the_scheduler_benchmark
         "scheduler_handoff",
         "scheduler_subscribe_200",
         "scheduler_flood",
+        "scheduler_busy_queues",
         "lrc_round_trip",
         "lrc_back_to_back_100",
     ]
@@ -225,6 +226,21 @@ def test_noop_rate_drops_nothing_from_a_queue_holding_the_whole_burst() -> None:
     assert metrics["dropped by the queue of 2,000"].value == 0
     assert metrics["dropped by the queue of 32"].value >= 0
     assert metrics["lost in Tango, queue of 32"].baseline is not None
+    floor = metrics["delivered rate, bare handoff (floor)"]
+    assert floor.value > 0
+    assert floor.baseline == rate.baseline
+
+
+def test_busy_queues_compares_the_dispatch_cost_with_one_queue_waiting() -> None:
+    metrics = _by_metric(
+        scheduler.scheduler_busy_queues(Options(quick=True)), "scheduler_busy_queues"
+    )
+
+    one = metrics["per event, one queue waiting"]
+    busy = metrics["per event, 200 queues waiting"]
+    assert one.unit == busy.unit == "µs"
+    assert one.value > 0
+    assert busy.baseline == one.value
 
 
 def test_handoff_reports_the_schedulers_delay_next_to_raw_pytango() -> None:
