@@ -266,6 +266,7 @@ def test_subscribe_many_times_registrations_against_sync_read() -> None:
     assert total.value > 0
     assert total.baseline is not None
     assert metrics["total, 40 raw AsyncRead at once"].baseline == total.baseline
+    assert metrics["total, 40 raw Async (no read) at once"].baseline == total.baseline
 
 
 def test_flood_accounts_for_every_pushed_event() -> None:
