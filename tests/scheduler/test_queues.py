@@ -22,6 +22,19 @@ def test_full_queue_drops_the_oldest_entry() -> None:
     assert (queue.processed, queue.dropped) == (2, 1)
 
 
+def test_amending_the_newest_entry_replaces_it_and_counts_nothing() -> None:
+    queue: EventQueue[str] = EventQueue(size=2)
+    assert not queue.amend_newest(lambda entry: entry + "!")
+    queue.put("a")
+    queue.put("b")
+
+    assert not queue.amend_newest(lambda entry: None)
+    assert queue.amend_newest(lambda entry: entry + "+c")
+
+    assert [queue.take(), queue.take()] == ["a", "b+c"]
+    assert (queue.processed, queue.dropped) == (2, 0)
+
+
 def test_default_size_is_small() -> None:
     assert 10 <= EventQueue[int]().size == DEFAULT_QUEUE_SIZE <= 100
 

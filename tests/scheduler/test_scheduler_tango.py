@@ -14,7 +14,7 @@ import pytest
 import tango
 
 from milonga import CallbackScheduler
-from milonga.scheduler import SchedulerShutDownError
+from milonga.scheduler import DEFAULT_QUEUE_SIZE, SchedulerShutDownError
 from milonga.scheduler.scheduler import ASYNC_SUBSCRIPTION
 from milonga.testing import SandboxServers, wait_until
 
@@ -241,6 +241,32 @@ def test_callbacks_registered_while_events_flow_get_each_value_once_in_order(
     for recorder in recorders:
         recorder.wait_for_last(last)
         assert recorder.values == sorted(set(recorder.values))
+
+
+def test_a_burst_of_registrations_pushes_no_event_out_of_the_queue(
+    scheduler: CallbackScheduler, counter: str
+) -> None:
+    running, release = threading.Event(), threading.Event()
+
+    def hold_the_worker(event: tango.EventData) -> None:
+        running.set()
+        release.wait(WAIT_SECONDS)
+
+    scheduler.register_event_callback(counter, "value", CHANGE, hold_the_worker).result(
+        WAIT_SECONDS
+    )
+    assert running.wait(WAIT_SECONDS)
+    tango.DeviceProxy(counter).Increment()
+    wait_until(lambda: scheduler.stats().depth == 1, timeout=WAIT_SECONDS)
+
+    recorders = [Recorder() for _ in range(2 * DEFAULT_QUEUE_SIZE)]
+    for recorder in recorders:
+        scheduler.register_event_callback(counter, "value", CHANGE, recorder).result(WAIT_SECONDS)
+    release.set()
+
+    for recorder in recorders:
+        recorder.wait_for(lambda r: r.values == [6])
+    assert scheduler.stats().dropped == 0
 
 
 def test_raising_callback_is_logged_and_others_carry_on(

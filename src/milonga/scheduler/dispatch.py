@@ -71,6 +71,11 @@ class Dispatcher(Generic[E]):
             idle.release()
         return dropped
 
+    def amend_newest(self, queue: EventQueue[E], amend: Callable[[E], E | None]) -> bool:
+        """`EventQueue.amend_newest` of ``queue``, safe against the workers taking from it."""
+        with self._lock:
+            return queue.amend_newest(amend)
+
     def next(self, finished: Run[E] | None = None) -> tuple[EventQueue[E], E] | None:
         """Report ``finished`` if given, then block until an entry is ready and return it
         with its queue; None once closed."""

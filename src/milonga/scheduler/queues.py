@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -55,6 +56,17 @@ class EventQueue(Generic[T]):
     def peek(self) -> T:
         """The oldest entry, left in place."""
         return self._entries[0]
+
+    def amend_newest(self, amend: Callable[[T], T | None]) -> bool:
+        """Replace the newest entry with ``amend(entry)`` unless the queue is empty or that
+        is None; return whether it was replaced.  Counts nothing: no entry came or went."""
+        if not self._entries:
+            return False
+        amended = amend(self._entries[-1])
+        if amended is None:
+            return False
+        self._entries[-1] = amended
+        return True
 
     def take(self) -> T:
         """Remove and return the oldest entry, counting it as processed."""

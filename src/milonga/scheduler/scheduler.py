@@ -181,8 +181,7 @@ class CallbackScheduler:
             callback_id = CallbackID(stream.key, next(_serials))
             with stream.delivering:
                 stream.callbacks = {**stream.callbacks, callback_id: callback}
-                if stream.last_event is not None:  # the stream's latest news, good or bad
-                    self._enqueue(stream, stream.last_event, {callback_id: callback})
+                self._catch_up(stream, callback_id, callback)
         if created and not ASYNC_SUBSCRIPTION:
             self._connect(stream)
         registered.add_done_callback(lambda future: self._withdraw(future, callback_id))
@@ -440,6 +439,26 @@ class CallbackScheduler:
         self._deliver(stream, event)
         if ASYNC_SUBSCRIPTION and not event.err and not stream.connected:
             self._mark_connected(stream)
+
+    def _catch_up(self, stream: _Stream, callback_id: CallbackID, callback: EventCallback) -> None:
+        """Queue the stream's latest event, if any, for a callback just added.  Holds the
+        stream's delivering lock.
+
+        While that event still waits at the back of the queue, the callback joins it
+        there: a burst of registrations then adds no entries that could push the stream's
+        real events out of its bounded queue.
+        """
+        latest = stream.last_event  # the stream's latest news, good or bad
+        if latest is None or stream.closed:
+            return
+
+        def joined(queued: QueuedEvent) -> QueuedEvent | None:
+            if queued.stream is not stream or queued.event is not latest:
+                return None
+            return queued._replace(callbacks=(*queued.callbacks, (callback_id, callback)))
+
+        if not self._dispatcher.amend_newest(stream.queue, joined):
+            self._enqueue(stream, latest, {callback_id: callback})
 
     def _deliver(self, stream: _Stream, event: tango.EventData) -> None:
         """Make ``event`` the stream's latest and queue it for its callbacks."""
