@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+from collections import deque
 from dataclasses import dataclass
 
 import pytest
@@ -34,6 +35,19 @@ def _take(dispatcher: Dispatcher[Entry]) -> tuple[EventQueue[Entry], Entry]:
     job = dispatcher.next()
     assert job is not None
     return job
+
+
+def _take_within(dispatcher: Dispatcher[Entry], seconds: float) -> tuple[EventQueue[Entry], Entry]:
+    """`_take` on another thread, failing if nothing is ready within ``seconds``."""
+    jobs: list[tuple[EventQueue[Entry], Entry]] = []
+    worker = threading.Thread(target=lambda: jobs.append(_take(dispatcher)))
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        dispatcher.close()  # lets the worker go
+        worker.join()
+    assert jobs, f"no entry was ready within {seconds} s"
+    return jobs[0]
 
 
 def test_a_quiet_stream_overtakes_a_slow_stream_backlog() -> None:
@@ -140,6 +154,36 @@ def test_ready_queues_are_served_least_used_first(
 
     for less_used, more_used in itertools.pairwise(served):
         assert less_used <= more_used or less_used == pytest.approx(more_used, rel=1e-9)
+
+
+def test_a_queue_discarded_while_its_entry_runs_is_forgotten_for_good() -> None:
+    clock = FakeClock()
+    usage: WorkerUsage[EventQueue[Entry]] = WorkerUsage()
+    dispatcher: Dispatcher[Entry] = Dispatcher(usage=usage, clock=clock)
+    gone: EventQueue[Entry] = EventQueue()
+    dispatcher.put(gone, Entry("running", 0.0))
+    dispatcher.put(gone, Entry("waiting", 0.0))
+    _take(dispatcher)
+
+    assert dispatcher.discard(gone) == 1
+    dispatcher.done(gone, 0.0, 0.5)
+
+    assert dispatcher.timing(gone).durations == deque()
+    assert usage.usage(gone, clock.now) == 0.0
+
+
+def test_a_discarded_queue_put_to_again_while_running_is_served_again() -> None:
+    dispatcher: Dispatcher[Entry] = Dispatcher(clock=FakeClock())
+    reused: EventQueue[Entry] = EventQueue()
+    dispatcher.put(reused, Entry("running", 0.0))
+    _take(dispatcher)
+    dispatcher.discard(reused)
+    dispatcher.put(reused, Entry("after the discard", 0.0))
+
+    dispatcher.done(reused, 0.0, 0.1)
+
+    assert _take_within(dispatcher, 10.0)[1].name == "after the discard"
+    assert list(dispatcher.timing(reused).durations) == [0.1]
 
 
 def test_close_wakes_a_waiting_worker() -> None:

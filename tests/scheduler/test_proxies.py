@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from milonga.scheduler.proxies import SharedProxies
+from milonga.testing import wait_until
 
 
 class Proxy:
@@ -31,7 +32,29 @@ class CountingFactory:
         return Proxy(trl)
 
 
-def test_streams_asking_at_once_share_one_proxy_built_once() -> None:
+def _never(failure: BaseException | None) -> None:
+    raise AssertionError("nobody else was building this proxy")
+
+
+class Told:
+    """A `when_built` that remembers what it was told."""
+
+    def __init__(self) -> None:
+        self.told: list[BaseException | None] = []
+
+    def __call__(self, failure: BaseException | None) -> None:
+        self.told.append(failure)
+
+
+def _build_in_background(proxies: SharedProxies[Proxy], trl: str) -> Future[Proxy | None]:
+    """Start ``proxies.acquire(trl)`` on another thread."""
+    pool = ThreadPoolExecutor(1)
+    building = pool.submit(proxies.acquire, trl, _never)
+    pool.shutdown(wait=False)
+    return building
+
+
+def test_callers_that_wait_share_one_build() -> None:
     factory = CountingFactory()
     factory.release.clear()
     proxies: SharedProxies[Proxy] = SharedProxies(factory)
@@ -45,18 +68,56 @@ def test_streams_asking_at_once_share_one_proxy_built_once() -> None:
     assert factory.built == ["tango://h:1/a/b/c"]
 
 
+def test_streams_asking_during_a_build_do_not_wait_and_hear_when_it_ends() -> None:
+    factory = CountingFactory()
+    factory.release.clear()
+    proxies: SharedProxies[Proxy] = SharedProxies(factory)
+    building = _build_in_background(proxies, "a/b/c")
+    wait_until(lambda: len(proxies) == 1, timeout=10.0)
+
+    waiters = [Told() for _ in range(3)]
+    assert [proxies.acquire("a/b/c", waiter) for waiter in waiters] == [None] * 3
+    assert all(waiter.told == [] for waiter in waiters)
+    factory.release.set()
+    proxy = building.result(10.0)
+
+    assert all(waiter.told == [None] for waiter in waiters)
+    assert proxies.acquire("a/b/c", _never) is proxy
+    assert factory.built == ["a/b/c"]
+
+
+def test_a_failed_build_is_told_to_the_streams_that_asked_meanwhile() -> None:
+    release = threading.Event()
+
+    def unreachable(trl: str) -> Proxy:
+        assert release.wait(10.0)
+        raise TimeoutError(f"the database of {trl} does not answer")
+
+    proxies: SharedProxies[Proxy] = SharedProxies(unreachable)
+    building = _build_in_background(proxies, "a/b/c")
+    wait_until(lambda: len(proxies) == 1, timeout=10.0)
+    waiter = Told()
+    assert proxies.acquire("a/b/c", waiter) is None
+    release.set()
+
+    with pytest.raises(TimeoutError, match="does not answer") as raised:
+        building.result(10.0)
+    assert waiter.told == [raised.value]
+    assert len(proxies) == 0
+
+
 def test_the_last_release_drops_the_proxy_and_the_next_user_gets_a_new_one() -> None:
     factory = CountingFactory()
     proxies: SharedProxies[Proxy] = SharedProxies(factory)
-    first = proxies.acquire("a")
-    assert proxies.acquire("a") is first
-    assert proxies.acquire("b") is not first
+    first = proxies.acquire("a", _never)
+    assert proxies.acquire("a", _never) is first
+    assert proxies.acquire("b", _never) is not first
 
     proxies.release("a")
     proxies.release("a")
 
     assert len(proxies) == 1
-    assert proxies.acquire("a") is not first
+    assert proxies.acquire("a", _never) is not first
     assert factory.built == ["a", "b", "a"]
 
 
@@ -67,7 +128,7 @@ def test_a_failed_build_propagates_and_leaves_nothing_to_release() -> None:
     proxies: SharedProxies[Proxy] = SharedProxies(unknown)
 
     with pytest.raises(LookupError, match="a/b/c is not defined"):
-        proxies.acquire("a/b/c")
+        proxies.acquire("a/b/c", _never)
     assert len(proxies) == 0
 
 
@@ -80,7 +141,7 @@ def test_a_device_has_a_proxy_exactly_while_someone_holds_it(
     held: dict[str, int] = {}
     for acquire, trl in script:
         if acquire:
-            proxies.acquire(trl)
+            proxies.acquire(trl, _never)
             held[trl] = held.get(trl, 0) + 1
         elif held.get(trl):
             proxies.release(trl)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,6 +22,7 @@ from milonga.testing import SandboxServers, wait_until
 
 COUNTER = "tests.devices.counter"
 CHANGE = tango.EventType.CHANGE_EVENT
+ARCHIVE = tango.EventType.ARCHIVE_EVENT
 WAIT_SECONDS = 15.0
 HAS_EVENT_REASON = hasattr(tango, "EventReason")  # PyTango 10.1 and later
 
@@ -267,6 +270,108 @@ def test_a_burst_of_registrations_pushes_no_event_out_of_the_queue(
     for recorder in recorders:
         recorder.wait_for(lambda r: r.values == [6])
     assert scheduler.stats().dropped == 0
+
+
+@contextlib.contextmanager
+def silent_database() -> Iterator[int]:
+    """A port on 127.0.0.1 that accepts connections and never answers, like a Tango
+    database host that hangs; closed on exit."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept_until_closed() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                accepted.append(listener.accept()[0])
+
+    acceptor = threading.Thread(target=accept_until_closed, name="silent-database")
+    acceptor.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        acceptor.join()
+        for connection in accepted:
+            connection.close()
+
+
+@pytest.mark.skipif(not ASYNC_SUBSCRIPTION, reason="PyTango < 10.1 subscribes synchronously")
+def test_streams_of_a_silent_database_hold_up_no_other_registration(counter: str) -> None:
+    with silent_database() as port, CallbackScheduler(name="test-silent") as scheduler:
+        # cppTango builds one DeviceProxy at a time per process, so only a registration
+        # that needs no new proxy can go ahead while a database does not answer.
+        scheduler.connect_event_stream(counter, "value", CHANGE).result(WAIT_SECONDS)
+        unreachable = Recorder()
+        for attribute in ("a", "b", "c", "d", "e"):  # more than the subscriber threads
+            scheduler.register_event_callback(
+                f"tango://127.0.0.1:{port}/far/away/1", attribute, CHANGE, unreachable
+            )
+        healthy = Recorder()
+
+        scheduler.register_event_callback(counter, "value", ARCHIVE, healthy).result(WAIT_SECONDS)
+
+        healthy.wait_for(lambda r: r.values == [5])
+        assert unreachable.events == []  # the far device's proxy is still being built
+    assert not [t for t in threading.enumerate() if t.name.startswith("test-silent")]
+
+
+def test_shutdown_from_a_registrations_done_callback_stops_everything(counter: str) -> None:
+    scheduler = CallbackScheduler(name="test-done-shutdown")
+    outcome: list[str] = []
+    finished = threading.Event()
+
+    def shut_down(registration: object) -> None:
+        try:
+            scheduler.shutdown()
+            outcome.append("shut down")
+        except Exception as error:
+            outcome.append(repr(error))
+        finally:
+            finished.set()
+
+    registration = scheduler.register_event_callback(counter, "value", CHANGE, Recorder())
+    registration.add_done_callback(shut_down)
+
+    assert finished.wait(WAIT_SECONDS)
+    assert outcome == ["shut down"]
+    wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name.startswith("test-done-shutdown")],
+        "the scheduler's threads to end",
+        timeout=WAIT_SECONDS,
+    )
+    wait_until(
+        lambda: "test/sched/1/value.idl5_change" not in _client_callbacks(),
+        "the subscription to end",
+        timeout=WAIT_SECONDS,
+    )
+
+
+def test_no_callback_starts_once_shutdown_has_begun(counter: str) -> None:
+    scheduler = CallbackScheduler(name="test-no-start")
+    running, release = threading.Event(), threading.Event()
+    values: list[int] = []
+
+    def slow(event: tango.EventData) -> None:
+        reading: Any = event.attr_value
+        values.append(reading.value)
+        running.set()
+        release.wait(WAIT_SECONDS)
+
+    scheduler.register_event_callback(counter, "value", CHANGE, slow).result(WAIT_SECONDS)
+    assert running.wait(WAIT_SECONDS)
+    proxy = tango.DeviceProxy(counter)
+    for _ in range(3):
+        proxy.Increment()
+    wait_until(lambda: scheduler.stats().depth == 3, "three events waiting", WAIT_SECONDS)
+    stopper = threading.Thread(target=scheduler.shutdown)
+    stopper.start()
+    wait_until(lambda: scheduler.is_shut_down, "the shutdown to begin", WAIT_SECONDS)
+
+    release.set()
+    stopper.join()
+
+    assert values == [5]
 
 
 def test_raising_callback_is_logged_and_others_carry_on(

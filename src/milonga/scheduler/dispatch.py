@@ -55,6 +55,7 @@ class Dispatcher(Generic[E]):
         self._heap: list[tuple[float, float, int, EventQueue[E]]] = []
         self._serials = itertools.count()
         self._busy: set[EventQueue[E]] = set()
+        self._discarded_busy: set[EventQueue[E]] = set()  # whose running entry goes unrecorded
         self._timings: dict[EventQueue[E], TimingWindow] = {}
         self._closed = False
         self._lock = threading.Lock()
@@ -64,6 +65,7 @@ class Dispatcher(Generic[E]):
         """Queue ``entry``; return whether an older entry was dropped to make room."""
         with self._lock:
             dropped = queue.put(entry)
+            self._discarded_busy.discard(queue)  # in use again
             if queue not in self._busy and queue not in self._ready:
                 self._make_ready(queue)
             idle = self._idle_to_wake()
@@ -122,6 +124,8 @@ class Dispatcher(Generic[E]):
             self._ready.pop(queue, None)
             self._timings.pop(queue, None)
             self._usage.forget(queue)
+            if queue in self._busy:
+                self._discarded_busy.add(queue)
             return queue.clear()
 
     def close(self) -> None:
@@ -134,6 +138,9 @@ class Dispatcher(Generic[E]):
 
     def _finish(self, queue: EventQueue[E], waited: float, ran: float) -> None:
         self._busy.discard(queue)
+        if queue in self._discarded_busy:
+            self._discarded_busy.discard(queue)
+            return
         self._usage.charge(queue, ran, self._clock())
         timing = self._timings.get(queue)
         if timing is None:

@@ -119,7 +119,10 @@ class CallbackScheduler:
         self._later = DelayedActions(f"{self.name}-timer")
         self._closed = False
         self._dispatcher: Dispatcher[QueuedEvent] = Dispatcher()
-        self._subscriber = ThreadPoolExecutor(SUBSCRIBER_THREADS, f"{self.name}-subscribe")
+        self._subscriber_threads = threading.local()  # .mine is True on this pool's threads
+        self._subscriber = ThreadPoolExecutor(
+            SUBSCRIBER_THREADS, f"{self.name}-subscribe", initializer=self._claim_subscriber_thread
+        )
         self._workers = [
             threading.Thread(target=self._work, name=f"{self.name}-worker-{index}", daemon=True)
             for index in range(thread_count)
@@ -266,8 +269,8 @@ class CallbackScheduler:
         return self._closed
 
     def shutdown(self) -> None:
-        """Finish the callbacks running, stop the workers, unsubscribe every stream and
-        release every proxy.  Idempotent.
+        """Start no more callbacks, unsubscribe every stream, release every proxy, and
+        stop the workers once their callbacks running have finished.  Idempotent.
 
         In a device server's ``delete_device``, call it inside `allow_internal_threads` if a
         callback may push events on that device.
@@ -275,6 +278,7 @@ class CallbackScheduler:
         with self._lock:
             if self._closed:
                 return
+            self._dispatcher.close()  # no callback starts from now on
             self._closed = True
             streams = list(self._streams.values())
             self._streams.clear()
@@ -282,12 +286,13 @@ class CallbackScheduler:
                 stream.closed = True
         self._later.close()
         # Pending connections of closed streams return at once; pending unsubscriptions of
-        # streams already disconnected must still run, so nothing is cancelled.
-        self._subscriber.shutdown(wait=True)
+        # streams already disconnected must still run, so nothing is cancelled.  Called
+        # from a future's done-callback, which runs on a subscriber thread, it cannot wait
+        # for that thread: the pool then finishes its last unsubscriptions on its own.
+        self._subscriber.shutdown(wait=not getattr(self._subscriber_threads, "mine", False))
         for stream in streams:
             self._unsubscribe(stream)
             stream.connection.cancel()
-        self._dispatcher.close()
         holder = current_holder()
         for worker in self._workers:
             if worker is threading.current_thread():
@@ -296,6 +301,9 @@ class CallbackScheduler:
                 worker.join()
             else:  # inside allow_internal_threads: run the pushes the workers hand over
                 holder.serve_while(worker.is_alive)
+
+    def _claim_subscriber_thread(self) -> None:
+        self._subscriber_threads.mine = True
 
     # -- internals: streams -----------------------------------------------------------------
 
@@ -319,14 +327,28 @@ class CallbackScheduler:
             return stream, True
         return stream, False
 
-    def _connect(self, stream: _Stream) -> None:
-        """Subscribe through the scheduler's proxy of the device; retry while it is unknown."""
+    def _connect(self, stream: _Stream, proxy_failure: tango.DevFailed | None = None) -> None:
+        """Subscribe through the scheduler's proxy of the device; retry while it is unknown.
+
+        With asynchronous subscription, a stream whose device's proxy another stream is
+        building does not hold a subscriber thread: `_proxy_built` connects it later,
+        with ``proxy_failure`` if that build failed.
+        """
         with stream.subscribing:
             if stream.closed:
                 return
             try:
+                if proxy_failure is not None:
+                    raise proxy_failure
                 if stream.proxy is None:
-                    stream.proxy = self._proxies.acquire(stream.key.device_trl)
+                    stream.proxy = self._proxies.acquire(
+                        stream.key.device_trl,
+                        functools.partial(self._proxy_built, stream)
+                        if ASYNC_SUBSCRIPTION
+                        else None,
+                    )
+                    if stream.proxy is None:
+                        return
                 if stream.retrying:
                     # A device defined only now may not run yet, and Tango would retry a
                     # failed subscription only every 10 s: wait for it, with our own backoff.
@@ -336,6 +358,13 @@ class CallbackScheduler:
                 self._logger.debug("cannot subscribe to %s yet: %s", stream.key, failure)
                 self._deliver(stream, subscription_failed(stream.key, failure))
                 self._retry_later(stream)
+
+    def _proxy_built(self, stream: _Stream, failure: BaseException | None) -> None:
+        """The build of the proxy that ``stream`` waited for has ended: connect it."""
+        proxy_failure = failure if isinstance(failure, tango.DevFailed) else None
+        with self._lock:
+            if not self._closed and not stream.closed:
+                self._subscriber.submit(self._connect, stream, proxy_failure)
 
     def _subscribe(self, stream: _Stream) -> None:
         assert stream.proxy is not None
