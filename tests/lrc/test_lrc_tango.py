@@ -20,6 +20,7 @@ from milonga.lrc import (
     ResultCode,
     TaskStatus,
     UnexpectedResultCodeError,
+    catchup,
     connect_lrc_interface,
     disconnect_lrc_interface,
     invoke_lrc,
@@ -30,6 +31,7 @@ from tests.lrc.conftest import WAIT_SECONDS, Updates
 
 Devices = dict[str, tango.DeviceProxy]
 CHANGE = tango.EventType.CHANGE_EVENT
+RESUBSCRIBE_SECONDS = 45.0  # Tango notices a restart by its heartbeat: 10-30 s
 
 
 @pytest.fixture
@@ -361,6 +363,8 @@ def test_errors_before_the_call_leave_nothing_subscribed(
         invoke_lrc(Updates(), lrc_devices["v2"], "NoSuchCommand", callback_scheduler=scheduler)
     with pytest.raises(UnexpectedResultCodeError, match="check that Tick is a long running"):
         invoke_lrc(Updates(), lrc_devices["v2"], "Tick", callback_scheduler=scheduler)
+    with pytest.raises(LrcInvocationError, match="failed before reaching the device"):
+        invoke_lrc(Updates(), lrc_devices["v2"], "Echo", ("☃",), callback_scheduler=scheduler)
 
     wait_until(lambda: not scheduler.stats().queues, "every stream to be unsubscribed")
 
@@ -430,3 +434,62 @@ def test_init_while_a_command_runs_aborts_it_and_reports_it(
     # Pushing ABORTED needs the device monitor that Init holds: without
     # allow_internal_threads the push would time out after 3.2 s and the update be lost.
     updates.wait_for_status(TaskStatus.ABORTED)
+
+
+def test_nothing_is_called_once_the_scheduler_is_shut_down_not_even_the_catch_up(
+    lrc_devices: Devices,
+) -> None:
+    device, updates = lrc_devices["v2"], Updates()
+    catch_up_ran = threading.Event()
+    device.MuteUpdates(True)  # nothing arrives: only the catch-up could call
+    try:
+        with CallbackScheduler(name="lrc-shut") as scheduler:
+            invoke_lrc(updates, device, "Echo", ("late",), callback_scheduler=scheduler)
+        # The catch-up thread runs its actions in time order: this one comes after it.
+        catchup.call_later(catchup.CATCH_UP_SECONDS + 0.2, catch_up_ran.set)
+        assert catch_up_ran.wait(WAIT_SECONDS)
+    finally:
+        device.MuteUpdates(False)
+
+    assert updates.calls == []
+
+
+@pytest.mark.usefixtures("lrc_anchor")
+def test_a_v1_device_republishing_its_lists_repeats_no_update(
+    lrc_devices: Devices, scheduler: CallbackScheduler
+) -> None:
+    device, first, second = lrc_devices["v1"], Updates(), Updates()
+
+    invoke_lrc(first, device, "Steps", (400,), callback_scheduler=scheduler)
+    invoke_lrc(second, device, "Steps", (400,), callback_scheduler=scheduler)
+    first.wait_for_status(TaskStatus.COMPLETED)
+    second.wait_for_status(TaskStatus.COMPLETED)
+
+    for updates in (first, second):
+        statuses, progress = updates.values("status"), updates.values("progress")
+        assert len(statuses) == len(set(statuses)), statuses
+        assert progress == sorted(set(progress)), progress
+
+
+def test_a_command_whose_updates_a_server_restart_lost_still_ends(
+    sandbox_servers: SandboxServers, scheduler: CallbackScheduler
+) -> None:
+    server = "LrcTester/restart"
+    trl = sandbox_servers.add_device(server, "LrcTester", "test/lrc/restart")
+    sandbox_servers.start(server, "tests.devices.lrc_device")
+    device = tango.DeviceProxy(trl)
+    connect_lrc_interface(device, scheduler)
+    sandbox_servers.sandbox.restart_server(server)
+    first, second = Updates(), Updates()
+
+    # Until Tango notices the restart, the interface listens to the old server, so the
+    # updates of both are lost; on resubscribing, Tango sends only the second's last one.
+    invoke_lrc(first, device, "Echo", ("first",), callback_scheduler=scheduler)
+    invoke_lrc(second, device, "Echo", ("second",), callback_scheduler=scheduler)
+
+    wait_until(
+        lambda: TaskStatus.COMPLETED in first.values("status"),
+        "the first command's end",
+        timeout=RESUBSCRIBE_SECONDS,
+    )
+    assert first.values("result") == ["first"]

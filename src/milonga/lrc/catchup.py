@@ -6,6 +6,10 @@ that ends that quickly would never report its end.  So an invocation that subscr
 itself asks the device once, `CATCH_UP_SECONDS` after the reply, if it has heard nothing:
 protocol v2 devices list finished commands in ``lrcFinished``, v1 devices keep their
 statuses in ``longRunningCommandStatus``.
+
+Every invocation also asks once its events flow again after error events, as after a
+server restart: the updates pushed meanwhile are lost, and a restarted server no longer
+knows the command at all.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from milonga.lrc.protocol import (
     V1_RESULT,
     V1_STATUS,
     MalformedUpdateError,
+    TaskStatus,
     decode_v1,
     parse_status,
 )
@@ -30,6 +35,7 @@ from milonga.scheduler.timers import DelayedActions
 CATCH_UP_SECONDS = 1.0
 """How long after the reply an invocation that has heard nothing asks the device."""
 V2_FINISHED = "lrcFinished"
+V2_WAITING = ("lrcQueue", "lrcExecuting")
 
 _ACTIONS = DelayedActions("milonga-lrc-catch-up")  # its thread starts with the first check
 atexit.register(_ACTIONS.close)
@@ -88,3 +94,31 @@ def ask_device(proxy: tango.DeviceProxy, version: int, command_id: str) -> dict[
         return finished_v2(finished.value, command_id)
     readings: list[Any] = proxy.read_attributes([V1_STATUS, V1_RESULT])
     return finished_v1(readings[0].value, readings[1].value, command_id)
+
+
+def ask_device_after_outage(
+    proxy: tango.DeviceProxy, version: int, command_id: str
+) -> dict[str, Any] | None:
+    """Like `ask_device`, for a device whose events stopped for a while, as when its server
+    restarted: also a NOT_FOUND update if its records do not mention ``command_id`` at all,
+    since a restarted server has forgotten the commands it was running."""
+    if version >= 2:
+        lists: list[Any] = proxy.read_attributes([*V2_WAITING, V2_FINISHED])
+        ended = finished_v2(lists[-1].value, command_id)
+        records = [entry for reading in lists for entry in reading.value or ()]
+        known = any(_mentions(entry, command_id) for entry in records)
+    else:
+        v1: list[Any] = proxy.read_attributes([V1_STATUS, V1_RESULT])
+        ended = finished_v1(v1[0].value, v1[1].value, command_id)
+        known = command_id in (v1[0].value or ())
+    if ended is not None or known:
+        return ended
+    return {"status": TaskStatus.NOT_FOUND}
+
+
+def _mentions(entry: str, command_id: str) -> bool:
+    try:
+        record = json.loads(entry)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and record.get("uid") == command_id

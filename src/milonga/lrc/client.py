@@ -110,6 +110,9 @@ class LrcSubscription:
         self._registrations: list[futures.Future[CallbackID]] = []
         self._finished = threading.Event()
         self._heard = False  # an update about the command reached _on_event
+        self._outage = False  # an error event came, and no update since
+        self._last: dict[str, Any] = {}  # what the callback was last told, by keyword
+        self._proxy = proxy
         self._command_id = ""
         self._replied = threading.Event()  # the command id is known, or it never will be
         self._subscribe(proxy)
@@ -204,6 +207,12 @@ class LrcSubscription:
             ) from failure
         except MalformedUpdateError as malformed:
             raise UnexpectedResultCodeError(str(malformed)) from malformed
+        except Exception as refused:  # PyTango could not convert the argument, for one
+            raise LrcInvocationError(
+                f"calling {command} on {device} with {arguments!r} failed before reaching "
+                f"the device: {type(refused).__name__}: {refused}; pass an argument of the "
+                "command's type (strings: Latin-1 characters only)"
+            ) from refused
         if code in ACCEPTED_CODES:
             return text
         if code is ResultCode.REJECTED:
@@ -233,20 +242,70 @@ class LrcSubscription:
         with self._calling:
             if self._finished.is_set():
                 return
-            update = self._decode(event)
+            self._note_outage(event)
+            update = self._news(self._decode(event))
             if update is None:
-                return  # about another command
+                return  # about another command, or nothing new
             self._heard = True
             if update.get("status") in TERMINAL_STATUSES:
                 self.unsubscribe_lrc_events()  # before the call: `finished` holds in it
             self._call(**update)
 
+    def _note_outage(self, event: tango.EventData) -> None:
+        """Track error events; once events flow again after some, ask the device how the
+        command is doing, since updates pushed meanwhile are lost (a server restart)."""
+        if event.err:
+            self._outage = True
+        elif self._outage:
+            self._outage = False
+            catchup.call_later(0.0, self._recheck_after_outage)
+
+    def _news(self, update: dict[str, Any] | None) -> dict[str, Any] | None:
+        """``update`` without what the callback was told already, or None if nothing is
+        left.  A v1 device republishes its whole status and progress lists whenever one
+        command changes, which would repeat the others' updates."""
+        if update is None or self._version >= 2 or "error" in update:
+            return update
+        news = {key: value for key, value in update.items() if self._last.get(key) != value}
+        self._last.update(news)
+        return news or None
+
     # -- on the catch-up thread ----------------------------------------------------------
+
+    def _recheck_after_outage(self) -> None:
+        """Report how the command ended, or that the device no longer knows it, from the
+        device's records, after its events stopped for a while."""
+        if self.finished:
+            return
+        try:
+            update = catchup.ask_device_after_outage(self._proxy, self._version, self._command_id)
+        except tango.DevFailed as failure:
+            self._logger.warning(
+                "cannot ask how %s (%s) is doing after its updates stopped: %s",
+                self._command,
+                self._command_id,
+                failure,
+            )
+            return
+        if update is None:
+            return  # still queued or running: its updates flow again
+        with self._calling:
+            if self.finished:
+                return
+            self._logger.warning(
+                "%s (%s) is %s by the device's records after its updates stopped for a "
+                "while (a server restart, say); updates pushed meanwhile were lost",
+                self._command,
+                self._command_id,
+                update["status"].name,
+            )
+            self.unsubscribe_lrc_events()
+            self._call(**update)
 
     def _catch_up(self, proxy: tango.DeviceProxy) -> None:
         """Report how the command ended from the device's records, if it has ended and
         none of its updates arrived."""
-        if self._heard or self._finished.is_set():
+        if self._heard or self.finished:
             return
         try:
             update = catchup.ask_device(proxy, self._version, self._command_id)
@@ -256,7 +315,7 @@ class LrcSubscription:
         if update is None:
             return
         with self._calling:
-            if self._heard or self._finished.is_set():
+            if self._heard or self.finished:
                 return
             self._logger.warning(
                 "%s (%s) has ended (%s) but none of its updates arrived within %g s: lost "
