@@ -192,6 +192,26 @@ def test_max_queued_must_be_positive(published: Published) -> None:
         CommandExecutor(published, max_queued=0)
 
 
+def test_an_abort_waiting_for_the_running_command_is_listed_as_executing(
+    executor: CommandExecutor, published: Published
+) -> None:
+    started, release = threading.Event(), threading.Event()
+
+    def stubborn(progress: ProgressReporter, abort_event: threading.Event) -> None:
+        started.set()
+        release.wait(WAIT_SECONDS)  # ignores the abort until released
+
+    _, running = executor.submit("Stubborn", stubborn)
+    assert started.wait(WAIT_SECONDS)
+    _, abort = executor.abort()
+
+    executing = [record.command_id for record in executor.records()[1]]
+    release.set()
+    published.wait_for_status(abort, TaskStatus.COMPLETED)
+
+    assert executing == [running, abort]
+
+
 def test_the_lists_describe_commands_as_the_field_does(
     executor: CommandExecutor, published: Published
 ) -> None:

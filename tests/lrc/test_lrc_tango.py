@@ -363,7 +363,7 @@ def test_errors_before_the_call_leave_nothing_subscribed(
         invoke_lrc(Updates(), lrc_devices["v2"], "NoSuchCommand", callback_scheduler=scheduler)
     with pytest.raises(UnexpectedResultCodeError, match="check that Tick is a long running"):
         invoke_lrc(Updates(), lrc_devices["v2"], "Tick", callback_scheduler=scheduler)
-    with pytest.raises(LrcInvocationError, match="failed before reaching the device"):
+    with pytest.raises(LrcInvocationError, match="PyTango could not call Echo"):
         invoke_lrc(Updates(), lrc_devices["v2"], "Echo", ("☃",), callback_scheduler=scheduler)
 
     wait_until(lambda: not scheduler.stats().queues, "every stream to be unsubscribed")

@@ -49,6 +49,8 @@ LrcCallback = Callable[..., None]
 """Called with keyword arguments, any of ``status``, ``progress``, ``result`` and
 ``error``, and must accept ``**kwargs`` for those a later protocol may add."""
 
+CALLING_POLL_SECONDS = 0.05
+"""How often a worker waiting to call the callback checks whether updates have stopped."""
 REPLY_WAIT_SECONDS = 4.0
 """How long an update that arrives before the command's reply waits for it, at least; the
 proxy's timeout plus a second if that is longer."""
@@ -81,7 +83,8 @@ class LrcSubscription:
 
     Updates stop after a terminal status (COMPLETED, FAILED, ABORTED, REJECTED,
     NOT_FOUND) or `unsubscribe_lrc_events`.  The callback runs on the scheduler's workers,
-    one call at a time.
+    or for an end learnt from the device's records on milonga's catch-up thread, one
+    call at a time.
     """
 
     def __init__(
@@ -209,9 +212,9 @@ class LrcSubscription:
             raise UnexpectedResultCodeError(str(malformed)) from malformed
         except Exception as refused:  # PyTango could not convert the argument, for one
             raise LrcInvocationError(
-                f"calling {command} on {device} with {arguments!r} failed before reaching "
-                f"the device: {type(refused).__name__}: {refused}; pass an argument of the "
-                "command's type (strings: Latin-1 characters only)"
+                f"PyTango could not call {command} on {device} with {arguments!r}: "
+                f"{type(refused).__name__}: {refused}; pass an argument of the command's "
+                "type (strings: Latin-1 characters only)"
             ) from refused
         if code in ACCEPTED_CODES:
             return text
@@ -239,7 +242,9 @@ class LrcSubscription:
                 self._reply_wait,
             )
             return
-        with self._calling:
+        if not self._hold_calling():
+            return
+        try:
             if self._finished.is_set():
                 return
             self._note_outage(event)
@@ -250,6 +255,19 @@ class LrcSubscription:
             if update.get("status") in TERMINAL_STATUSES:
                 self.unsubscribe_lrc_events()  # before the call: `finished` holds in it
             self._call(**update)
+        finally:
+            self._calling.release()
+
+    def _hold_calling(self) -> bool:
+        """Take `_calling` for a worker, or return False once updates have stopped.
+
+        The catch-up thread may hold it for a call that shuts the scheduler down, which
+        waits for this worker; it marks the subscription finished before that call.
+        """
+        while not self._calling.acquire(timeout=CALLING_POLL_SECONDS):
+            if self._finished.is_set():
+                return False
+        return True
 
     def _note_outage(self, event: tango.EventData) -> None:
         """Track error events; once events flow again after some, ask the device how the
@@ -263,8 +281,9 @@ class LrcSubscription:
     def _news(self, update: dict[str, Any] | None) -> dict[str, Any] | None:
         """``update`` without what the callback was told already, or None if nothing is
         left.  A v1 device republishes its whole status and progress lists whenever one
-        command changes, which would repeat the others' updates."""
-        if update is None or self._version >= 2 or "error" in update:
+        command changes, which would repeat the others' updates; and after a server
+        restart Tango sends each attribute's latest value again."""
+        if update is None or "error" in update:
             return update
         news = {key: value for key, value in update.items() if self._last.get(key) != value}
         self._last.update(news)

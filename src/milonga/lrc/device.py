@@ -82,7 +82,8 @@ class LrcDevice(Device):
 
     @attribute(dtype=(str,), max_dim_x=LIST_MAX)  # type: ignore[untyped-decorator]
     def lrcExecuting(self) -> list[str]:
-        """The command running now, if any, as a JSON object."""
+        """The command running now, if any, and the aborts waiting for it to stop, as JSON
+        objects."""
         return [record.summary() for record in self.lrc_executor.records()[1]]
 
     @attribute(dtype=(str,), max_dim_x=LIST_MAX)  # type: ignore[untyped-decorator]

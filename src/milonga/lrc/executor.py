@@ -173,10 +173,16 @@ class CommandExecutor:
     def records(
         self,
     ) -> tuple[tuple[TaskRecord, ...], tuple[TaskRecord, ...], tuple[TaskRecord, ...]]:
-        """The waiting, the running (zero or one) and the last finished commands."""
+        """The waiting, the running (the command running, if any, and the aborts waiting for
+        it to stop) and the last finished commands."""
         with self._lock:
             running = () if self._running is None else (self._running.record,)
-            return tuple(t.record for t in self._queued), running, tuple(self._finished)
+            aborting = tuple(record for record, _ in self._aborts)
+            return (
+                tuple(t.record for t in self._queued),
+                running + aborting,
+                tuple(self._finished),
+            )
 
     def shutdown(self, join: Callable[[threading.Thread], None] = threading.Thread.join) -> None:
         """Abort everything, then wait for both threads with ``join``.  Idempotent.

@@ -151,7 +151,8 @@ class Dispatcher(Generic[E]):
 
     def _make_ready(self, queue: EventQueue[E]) -> None:
         """Offer ``queue``, which has entries and is neither busy nor ready, to the workers.
-        Among equally used queues, the one whose waiting entry is oldest goes first."""
+        Among equally used queues, the one whose oldest entry was oldest at this moment goes
+        first; entries the queue drops later do not change its place."""
         serial = next(self._serials)
         self._ready[queue] = serial
         rank = self._usage.rank(queue)

@@ -5,8 +5,8 @@ them, not 200.  A proxy lives while a stream uses it: the last `release` drops i
 its stream unsubscribed, so dropping it unsubscribes nothing.
 
 Building can block for seconds (a database host that does not answer), so only one
-thread builds a device's proxy at a time, and the others do not wait for it: they are
-told when the build has ended, with its failure if it failed.
+thread builds a device's proxy at a time, and the others need not wait for it: they can
+be told when the build has ended, with its failure if it failed.
 """
 
 from __future__ import annotations

@@ -358,11 +358,14 @@ class CallbackScheduler:
                 self._logger.debug("cannot subscribe to %s yet: %s", stream.key, failure)
                 self._deliver(stream, subscription_failed(stream.key, failure))
                 self._retry_later(stream)
+        if stream.connected and not ASYNC_SUBSCRIPTION:
+            # Outside the lock: the users' done-callbacks may do anything, shut down included.
+            _resolve(stream.connection, None)
 
     def _proxy_built(self, stream: _Stream, failure: BaseException | None) -> None:
         """The build of the proxy that ``stream`` waited for has ended: connect it."""
         proxy_failure = failure if isinstance(failure, tango.DevFailed) else None
-        with self._lock:
+        with self._lock, contextlib.suppress(RuntimeError):  # the interpreter is exiting
             if not self._closed and not stream.closed:
                 self._subscriber.submit(self._connect, stream, proxy_failure)
 
@@ -381,7 +384,7 @@ class CallbackScheduler:
             stream.subscription = stream.proxy.subscribe_event(
                 key.attr_name, key.event_type, on_tango_event, stateless=True
             )
-            self._mark_connected(stream, on_tango_thread=False)
+            stream.connected = True
 
     def _retry_later(self, stream: _Stream) -> None:
         delay = stream.retry_delay
@@ -396,15 +399,13 @@ class CallbackScheduler:
             if not self._closed and not stream.closed:
                 self._subscriber.submit(self._connect, stream)
 
-    def _mark_connected(self, stream: _Stream, *, on_tango_thread: bool = True) -> None:
+    def _mark_connected(self, stream: _Stream) -> None:
+        """On Tango's thread, at the stream's first event: resolve its connection."""
         # No scheduler lock here: Tango's thread may hold cppTango's own locks, which a
         # thread holding ours may wait for (a DeviceProxy freed by garbage collection).
         if stream.connected or stream.closed or self._closed:
             return
         stream.connected = True
-        if not on_tango_thread:
-            _resolve(stream.connection, None)
-            return
         # Resolving runs the users' done-callbacks: keep them off Tango's thread.
         with contextlib.suppress(RuntimeError):  # the pool was shut down meanwhile
             self._subscriber.submit(_resolve, stream.connection, None)
@@ -431,7 +432,8 @@ class CallbackScheduler:
     def _disconnect(self, stream: _Stream) -> None:
         """Forget ``stream`` and unsubscribe it on a subscriber thread.  Holds the lock."""
         del self._streams[stream.key]
-        stream.closed = True
+        with stream.delivering:  # no event of it gets queued once its queue is discarded
+            stream.closed = True
         stream.connection.cancel()
         if not any(other.queue is stream.queue for other in self._streams.values()):
             self._dispatcher.discard(stream.queue)
@@ -478,7 +480,7 @@ class CallbackScheduler:
         real events out of its bounded queue.
         """
         latest = stream.last_event  # the stream's latest news, good or bad
-        if latest is None or stream.closed:
+        if latest is None:
             return
 
         def joined(queued: QueuedEvent) -> QueuedEvent | None:
