@@ -45,7 +45,7 @@ def _database_answers(tango_host: str) -> bool:
     return bool(tango.Database(host, int(port)).get_info())
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_sandbox_command_serves_until_interrupted(
     running_sandbox: tuple[subprocess.Popen[str], str], signum: signal.Signals
 ) -> None:

@@ -113,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the `milonga` command line and return its exit status."""
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, raise_terminated)
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # not under nohup
+        signal.signal(signal.SIGHUP, raise_terminated)  # the terminal closed: clean up too
     try:
         status: int = args.run(args)
     except KeyboardInterrupt:

@@ -240,7 +240,7 @@ def test_a_restarted_server_is_picked_up_again(
     [
         (["no/such/device"], None, "unknown device 'no/such/device'"),
         ([COUNTER, "not/a/device/name"], None, "'not/a/device/name' is not a device name"),
-        ([COUNTER], "127.0.0.1:1", "cannot reach the Tango database (TANGO_HOST=127.0.0.1:1)"),
+        ([COUNTER], "127.0.0.1:1", "cannot reach the Tango database at 127.0.0.1:1 (TANGO_HOST)"),
     ],
 )
 def test_bad_devices_get_one_clear_line_and_status_2(
@@ -270,3 +270,30 @@ def test_help_explains_the_options_and_the_sampling_caveat() -> None:
     for option in ("--polling-period", "--poll-period", "--monitor-perf", "--append", "--count"):
         assert option in result.stdout
     assert "whichever client queries a server first" in result.stdout
+
+
+def test_a_server_up_late_then_gone_gets_the_right_notes(
+    sandbox_servers: SandboxServers,
+    start_monitor: Callable[[list[str], dict[str, str]], RunningMonitor],
+) -> None:
+    sandbox_servers.add_device("MonitorLate/1", "Counter", "test/monitor/late")
+    sandbox = sandbox_servers.sandbox
+    monitor = start_monitor([*MONITOR, "test/monitor/late", "-m", *FAST], environment(sandbox))
+    monitor.wait_for("the server not answering", has("- No answer"))
+
+    sandbox_servers.start("MonitorLate/1", "tests/devices/counter.py")
+    # Sampling is turned on right after the first snapshot it answers, before the next one.
+    monitor.wait_for(
+        "two snapshots in which it answers",
+        lambda snapshots: sum("- No answer" not in s for s in snapshots) >= 2,
+    )
+    sandbox.stop_server("MonitorLate/1")
+    monitor.wait_for("it not answering again", lambda s: "- No answer" in s[-1])
+    status, stderr = monitor.interrupt()
+
+    assert status == 130
+    assert "Traceback" not in stderr
+    assert "turned performance sampling on in dserver/MonitorLate/1" in stderr
+    assert "restarted" not in stderr  # it had never answered before
+    assert "warning: could not turn performance sampling off in dserver/MonitorLate/1" in stderr
+    assert "run 'tango-event-monitor dserver/MonitorLate/1 --monitor --count 1'" in stderr

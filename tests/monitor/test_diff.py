@@ -14,7 +14,7 @@ from tests.monitor.strategies import snapshots
 def test_in_a_first_snapshot_everything_is_new() -> None:
     report = diff(None, snapshot("publisher_1.json"))
 
-    assert report.new_publishers == (Publisher(COUNTER_STREAM, 1),)
+    assert report.new_publishers == (Publisher(COUNTER_STREAM, 0),)
     assert report.published == ()
     assert report.removed_publishers == ()
     assert report.server_perf is None  # perf on, but no samples yet
@@ -24,7 +24,7 @@ def test_published_events_show_the_counter_moving() -> None:
     report = diff(snapshot("publisher_1.json"), snapshot("publisher_2.json"))
 
     (change,) = report.published
-    assert (change.stream, change.counter) == (COUNTER_STREAM, Change(1, 121))
+    assert (change.stream, change.counter) == (COUNTER_STREAM, Change(0, 120))
     assert report.server_perf is not None
     assert report.went_down == ()
 
@@ -33,7 +33,7 @@ def test_a_restarted_publisher_shows_its_counter_going_down() -> None:
     report = diff(snapshot("publisher_2.json"), snapshot("publisher_3.json"))
 
     (change,) = report.published
-    assert change.counter == Change(121, 6)
+    assert change.counter == Change(120, 5)
     assert change.counter.delta == -115
     assert report.went_down == (COUNTER_STREAM,)
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import textwrap
 from datetime import datetime
 
+import pytest
 from hypothesis import given
+from hypothesis import strategies as st
 
 from milonga.monitor import (
     Change,
@@ -28,7 +30,8 @@ from milonga.monitor import (
     render_poll,
     render_report,
 )
-from milonga.monitor.render import WIDTH
+from milonga.monitor.render import FULL_TABLE_NOTE, MIN_FILL, WIDTH, rule
+from milonga.monitor.stats import SAMPLE_LIMIT
 from tests.monitor.data import snapshot
 from tests.monitor.strategies import snapshots
 
@@ -294,7 +297,7 @@ def test_everything_the_json_carries_beyond_the_tutorial_is_shown() -> None:
         "- Counters went down (restarted, or dropped and subscribed again)",
         "    test/monitor/counter/value.change",
         "- Published events",
-        "    test/monitor/counter/value.change: 121 -> 6 (-115) last pushed server counter",
+        "    test/monitor/counter/value.change: 120 -> 5 (-115) last pushed server counter",
     ]
     assert render_report(Report(subscription_changes=(resubscribed,))) == [
         "- Received events and callback changes",
@@ -321,6 +324,53 @@ def test_a_server_that_stops_answering_and_returns() -> None:
         "    no answer to 2 snapshot(s), so it may have restarted; changes are since "
         "2026-03-17T12:00:00.000005",
     ]
+
+
+def test_a_server_that_answers_for_the_first_time_did_not_restart() -> None:
+    first = ServerEntry(HW, Report(), silent_polls=3)
+
+    assert render_poll(PollReport(datetime(2026, 3, 17), (first,))).splitlines()[2:4] == [
+        "- First answer",
+        "    no answer to the 3 snapshot(s) before, so everything is new",
+    ]
+
+
+@given(
+    st.text(
+        "abcXYZ/_:.,() 019é",
+        min_size=WIDTH - 2 * MIN_FILL - 10,
+        max_size=WIDTH + 10,
+    )
+)
+def test_a_rule_keeps_its_fill_around_any_label(label: str) -> None:
+    line = rule(label, "-")
+
+    assert len(line) == max(WIDTH, len(label) + 2 * MIN_FILL)
+    assert line.startswith("-" * MIN_FILL)
+    assert line.endswith("-" * MIN_FILL)
+    assert line.strip("-") == label
+
+
+def test_a_server_label_wider_than_the_rules_keeps_its_dashes() -> None:
+    server = MonitoredServer("dserver/Motor/crate7", tuple(f"sr/motor/axis-{i}" for i in range(9)))
+
+    line = render_poll(PollReport(datetime(2026, 3, 17), (ServerEntry(server, Report()),)))
+
+    assert f"---{server.label}---" in line.splitlines()
+
+
+@pytest.mark.parametrize(("samples", "noted"), [(SAMPLE_LIMIT - 1, False), (SAMPLE_LIMIT, True)])
+def test_a_table_that_filled_the_sample_buffer_says_events_may_be_missing(
+    samples: int, noted: bool
+) -> None:
+    row = PerfRow("Push Time", stats(samples, 40, 1, 40, 4, 116), in_micros=True)
+    table = PerfTable((row,), samples=samples)
+
+    lines = render_report(Report(server_perf=table, client_perf=table))
+
+    notes = [i for i, line in enumerate(lines) if line == f"    {FULL_TABLE_NOTE}"]
+    assert notes == ([3, 7] if noted else [])  # under each table's two lines
+    assert len(f"    {FULL_TABLE_NOTE}") <= WIDTH
 
 
 @given(snapshots(), snapshots())

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from milonga.monitor import SnapshotFormatError, parse_snapshot
-from milonga.monitor.snapshot import EMPTY_SNAPSHOT, short_name
+from milonga.monitor.snapshot import EMPTY_SNAPSHOT, ServerSide, short_name
 from tests.monitor.data import COUNTER_STREAM, COUNTER_TOPIC, TANGO_HOST, snapshot, text
 
 
@@ -15,8 +15,22 @@ def test_a_publisher_has_counters_per_stream_and_no_client_side() -> None:
     publisher = snapshot("publisher_2.json")
 
     assert publisher.server is not None
-    assert publisher.server.publishers == {COUNTER_STREAM: 121}
+    assert publisher.server.publishers == {COUNTER_STREAM: 120}
     assert publisher.client is None
+
+
+def test_the_publisher_counter_is_the_last_pushed_one_not_the_next() -> None:
+    # cppTango's event_counters hold the next event's counter: 1 when the stream is
+    # created, 121 after the 120 events its only subscriber received without a loss.
+    assert json.loads(text("publisher_2.json"))["server"]["event_counters"][COUNTER_STREAM] == 121
+    publisher, subscriber = snapshot("publisher_2.json"), snapshot("subscriber_2.json")
+
+    assert publisher.server is not None
+    assert subscriber.client is not None
+    received = subscriber.client.subscriptions[COUNTER_TOPIC]
+    assert received.missed_event_count == 0
+    assert publisher.server.publishers[COUNTER_STREAM] == received.server_counter == 120
+    assert snapshot("publisher_1.json").server == ServerSide({COUNTER_STREAM: 0}, perf=())
 
 
 def test_server_perf_samples_keep_the_first_gap_unknown() -> None:

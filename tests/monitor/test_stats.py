@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from milonga.monitor import ClientPerfSample, ServerPerfSample, summarise
 from milonga.monitor.stats import (
     NO_ATTRIBUTE,
+    SAMPLE_LIMIT,
     summarise_client_perf,
     summarise_server_perf,
     time_unit,
@@ -143,3 +144,11 @@ def test_a_row_without_samples_is_left_out() -> None:
     assert "Latency" not in names
     assert f"{NO_ATTRIBUTE} Processing Time" in names
     assert summarise_server_perf([ServerPerfSample(None, 4)]).rows[0].name == "Push Time"
+
+
+@pytest.mark.parametrize(("count", "full"), [(SAMPLE_LIMIT - 1, False), (SAMPLE_LIMIT, True)])
+def test_a_table_of_as_many_samples_as_the_process_keeps_is_full(count: int, full: bool) -> None:
+    table = summarise_server_perf([ServerPerfSample(100, 10)] * count)
+
+    assert table.samples == count
+    assert table.full is full

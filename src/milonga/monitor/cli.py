@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import os
 import signal
 import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from types import FrameType
-from typing import TextIO
+from typing import Any, TextIO
 
-from milonga.monitor.collector import Collector, MonitorSetupError, resolve_servers
+from milonga.monitor.collector import PERF_COMMAND, Collector, MonitorSetupError, resolve_servers
 from milonga.monitor.jsonl import JsonLinesWriter
 from milonga.monitor.poll import Poll, PollHistory
 from milonga.monitor.render import render_poll
@@ -30,6 +31,11 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 DEFAULT_PERIOD_SECONDS = 10.0
+MAX_PERIOD_SECONDS = 86400.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+"""Ctrl-C, SIGTERM and SIGHUP (the terminal closed) all stop the monitor cleanly."""
+
+_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 SAMPLES_WARNING = (
     "performance samples go to whichever client queries a server first, and each query "
@@ -60,19 +66,33 @@ note:
 {textwrap.indent(textwrap.fill(SAMPLES_WARNING.capitalize() + ".", width=86), "  ")}
 
 exit status:
-  0 after --count snapshots, 1 if the output cannot be written, 2 for bad arguments or
-  devices, 130 after Ctrl-C, 143 after SIGTERM.
+  0 after --count snapshots, 1 if the output cannot be written (standard output or
+  error closed, FILE or the screen failing), 2 for bad arguments or devices, 130 after
+  Ctrl-C, 143 after SIGTERM or SIGHUP.
 """
 
 
-def _positive_float(text: str) -> float:
+def _period(text: str) -> float:
+    """A polling period: more than 0 seconds, at most a day."""
     try:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds above 0, got {text!r}")
+    if not 0 < value <= MAX_PERIOD_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of seconds above 0 and at most {MAX_PERIOD_SECONDS:g} (one "
+            f"day), got {text!r}; give a period in seconds such as 10"
+        )
     return value
+
+
+def _file_name(text: str) -> str:
+    """A file name for --output: not empty."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "expected a file name, got an empty one; give the file to write, or leave out -o"
+        )
+    return text
 
 
 def _positive_int(text: str) -> int:
@@ -97,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--polling-period",
         "--poll-period",
         dest="polling_period",
-        type=_positive_float,
+        type=_period,
         default=DEFAULT_PERIOD_SECONDS,
         metavar="SECONDS",
         help="time between snapshots (default: %(default)g). Each query briefly holds up "
@@ -115,6 +135,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-o",
         "--output",
+        type=_file_name,
         metavar="FILE",
         help='also write each snapshot to FILE as one JSON line: {"time": ..., "replies": '
         '{ADMIN: {"data": QueryEventSystem reply} or {"error": text}}}',
@@ -155,11 +176,27 @@ def run(
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
-    """Monitor as ``args`` (from `add_arguments`) ask, writing to ``out`` and ``err``."""
+    """Monitor as ``args`` (from `add_arguments`) ask, writing to ``out`` and ``err``
+    (default: standard output and error, which must be open: exit status 1 otherwise).
+    Characters their encodings lack (μ and ± under Latin-1) come out as backslash escapes.
+    """
     out = out or sys.stdout
     err = err or sys.stderr
+    if err is None:  # closed (2>&-): nowhere to say anything
+        return EXIT_FAILED
+    if out is None:  # closed (>&-)
+        print(
+            f"{prog}: error: standard output is closed, so no snapshot can be shown; send it "
+            "to a terminal, a file or a pipe",
+            file=err,
+            flush=True,
+        )
+        return EXIT_FAILED
+    for stream in (out, err):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
     try:
-        with _handling_signals():
+        with _handling(_raising()):
             return _run(args, prog, out, err)
     except MonitorSetupError as error:
         print(f"{prog}: error: {error}", file=err, flush=True)
@@ -193,6 +230,11 @@ def _run(args: argparse.Namespace, prog: str, out: TextIO, err: TextIO) -> int:
             return session.run()
 
 
+class _OutputError(Exception):
+    """The screen or the file of --output cannot be written; the message says which and
+    what to do."""
+
+
 class _Session:
     """One run of the monitor: the polling loop and the clean-up every exit path needs."""
 
@@ -214,14 +256,18 @@ class _Session:
         self.prog = prog
         self.history = PollHistory()
         self.output_closed = False
+        self.answered: set[str] = set()  # admin devices that have answered a query
 
     def run(self) -> int:
+        """Poll until --count snapshots or a signal, and return the exit status.  However
+        it stops, sampling turned on by --monitor is turned off again, with a warning for
+        each server that does not answer that."""
         perf_on = False
         finished = False
         status = EXIT_OK
         try:
             if self.args.monitor:
-                print(f"{self.prog}: note: {SAMPLES_WARNING}", file=self.err, flush=True)
+                self._say("note", SAMPLES_WARNING)
                 perf_on = True  # before asking, so that any exit turns it off again
                 self.collector.set_perf_monitoring(True)
             self._loop()
@@ -230,18 +276,18 @@ class _Session:
             status = EXIT_INTERRUPTED
         except Terminated:
             status = EXIT_TERMINATED
-        except BrokenPipeError:
-            self._close_output()
+        except BrokenPipeError:  # the reader went away (`| head`): nobody to tell
             status = EXIT_FAILED
-        except OSError as error:  # the output file: disk full, removed device...
-            print(f"{self.prog}: error: {error}", file=self.err, flush=True)
+        except _OutputError as error:
+            self._say("error", str(error))
             status = EXIT_FAILED
         finally:
             if perf_on:
-                with _ignoring_signals():
+                # A further signal must not leave sampling on: only the last poll heeds it.
+                with _handling(dict.fromkeys(STOP_SIGNALS, signal.SIG_IGN)) as handlers:
                     if not finished and not self.output_closed:
-                        self._last_poll()
-                    self.collector.set_perf_monitoring(False)
+                        self._last_poll(handlers)
+                    self._warn_left_on(self.collector.set_perf_monitoring(False))
         return status
 
     def _loop(self) -> None:
@@ -259,105 +305,149 @@ class _Session:
             time.sleep(period - elapsed % period)
 
     def _show(self, poll: Poll) -> None:
-        with _deferring_signals():  # the file and the screen show the same snapshots
-            self._record(poll)
+        self._record(poll)
         if self.args.monitor:
             self._keep_perf_on(poll)
+        self.answered.update(
+            reply.server.admin for reply in poll.replies if reply.snapshot is not None
+        )
 
     def _record(self, poll: Poll) -> None:
-        if self.writer is not None:
+        """Write ``poll`` to the file, then to the screen.  A signal waits until both have
+        it, unless it arrives while the screen is being written: that may be blocked (`|
+        less` at a page), so the signal acts at once and the screen gets nothing more."""
+        text = render_poll(self.history.add(poll))
+        with _deferring_signals() as handlers:
+            if self.writer is not None:
+                self._write_file(poll)
+            with _handling(handlers):
+                self._write_screen(text)
+
+    def _write_file(self, poll: Poll) -> None:
+        assert self.writer is not None
+        try:
             self.writer.write(poll)
-        self.out.write(render_poll(self.history.add(poll)))
-        self.out.flush()
+        except OSError as error:
+            self.writer = None  # said once; the screen goes on
+            raise _OutputError(
+                f"cannot write to {self.args.output} ({error.strerror}); snapshots are no "
+                "longer written to it. Make sure it can be written (free space, a working "
+                "disk) or give another file with -o"
+            ) from None
+
+    def _write_screen(self, text: str) -> None:
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except (KeyboardInterrupt, Terminated, BrokenPipeError):
+            self._close_output()
+            raise
+        except OSError as error:
+            self._close_output()
+            raise _OutputError(
+                f"cannot write to standard output ({error.strerror}); send it somewhere "
+                "that takes it, such as a file or a pipe"
+            ) from None
 
     def _keep_perf_on(self, poll: Poll) -> None:
-        """A server that restarted has sampling off again: turn it back on."""
+        """Turn sampling on in servers that answer with it off: restarted, or answering
+        for the first time."""
         off = [
             reply.server
             for reply in poll.replies
             if reply.snapshot is not None and reply.snapshot.perf_monitoring is False
         ]
-        if off and not self.collector.set_perf_monitoring(True, off):
-            labels = ", ".join(server.label for server in off)
-            print(
-                f"{self.prog}: note: performance sampling was off in {labels} "
-                "(restarted?); turned it on again",
-                file=self.err,
-                flush=True,
+        if not off or self.collector.set_perf_monitoring(True, off):
+            return
+        again = ", ".join(server.label for server in off if server.admin in self.answered)
+        first = ", ".join(server.label for server in off if server.admin not in self.answered)
+        if again:
+            self._say(
+                "note", f"performance sampling was off in {again} (restarted?); turned it on again"
+            )
+        if first:
+            self._say(
+                "note",
+                f"turned performance sampling on in {first}, which answers for the first time",
             )
 
-    def _last_poll(self) -> None:
-        """Show the samples taken since the last snapshot before sampling is turned off."""
+    def _last_poll(self, handlers: dict[int, _Handler]) -> None:
+        """Show the samples taken since the last snapshot before sampling is turned off.
+        ``handlers`` act on signals meanwhile: a further one skips it."""
         try:
-            self._record(self.collector.poll())
-        except BrokenPipeError:
-            self._close_output()
-        except OSError as error:
-            print(f"{self.prog}: error: {error}", file=self.err, flush=True)
+            with _handling(handlers):
+                self._record(self.collector.poll())
+        except (KeyboardInterrupt, Terminated, BrokenPipeError):
+            pass
+        except _OutputError as error:
+            self._say("error", str(error))
+
+    def _warn_left_on(self, failures: dict[str, str]) -> None:
+        """Name each server in which sampling could not be turned off, and the remedy."""
+        for admin, failure in failures.items():
+            self._say(
+                "warning",
+                f"could not turn performance sampling off in {admin} ({failure}); if that "
+                "server still runs, sampling stays on in it. Once it answers, run "
+                f"'{self.prog} {admin} --monitor --count 1' or call {PERF_COMMAND}(False) on "
+                f"{admin}",
+            )
+
+    def _say(self, kind: str, text: str) -> None:
+        print(f"{self.prog}: {kind}: {text}", file=self.err, flush=True)
 
     def _close_output(self) -> None:
-        """The reader went away (``| head``): send the rest of the output nowhere."""
+        """Send the rest of the screen output, buffered text included, nowhere."""
         self.output_closed = True
         with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), self.out.fileno())
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.out.fileno())
+            os.close(devnull)
 
 
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _raising() -> dict[int, _Handler]:
+    """Ctrl-C raises KeyboardInterrupt, SIGTERM and SIGHUP `Terminated`, so that they all
+    clean up; a signal the monitor was started to ignore (nohup) stays ignored."""
+    return {
+        signum: signal.default_int_handler if signum == signal.SIGINT else raise_terminated
+        for signum in STOP_SIGNALS
+        if signal.getsignal(signum) != signal.SIG_IGN
+    }
+
+
 @contextlib.contextmanager
-def _handling_signals() -> Iterator[None]:
-    """SIGTERM raises `Terminated`, so that it cleans up like Ctrl-C does."""
+def _handling(handlers: dict[int, _Handler]) -> Iterator[dict[int, _Handler]]:
+    """Handle signals with ``handlers`` inside the block; yield the handlers they replace.
+    Only the main thread can set handlers: elsewhere the block runs as it is."""
     if not _in_main_thread():
-        yield
+        yield {}
         return
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
     try:
-        yield
+        yield previous
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 @contextlib.contextmanager
-def _deferring_signals() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM back until the block is done, then act on them."""
-    if not _in_main_thread():
-        yield
-        return
+def _deferring_signals() -> Iterator[dict[int, _Handler]]:
+    """Hold stop signals back until the block is done, then act on them; yield the
+    handlers that act on them, for parts of the block that must not wait."""
     arrived: list[int] = []
 
     def remember(signum: int, frame: FrameType | None) -> None:
         arrived.append(signum)
 
-    previous = {
-        signum: signal.signal(signum, remember) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-    if signal.SIGTERM in arrived:
-        raise Terminated
+    active = {signum for signum in STOP_SIGNALS if signal.getsignal(signum) != signal.SIG_IGN}
+    with _handling(dict.fromkeys(active, remember)) as handlers:
+        yield handlers
     if arrived:
-        raise KeyboardInterrupt
-
-
-@contextlib.contextmanager
-def _ignoring_signals() -> Iterator[None]:
-    """Let the clean-up finish: a second Ctrl-C must not leave sampling on."""
-    if not _in_main_thread():
-        yield
-        return
-    previous = {
-        signum: signal.signal(signum, signal.SIG_IGN) for signum in (signal.SIGINT, signal.SIGTERM)
-    }
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        raise KeyboardInterrupt if set(arrived) == {signal.SIGINT} else Terminated
 
 
 if __name__ == "__main__":

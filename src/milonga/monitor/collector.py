@@ -7,23 +7,27 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import tango
 
 from milonga.monitor.poll import MonitoredServer, Poll, Reply
 from milonga.monitor.snapshot import Snapshot, parse_snapshot
+from milonga.scheduler.streams import device_trl
 from milonga.tango_errors import describe_failure, root_cause
 
 QUERY_COMMAND = "QueryEventSystem"
 PERF_COMMAND = "EnableEventSystemPerfMon"
 REQUIRED_TANGO = "cppTango 10.0 or newer (PyTango 10.0 or newer)"
-DEFAULT_TIMEOUT_SECONDS = 3.0
+DEFAULT_TIMEOUT_SECONDS = 1.0
 MAX_WORKERS = 32
 
 _T = TypeVar("_T")
@@ -48,9 +52,12 @@ def check_query_support(server: MonitoredServer, commands: Iterable[str]) -> Non
 def resolve_servers(names: Sequence[str]) -> list[MonitoredServer]:
     """The device servers of ``names`` (devices, aliases, admin devices or TRLs), each once.
 
-    Devices of one server make one entry that lists them.  Only the Tango database is
-    asked, so the servers need not be running, nor answering.  Raises `MonitorSetupError`
-    for names the database does not know, or a database out of reach.
+    Devices of one server make one entry that lists them, however they are spelled: bare
+    names are in the TANGO_HOST database, and a database host is the same whatever name
+    or address gives it.  The entry's admin device is spelled as the first name of that
+    server was.  Only the Tango database is asked, so the servers need not be running,
+    nor answering.  Raises `MonitorSetupError` for names the database does not know, or
+    a database out of reach.
     """
     if not names:
         raise MonitorSetupError("no device given; name at least one device or admin device")
@@ -58,11 +65,20 @@ def resolve_servers(names: Sequence[str]) -> list[MonitoredServer]:
     databases: dict[str, tango.Database] = {}
     admins: dict[str, tuple[str, list[str]]] = {}
     for name in names:
-        admin, is_admin = _admin_of(name, databases)
-        _, devices = admins.setdefault(admin.lower(), (admin, []))
+        admin, key, is_admin = _admin_of(name, databases)
+        _, devices = admins.setdefault(key, (admin, []))
         if not is_admin and name not in devices:
             devices.append(name)
     return [MonitoredServer(admin, tuple(devices)) for admin, devices in admins.values()]
+
+
+def server_key(db_host: str, db_port: str | int, admin: str) -> str:
+    """The one name of admin device ``admin`` of the database at ``db_host:db_port``.
+
+    ``tango://address:port/dserver/executable/instance``, lower case, with the host's IP
+    address: every spelling of one server gives the same key.
+    """
+    return device_trl(f"tango://{db_host}:{db_port}/{admin}")
 
 
 def _check_tango_host(names: Sequence[str]) -> None:
@@ -78,12 +94,11 @@ def _check_tango_host(names: Sequence[str]) -> None:
         )
 
 
-def _admin_of(name: str, databases: dict[str, tango.Database]) -> tuple[str, bool]:
-    """The admin device serving ``name``, and whether ``name`` is that admin itself."""
+def _admin_of(name: str, databases: dict[str, tango.Database]) -> tuple[str, str, bool]:
+    """The admin device serving ``name``, its `server_key`, and whether it is ``name``."""
     trl = _TRL.match(name)
     prefix = trl["prefix"] if trl else ""
     device = trl["name"] if trl else name
-    where = prefix.rstrip("/") if trl else f"TANGO_HOST={os.environ.get('TANGO_HOST')}"
     if device.count("/") not in (0, 2) or "" in device.split("/"):
         raise MonitorSetupError(
             f"{name!r} is not a device name: expected domain/family/member, an alias, "
@@ -99,24 +114,35 @@ def _admin_of(name: str, databases: dict[str, tango.Database]) -> tuple[str, boo
             device = db.get_device_from_alias(device)
         info = db.get_device_info(device)
     except tango.DevFailed as failure:
-        raise MonitorSetupError(_setup_failure(name, where, failure)) from None
-    return f"{prefix}dserver/{info.ds_full_name}", info.class_name == "DServer"
+        raise MonitorSetupError(_setup_failure(name, failure)) from None
+    admin = f"dserver/{info.ds_full_name}"
+    key = server_key(db.get_db_host(), db.get_db_port(), admin)
+    return prefix + admin, key, info.class_name == "DServer"
 
 
-def _setup_failure(name: str, where: str, failure: tango.DevFailed) -> str:
+def _setup_failure(name: str, failure: tango.DevFailed) -> str:
+    """Why ``name`` could not be looked up, naming the database that was asked."""
+    trl = _TRL.match(name)
+    if trl:
+        where, fix = f"{trl['host']}:{trl['port']}", "the host:port in the name"
+    else:
+        where, fix = (
+            f"{os.environ.get('TANGO_HOST', 'your tangorc file')} (TANGO_HOST)",
+            "TANGO_HOST",
+        )
     reasons = {error.reason for error in failure.args}
     if reasons & {"API_DeviceNotDefined", "DB_DeviceNotDefined"}:
         return (
-            f"unknown device {name!r}: the Tango database ({where}) does not define it; "
-            "check the name (domain/family/member, or an alias) and TANGO_HOST"
+            f"unknown device {name!r}: the Tango database at {where} does not define it; "
+            f"check the name (domain/family/member, or an alias) and {fix}"
         )
     if reasons & {"API_CantConnectToDatabase", "API_TangoHostNotSet"}:
         return (
-            f"cannot reach the Tango database ({where}) to look up {name!r}; "
-            "check that TANGO_HOST names a running database server"
+            f"cannot reach the Tango database at {where} to look up {name!r}; "
+            f"check that a Tango database server runs there, or fix {fix}"
         )
     root = root_cause(failure)
-    return f"cannot look up {name!r} in the Tango database ({where}): {root}"
+    return f"cannot look up {name!r} in the Tango database at {where}: {root}"
 
 
 def query_process() -> Snapshot:
@@ -136,7 +162,7 @@ def query_server(device: str, timeout: float = DEFAULT_TIMEOUT_SECONDS) -> Snaps
     does not answer.
     """
     (server,) = resolve_servers([device])
-    return parse_snapshot(_admin_proxy(server, timeout).command_inout(QUERY_COMMAND))
+    return parse_snapshot(_admin_proxy(server.admin, timeout).command_inout(QUERY_COMMAND))
 
 
 def set_perf_monitoring(
@@ -144,21 +170,36 @@ def set_perf_monitoring(
 ) -> None:
     """Turn performance sampling on or off in the device server running ``device``."""
     (server,) = resolve_servers([device])
-    _admin_proxy(server, timeout).command_inout(PERF_COMMAND, enabled)
+    _admin_proxy(server.admin, timeout).command_inout(PERF_COMMAND, enabled)
 
 
-def _admin_proxy(server: MonitoredServer, timeout: float) -> tango.DeviceProxy:
-    proxy = tango.DeviceProxy(server.admin)
-    proxy.set_timeout_millis(round(timeout * 1000))
+def _admin_proxy(admin: str, timeout: float | None) -> tango.DeviceProxy:
+    """A proxy to ``admin``, whose calls give up after ``timeout`` seconds if given.
+
+    Setting the timeout connects: see `Collector._proxy` for why it may be left unset.
+    """
+    proxy = tango.DeviceProxy(admin)
+    if timeout is not None:
+        proxy.set_timeout_millis(round(timeout * 1000))
     return proxy
+
+
+@dataclass(frozen=True)
+class NoAnswer:
+    """A server whose call was still under way when the collector stopped waiting."""
+
+    reason: str
 
 
 class Collector:
     """Queries several device servers at the same time, one worker thread per server.
 
-    A poll takes about as long as the slowest server, not the sum of them.  A server that
-    fails to answer gives an error `Reply`; it is asked again at the next poll, which is
-    how a restarted server is picked up.  Use it as a context manager, or `close` it.
+    A poll takes about as long as the slowest server, and never much more than
+    ``timeout``: a server still busy then (frozen, say) gets an error `Reply`, and is not
+    asked again before that call ends, so one server stuck in cppTango's 3 s reconnection
+    attempts does not hold up the others.  A server that fails to answer is asked again
+    at the next poll, which is how a restarted server is picked up.  Use it as a context
+    manager, or `close` it.
     """
 
     def __init__(
@@ -173,6 +214,13 @@ class Collector:
         self.timeout = timeout
         # Made by the worker threads on first use: making one may wait for its server.
         self._proxies: dict[str, tango.DeviceProxy] = {}
+        # Calls that outlived their wait, by admin device, with when they were sent.
+        self._late: dict[str, tuple[float, Future[Any]]] = {}
+        # The last failure of each server that says something about the server.
+        self._failures: dict[str, tango.DevFailed] = {}
+        # Servers whose proxy has our timeout; see `_proxy`.
+        self._timed: set[str] = set()
+        self._closing = threading.Event()
         workers = max_workers or min(MAX_WORKERS, max(1, len(self.servers)))
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="milonga-monitor")
 
@@ -184,10 +232,10 @@ class Collector:
         commands = self._each(lambda proxy: [c.cmd_name for c in proxy.command_list_query()])
         silent = []
         for server, result in zip(self.servers, commands, strict=True):
-            if isinstance(result, tango.DevFailed):
-                silent.append(server)
-            else:
+            if isinstance(result, list):
                 check_query_support(server, result)
+            else:
+                silent.append(server)
         return silent
 
     def poll(self) -> Poll:
@@ -197,9 +245,9 @@ class Collector:
         return Poll(
             time,
             tuple(
-                Reply.failed(server, describe_failure(answer))
-                if isinstance(answer, tango.DevFailed)
-                else Reply.answered(server, answer)
+                Reply.answered(server, answer)
+                if isinstance(answer, str)
+                else Reply.failed(server, _describe(answer))
                 for server, answer in zip(self.servers, answers, strict=True)
             ),
         )
@@ -216,13 +264,18 @@ class Collector:
 
         results = self._each(switch, chosen)
         return {
-            server.admin: describe_failure(result)
+            server.admin: _describe(result)
             for server, result in zip(chosen, results, strict=True)
-            if isinstance(result, tango.DevFailed)
+            if isinstance(result, (tango.DevFailed, NoAnswer))
         }
 
     def close(self) -> None:
-        """Wait for queries under way, then stop the worker threads."""
+        """Stop the worker threads, once the Tango calls under way have ended.
+
+        On a frozen server a call lasts up to ``timeout``, cppTango's 3 s reconnection and
+        ``timeout`` again; calls not started yet are dropped.
+        """
+        self._closing.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Collector:
@@ -240,23 +293,83 @@ class Collector:
         self,
         call: Callable[[tango.DeviceProxy], _T],
         servers: Sequence[MonitoredServer] | None = None,
-    ) -> list[_T | tango.DevFailed]:
-        """``call(proxy)`` for each server at once: each result, or the DevFailed it raised."""
+    ) -> list[_T | tango.DevFailed | NoAnswer]:
+        """``call(proxy)`` for each server at once: each result, or the DevFailed it raised.
 
-        def guarded(server: MonitoredServer) -> _T | tango.DevFailed:
+        Waits at most ``timeout``: a server whose call is still under way then, or still
+        under way from an earlier `_each`, gives `NoAnswer`, and is not called again.
+        """
+
+        def guarded(server: MonitoredServer) -> _T | tango.DevFailed | NoAnswer:
             try:
-                return call(self._proxy(server))
+                proxy = self._proxy(server)
+                if self._closing.is_set():
+                    return NoAnswer("the monitor is closing")
+                result = call(proxy)
+                if server.admin not in self._timed:
+                    proxy.set_timeout_millis(round(self.timeout * 1000))
+                    self._timed.add(server.admin)
+                return result
             except tango.DevFailed as failure:
-                return failure
+                return self._telling(server, failure)
 
         chosen = self.servers if servers is None else servers
-        futures = [self._pool.submit(guarded, server) for server in chosen]
-        return [future.result() for future in futures]
+        now = time.monotonic()
+        for admin, (_, late) in list(self._late.items()):
+            if late.done():
+                del self._late[admin]
+        futures = {
+            server.admin: self._pool.submit(guarded, server)
+            for server in chosen
+            if server.admin not in self._late
+        }
+        wait(futures.values(), timeout=self.timeout)
+        results: list[_T | tango.DevFailed | NoAnswer] = []
+        for server in chosen:
+            future = futures.get(server.admin)
+            if future is not None and future.done():
+                results.append(future.result())
+                continue
+            if future is not None:
+                self._late[server.admin] = (now, future)
+            sent = self._late[server.admin][0]
+            results.append(
+                NoAnswer(
+                    f"no answer for {time.monotonic() - sent:.1f} s (the timeout is "
+                    f"{self.timeout:g} s): its device server is frozen, overloaded or out "
+                    "of reach; it is asked again once that call ends"
+                )
+            )
+        return results
+
+    def _telling(self, server: MonitoredServer, failure: tango.DevFailed) -> tango.DevFailed:
+        """``failure``, or the server's previous one if cppTango just delayed reconnecting.
+
+        cppTango refuses to reconnect within 1 s of its last attempt, which says nothing
+        about the server: the failure of that last attempt is the reason to show.
+        """
+        delayed = any(
+            error.reason == "API_CantConnectToDevice" and "delayed" in str(error.desc)
+            for error in failure.args
+        )
+        if delayed:
+            return self._failures.get(server.admin, failure)
+        self._failures[server.admin] = failure
+        return failure
 
     def _proxy(self, server: MonitoredServer) -> tango.DeviceProxy:
+        """The server's proxy; ``timeout`` is set once a call has connected it.
+
+        Setting it connects, and a failed connection makes cppTango refuse the next one
+        for 1 s, hiding why it failed.  Until connected, calls end within cppTango's 3 s
+        connection timeout anyway.
+        """
         proxy = self._proxies.get(server.admin)
         if proxy is None:
-            proxy = tango.DeviceProxy(server.admin)
-            proxy.set_timeout_millis(round(self.timeout * 1000))
+            proxy = _admin_proxy(server.admin, None)
             self._proxies[server.admin] = proxy
         return proxy
+
+
+def _describe(result: tango.DevFailed | NoAnswer) -> str:
+    return result.reason if isinstance(result, NoAnswer) else describe_failure(result)

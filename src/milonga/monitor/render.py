@@ -1,8 +1,9 @@
 """Reports as text, in the layout of the tango-event-monitor tutorial.
 
 A poll opens and closes with a 120-column ``=`` rule around its time; each server starts
-with a ``-`` rule around its label; then come the sections that have content, each a
-``- Title`` line with its entries indented below.  Pure code, no Tango.
+with a ``-`` rule around its label (wider than 120 columns if the label needs it); then
+come the sections that have content, each a ``- Title`` line with its entries indented
+below.  Pure code, no Tango.
 """
 
 from __future__ import annotations
@@ -12,16 +13,24 @@ from collections.abc import Iterable
 from milonga.monitor.diff import Change, Report, SubscriptionChange
 from milonga.monitor.poll import PollReport, ServerEntry
 from milonga.monitor.snapshot import Subscription, short_name
-from milonga.monitor.stats import PerfRow, PerfTable, time_unit
+from milonga.monitor.stats import SAMPLE_LIMIT, PerfRow, PerfTable, time_unit
 
 WIDTH = 120
+MIN_FILL = 3
+"""A rule keeps at least this many ``fill`` characters on each side of its text."""
 INDENT = "    "
 TABLE_COLUMNS = ("mean", "median", "count", "minimum", "maximum", "1%", "10%", "90%", "99%")
+FULL_TABLE_NOTE = (
+    f"(a process keeps only {SAMPLE_LIMIT} samples between queries: these are its last "
+    f"{SAMPLE_LIMIT} events; a shorter --poll-period shows all)"
+)
+"""Shown under a table whose samples filled the process's buffer: older ones may be gone."""
 
 
 def rule(text: str, fill: str) -> str:
-    """``text`` centred in a `WIDTH`-column line of ``fill``."""
-    return text.center(WIDTH, fill)
+    """``text`` centred in a line of ``fill``: `WIDTH` columns, or more for a long text, so
+    that at least `MIN_FILL` ``fill`` characters stay on each side."""
+    return text.center(max(WIDTH, len(text) + 2 * MIN_FILL), fill)
 
 
 def render_poll(report: PollReport) -> str:
@@ -35,17 +44,26 @@ def render_poll(report: PollReport) -> str:
 
 
 def render_entry(entry: ServerEntry) -> list[str]:
-    """One server: its ``-`` rule, then why it did not answer or what changed."""
+    """One server: its ``-`` rule, then why it did not answer or what changed.
+
+    A server answering after silent polls "may have restarted" only if it had answered
+    before (``entry.last_answer`` is set); otherwise this is its first answer.
+    """
     lines = [rule(entry.server.label, "-")]
     if entry.error is not None:
         lines += _section("No answer", [entry.error.splitlines()[0] if entry.error else ""])
-    if entry.silent_polls:
-        since = ""
-        if entry.last_answer is not None:
-            since = f"; changes are since {entry.last_answer.isoformat()}"
+    if entry.silent_polls and entry.last_answer is not None:
         lines += _section(
             "Answering again",
-            [f"no answer to {entry.silent_polls} snapshot(s), so it may have restarted{since}"],
+            [
+                f"no answer to {entry.silent_polls} snapshot(s), so it may have restarted; "
+                f"changes are since {entry.last_answer.isoformat()}"
+            ],
+        )
+    elif entry.silent_polls:
+        lines += _section(
+            "First answer",
+            [f"no answer to the {entry.silent_polls} snapshot(s) before, so everything is new"],
         )
     if entry.report is not None:
         lines += render_report(entry.report)
@@ -116,9 +134,11 @@ def _section(title: str, entries: Iterable[str]) -> list[str]:
 
 
 def _table_section(title: str, table: PerfTable | None) -> list[str]:
+    """The table under its title, and a note when its samples filled the process's buffer."""
     if table is None or not table.rows:
         return []
-    return [f"- {title}", *render_table(table)]
+    note = [INDENT + FULL_TABLE_NOTE] if table.full else []
+    return [f"- {title}", *render_table(table), *note]
 
 
 def _moved(change: Change) -> str:

@@ -11,6 +11,11 @@ A device server's admin command ``QueryEventSystem`` (and, for the calling proce
 The server side is the process as a publisher, the client side the process as a
 subscriber.  ``perf`` is null while performance monitoring is off.  Keys this module does
 not know are ignored, as cppTango may add some.  Nothing here imports Tango.
+
+cppTango's ``event_counters`` hold the counter the *next* event on each stream will carry:
+1 when a stream is created, n + 1 after n pushes.  `ServerSide.publishers` holds the
+counter of the last event pushed instead, one less, so that it equals the last received
+counter of a subscriber that lost nothing.
 """
 
 from __future__ import annotations
@@ -111,7 +116,8 @@ class ServerSide:
     """The process as a publisher."""
 
     publishers: Mapping[str, int]
-    """The last server counter pushed on each stream, by full stream name."""
+    """The server counter of the last event pushed on each stream, by full stream name;
+    0 before the first push.  The reply's ``event_counters`` minus one."""
     perf: tuple[ServerPerfSample, ...] | None
     """Samples taken since the previous query by anyone; None while monitoring is off."""
 
@@ -180,7 +186,7 @@ def _server_side(server: Mapping[str, Any]) -> ServerSide:
     perf = server.get("perf")
     return ServerSide(
         publishers={
-            stream: _int(count, f"server.event_counters[{stream!r}]")
+            stream: _int(count, f"server.event_counters[{stream!r}]") - 1
             for stream, count in counters.items()
         },
         perf=None

@@ -18,6 +18,10 @@ DECILES_FROM = 10
 PERCENTILES_FROM = 100
 """The 1% and 99% columns need at least this many samples."""
 
+SAMPLE_LIMIT = 256
+"""cppTango keeps at most this many samples per side between two queries, dropping the
+older ones: a table made of this many samples may miss events."""
+
 NO_ATTRIBUTE = "(no attribute)"
 """The processing-time row of events that name no attribute."""
 
@@ -96,6 +100,11 @@ class PerfTable:
     rows: tuple[PerfRow, ...]
     samples: int
     """How many samples the table was made from, discarded ones included."""
+
+    @property
+    def full(self) -> bool:
+        """Whether the samples filled the process's buffer, so that some may have been lost."""
+        return self.samples >= SAMPLE_LIMIT
 
 
 def _rows(candidates: Iterable[tuple[str, Sequence[float], bool]]) -> tuple[PerfRow, ...]:
