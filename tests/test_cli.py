@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,14 +21,18 @@ STOP_SECONDS = 20
 
 @pytest.fixture
 def running_sandbox() -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`milonga sandbox` in a subprocess, once it has printed its TANGO_HOST."""
+    """`milonga sandbox` in a subprocess, once it has printed its TANGO_HOST.  Its
+    temporary directory goes too, even if a test killed it before it could remove it."""
     process = subprocess.Popen(
         [*MILONGA, "sandbox"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
+    directories: set[str] = set()  # the database runs in the sandbox's directory
     try:
         assert process.stdout is not None
         for line in process.stdout:
             if "export TANGO_HOST=" in line:
+                children = psutil.Process(process.pid).children(recursive=True)
+                directories = {child.cwd() for child in children}
                 yield process, line.split("=", 1)[1].strip()
                 break
         else:
@@ -38,6 +43,9 @@ def running_sandbox() -> Iterator[tuple[subprocess.Popen[str], str]]:
                 child.kill()
             process.kill()
         process.communicate()
+        for directory in directories:
+            if Path(directory).name.startswith("milonga-sandbox-"):
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def _database_answers(tango_host: str) -> bool:
@@ -95,3 +103,23 @@ def test_sandbox_directory_that_cannot_be_used_is_a_clear_error(tmp_path: Path) 
 def test_version() -> None:
     result = subprocess.run([*MILONGA, "--version"], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == f"milonga {__version__}"
+
+
+@pytest.mark.parametrize(
+    ("redirect", "expected"),
+    [(">&-", "standard output is closed"), ("> /dev/full", "cannot write to standard output")],
+    ids=["closed", "full"],
+)
+def test_standard_output_that_takes_nothing_is_a_clear_error(redirect: str, expected: str) -> None:
+    command = " ".join([*MILONGA, "sandbox"])
+    result = subprocess.run(
+        ["sh", "-c", f"exec {command} {redirect}"],
+        capture_output=True,
+        text=True,
+        timeout=STOP_SECONDS,
+        check=False,
+    )
+
+    assert result.returncode == 1
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr

@@ -9,11 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 import tango
@@ -40,6 +42,7 @@ from milonga.demo.system import (
 from milonga.monitor import Poll
 from milonga.sandbox import SandboxError, TangoSandbox
 from milonga.tango_errors import root_cause
+from milonga.terminated import Terminated
 
 LOG_WAIT_SECONDS = 5.0
 POLL_SECONDS = 0.05
@@ -167,14 +170,23 @@ def _check(run: DemoRun, *, use_scheduler: bool) -> None:
 @contextlib.contextmanager
 def _running_sandbox() -> Iterator[TangoSandbox]:
     """A started sandbox, with this process's TANGO_HOST pointing at it as a user's would;
-    raises `DemoError` if it does not start."""
+    raises `DemoError` if it does not start.  Says so when a signal stops it, as stopping
+    servers in the middle of a scan takes seconds."""
     with contextlib.ExitStack() as stack:
         try:
             sandbox = stack.enter_context(TangoSandbox())
         except SandboxError as error:
             raise cannot_start("the demo's Tango database", error) from None
         stack.enter_context(_tango_host(sandbox.tango_host))
-        yield sandbox
+        try:
+            yield sandbox
+        except (KeyboardInterrupt, Terminated):
+            print(
+                "milonga: stopping the control system; this can take a few seconds",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise
 
 
 @contextlib.contextmanager
@@ -245,11 +257,14 @@ def _hw_log(sandbox: TangoSandbox, start: int) -> list[str]:
 def _keep_running(sandbox: TangoSandbox, timing: Timing, console: Console) -> None:
     """Leave the system up for the user until Ctrl-C."""
     millis = round(timing.client_timeout_seconds * 1000)
+    python = Path(sys.executable)  # this environment's, which has PyTango and milonga
+    monitor = python.with_name("tango-event-monitor")
     console.say(
         "The control system keeps running. Follow the tutorial by hand in other terminals:",
         f"    export TANGO_HOST={sandbox.tango_host}",
-        f"    tango-event-monitor --monitor --polling-period {timing.polling_period:g} {HW} {TOP}",
-        f'    itango, then: top = Device("{TOP}"); top.set_timeout_millis({millis}); top.Scan()',
+        f"    {monitor} --monitor --polling-period {timing.polling_period:g} {HW} {TOP}",
+        f'    {python} -c \'import tango; top = tango.DeviceProxy("{TOP}"); '
+        f"top.set_timeout_millis({millis}); top.Scan()'",
         "Press Ctrl-C to stop it.",
     )
     try:

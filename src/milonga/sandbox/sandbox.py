@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
 import shutil
+import signal
 import site
 import sys
 import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -111,7 +113,16 @@ class TangoSandbox:
             raise
 
     def stop(self) -> None:
-        """Stop every device server, then the database.  Safe to call more than once."""
+        """Stop every device server, then the database.  Safe to call more than once.
+
+        Called in the main thread, it ignores Ctrl-C, SIGTERM and SIGHUP until it is done
+        (a few seconds at most), so that a second signal cannot leave processes or files
+        behind.
+        """
+        with _stop_signals_ignored():
+            self._stop()
+
+    def _stop(self) -> None:
         with self._lock:
             servers = list(self._servers)
         for server in reversed(servers):
@@ -416,3 +427,18 @@ def _as_property(value: Any) -> list[str]:
     if isinstance(value, str) or not isinstance(value, Iterable):
         return [str(value)]
     return [str(item) for item in value]
+
+
+@contextlib.contextmanager
+def _stop_signals_ignored() -> Iterator[None]:
+    """Ignore the signals that stop a program, in the main thread, until the block ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    previous = {stop: signal.signal(stop, signal.SIG_IGN) for stop in stops}
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, signal.SIG_DFL if handler is None else handler)
