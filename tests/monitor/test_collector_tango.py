@@ -7,7 +7,9 @@ import functools
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import tango
@@ -193,6 +195,26 @@ def test_a_frozen_server_holds_up_neither_the_others_nor_the_exit(
         assert publisher.error.startswith("no answer for ")
         assert subscriber.snapshot is not None
     assert not [t for t in threading.enumerate() if t.name.startswith("milonga-monitor")]
+
+
+class SlowToAsk(Collector):
+    """A `Collector` that takes ``delay`` seconds before each query, like a slow link."""
+
+    def __init__(self, servers: list[MonitoredServer], delay: float, **options: Any) -> None:
+        super().__init__(servers, **options)
+        self._delay = delay
+
+    def _proxy(self, server: MonitoredServer) -> tango.DeviceProxy:
+        time.sleep(self._delay)  # the slow link itself, not a wait for something
+        return super()._proxy(server)
+
+
+def test_servers_queried_in_turn_each_get_the_timeout(event_servers: EventServers) -> None:
+    servers = servers_of(event_servers.sandbox)
+    with SlowToAsk(servers, 0.6 * TIMEOUT_SECONDS, timeout=TIMEOUT_SECONDS, max_workers=1) as one:
+        poll = one.poll()  # the second query starts after more than the timeout
+
+    assert [reply.error for reply in poll.replies] == [None, None]
 
 
 def test_the_api_queries_a_server_and_switches_its_sampling(event_servers: EventServers) -> None:

@@ -221,8 +221,8 @@ class Collector:
         # Servers whose proxy has our timeout; see `_proxy`.
         self._timed: set[str] = set()
         self._closing = threading.Event()
-        workers = max_workers or min(MAX_WORKERS, max(1, len(self.servers)))
-        self._pool = ThreadPoolExecutor(workers, thread_name_prefix="milonga-monitor")
+        self._workers = max_workers or min(MAX_WORKERS, max(1, len(self.servers)))
+        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="milonga-monitor")
 
     def check_support(self) -> list[MonitoredServer]:
         """Check that every answering server has `QUERY_COMMAND`; return those not answering.
@@ -296,7 +296,8 @@ class Collector:
     ) -> list[_T | tango.DevFailed | NoAnswer]:
         """``call(proxy)`` for each server at once: each result, or the DevFailed it raised.
 
-        Waits at most ``timeout``: a server whose call is still under way then, or still
+        Waits at most ``timeout`` per turn of the workers (one turn when there are as
+        many workers as servers): a server whose call is still under way then, or still
         under way from an earlier `_each`, gives `NoAnswer`, and is not called again.
         """
 
@@ -323,7 +324,9 @@ class Collector:
             for server in chosen
             if server.admin not in self._late
         }
-        wait(futures.values(), timeout=self.timeout)
+        # With fewer workers than servers, calls wait their turn: each gets the timeout.
+        turns = -(-len(futures) // self._workers)
+        wait(futures.values(), timeout=self.timeout * turns)
         results: list[_T | tango.DevFailed | NoAnswer] = []
         for server in chosen:
             future = futures.get(server.admin)
