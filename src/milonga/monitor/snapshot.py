@@ -117,7 +117,7 @@ class ServerSide:
 
     publishers: Mapping[str, int]
     """The server counter of the last event pushed on each stream, by full stream name;
-    0 before the first push.  The reply's ``event_counters`` minus one."""
+    0 before the first push.  The reply's ``event_counters`` minus one, never below 0."""
     perf: tuple[ServerPerfSample, ...] | None
     """Samples taken since the previous query by anyone; None while monitoring is off."""
 
@@ -186,7 +186,7 @@ def _server_side(server: Mapping[str, Any]) -> ServerSide:
     perf = server.get("perf")
     return ServerSide(
         publishers={
-            stream: _int(count, f"server.event_counters[{stream!r}]") - 1
+            stream: max(0, _int(count, f"server.event_counters[{stream!r}]") - 1)
             for stream, count in counters.items()
         },
         perf=None
