@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
 import threading
 from pathlib import Path
@@ -13,7 +11,6 @@ import pytest
 import tango
 
 from milonga.sandbox import SandboxError, ServerStartError, TangoSandbox
-from milonga.sandbox.sandbox import _stop_signals_ignored
 from milonga.testing import SandboxServers
 
 DEVICES = Path(__file__).parent / "devices"
@@ -235,12 +232,3 @@ def test_a_given_directory_keeps_database_and_logs(tmp_path: Path) -> None:
 
     assert (tmp_path / "tango_database.db").is_file()
     assert (tmp_path / "logs" / "Kept.1.log").is_file()
-
-
-def test_stopping_ignores_a_second_ctrl_c_until_it_is_done() -> None:
-    usual = signal.getsignal(signal.SIGINT)
-
-    with _stop_signals_ignored():
-        os.kill(os.getpid(), signal.SIGINT)  # would raise KeyboardInterrupt here
-
-    assert signal.getsignal(signal.SIGINT) is usual

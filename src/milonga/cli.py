@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import io
-import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import TextIO
 
-from milonga import __version__
+from milonga import __version__, standard_streams
 from milonga.demo import DemoError, DemoOptions, run_demo
 from milonga.demo.system import QUICK
 from milonga.monitor import cli as monitor_cli
@@ -19,7 +16,8 @@ from milonga.terminated import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
     Terminated,
-    raise_terminated,
+    handling,
+    raising,
 )
 
 EXIT_ERROR = 1
@@ -111,44 +109,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _writable(stream: TextIO) -> bool:
-    """Whether ``stream`` still takes output; probing it may write a newline."""
-    try:
-        stream.flush()
-        os.write(stream.fileno(), b"\n")
-    except OSError:
-        return False
-    return True
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `milonga` command line and return its exit status."""
     args = build_parser().parse_args(argv)
-    if sys.stdout is None or sys.stderr is None:  # started with >&- or 2>&-
-        if sys.stderr is not None:
-            print("milonga: error: standard output is closed; send it to a terminal, a file "
-                  "or a pipe", file=sys.stderr)  # fmt: skip
+    if not standard_streams.usable("milonga", sys.stdout, sys.stderr):
         return EXIT_ERROR
-    for stream in (sys.stdout, sys.stderr):  # μ and ± under a Latin-1 locale: escapes
-        if isinstance(stream, io.TextIOWrapper):
-            stream.reconfigure(errors="backslashreplace")
-    signal.signal(signal.SIGTERM, raise_terminated)
-    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:  # not under nohup
-        signal.signal(signal.SIGHUP, raise_terminated)  # the terminal closed: clean up too
     try:
-        status: int = args.run(args)
+        with handling(raising()):  # SIGTERM and SIGHUP clean up as Ctrl-C does
+            status: int = args.run(args)
     except KeyboardInterrupt:
         print("milonga: interrupted; everything it started has been stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         # The reader went away (`milonga demo | head`): nobody is left to tell.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        standard_streams.discard(sys.stdout)
         return EXIT_ERROR
     except OSError as error:
-        if _writable(sys.stdout):
+        if standard_streams.takes_output(sys.stdout):
             raise
         # Standard output is failing: a full disk, say.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        standard_streams.discard(sys.stdout)
         print(
             f"milonga: error: cannot write to standard output ({error.strerror}); send it "
             "somewhere that takes it, such as a file on a disk with room, or a pipe",

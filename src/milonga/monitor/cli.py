@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
-import os
 import signal
 import sys
 import textwrap
-import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from types import FrameType
-from typing import Any, TextIO
+from typing import TextIO
 
+from milonga import standard_streams
 from milonga.monitor.collector import PERF_COMMAND, Collector, MonitorSetupError, resolve_servers
 from milonga.monitor.jsonl import JsonLinesWriter
 from milonga.monitor.poll import Poll, PollHistory
@@ -22,8 +20,11 @@ from milonga.monitor.render import render_poll
 from milonga.terminated import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
+    STOP_SIGNALS,
+    Handler,
     Terminated,
-    raise_terminated,
+    handling,
+    raising,
 )
 
 PROG = "tango-event-monitor"
@@ -32,10 +33,6 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 DEFAULT_PERIOD_SECONDS = 10.0
 MAX_PERIOD_SECONDS = 86400.0
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-"""Ctrl-C, SIGTERM and SIGHUP (the terminal closed) all stop the monitor cleanly."""
-
-_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 SAMPLES_WARNING = (
     "performance samples go to whichever client queries a server first, and each query "
@@ -182,21 +179,10 @@ def run(
     """
     out = out or sys.stdout
     err = err or sys.stderr
-    if err is None:  # closed (2>&-): nowhere to say anything
+    if not standard_streams.usable(prog, out, err):
         return EXIT_FAILED
-    if out is None:  # closed (>&-)
-        print(
-            f"{prog}: error: standard output is closed, so no snapshot can be shown; send it "
-            "to a terminal, a file or a pipe",
-            file=err,
-            flush=True,
-        )
-        return EXIT_FAILED
-    for stream in (out, err):
-        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
-            stream.reconfigure(errors="backslashreplace")
     try:
-        with _handling(_raising()):
+        with handling(raising()):
             return _run(args, prog, out, err)
     except MonitorSetupError as error:
         print(f"{prog}: error: {error}", file=err, flush=True)
@@ -284,7 +270,7 @@ class _Session:
         finally:
             if perf_on:
                 # A further signal must not leave sampling on: only the last poll heeds it.
-                with _handling(dict.fromkeys(STOP_SIGNALS, signal.SIG_IGN)) as handlers:
+                with handling(dict.fromkeys(STOP_SIGNALS, signal.SIG_IGN)) as handlers:
                     if not finished and not self.output_closed:
                         self._last_poll(handlers)
                     self._warn_left_on(self.collector.set_perf_monitoring(False))
@@ -320,7 +306,7 @@ class _Session:
         with _deferring_signals() as handlers:
             if self.writer is not None:
                 self._write_file(poll)
-            with _handling(handlers):
+            with handling(handlers):
                 self._write_screen(text)
 
     def _write_file(self, poll: Poll) -> None:
@@ -371,11 +357,11 @@ class _Session:
                 f"turned performance sampling on in {first}, which answers for the first time",
             )
 
-    def _last_poll(self, handlers: dict[int, _Handler]) -> None:
+    def _last_poll(self, handlers: dict[int, Handler]) -> None:
         """Show the samples taken since the last snapshot before sampling is turned off.
         ``handlers`` act on signals meanwhile: a further one skips it."""
         try:
-            with _handling(handlers):
+            with handling(handlers):
                 self._record(self.collector.poll())
         except (KeyboardInterrupt, Terminated, BrokenPipeError):
             pass
@@ -399,43 +385,11 @@ class _Session:
     def _close_output(self) -> None:
         """Send the rest of the screen output, buffered text included, nowhere."""
         self.output_closed = True
-        with contextlib.suppress(OSError, ValueError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, self.out.fileno())
-            os.close(devnull)
-
-
-def _in_main_thread() -> bool:
-    return threading.current_thread() is threading.main_thread()
-
-
-def _raising() -> dict[int, _Handler]:
-    """Ctrl-C raises KeyboardInterrupt, SIGTERM and SIGHUP `Terminated`, so that they all
-    clean up; a signal the monitor was started to ignore (nohup) stays ignored."""
-    return {
-        signum: signal.default_int_handler if signum == signal.SIGINT else raise_terminated
-        for signum in STOP_SIGNALS
-        if signal.getsignal(signum) != signal.SIG_IGN
-    }
+        standard_streams.discard(self.out)
 
 
 @contextlib.contextmanager
-def _handling(handlers: dict[int, _Handler]) -> Iterator[dict[int, _Handler]]:
-    """Handle signals with ``handlers`` inside the block; yield the handlers they replace.
-    Only the main thread can set handlers: elsewhere the block runs as it is."""
-    if not _in_main_thread():
-        yield {}
-        return
-    previous = {signum: signal.signal(signum, handler) for signum, handler in handlers.items()}
-    try:
-        yield previous
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-
-
-@contextlib.contextmanager
-def _deferring_signals() -> Iterator[dict[int, _Handler]]:
+def _deferring_signals() -> Iterator[dict[int, Handler]]:
     """Hold stop signals back until the block is done, then act on them; yield the
     handlers that act on them, for parts of the block that must not wait."""
     arrived: list[int] = []
@@ -444,7 +398,7 @@ def _deferring_signals() -> Iterator[dict[int, _Handler]]:
         arrived.append(signum)
 
     active = {signum for signum in STOP_SIGNALS if signal.getsignal(signum) != signal.SIG_IGN}
-    with _handling(dict.fromkeys(active, remember)) as handlers:
+    with handling(dict.fromkeys(active, remember)) as handlers:
         yield handlers
     if arrived:
         raise KeyboardInterrupt if set(arrived) == {signal.SIGINT} else Terminated

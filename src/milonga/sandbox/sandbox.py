@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
@@ -14,7 +13,7 @@ import sysconfig
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -23,6 +22,7 @@ from typing import Any
 import tango
 
 from milonga.sandbox._process import ChildProcess
+from milonga.terminated import STOP_SIGNALS, handling
 
 DATABASE_START_SECONDS = 60.0
 SERVER_START_SECONDS = 30.0
@@ -119,7 +119,7 @@ class TangoSandbox:
         (a few seconds at most), so that a second signal cannot leave processes or files
         behind.
         """
-        with _stop_signals_ignored():
+        with handling(dict.fromkeys(STOP_SIGNALS, signal.SIG_IGN)):
             self._stop()
 
     def _stop(self) -> None:
@@ -427,18 +427,3 @@ def _as_property(value: Any) -> list[str]:
     if isinstance(value, str) or not isinstance(value, Iterable):
         return [str(value)]
     return [str(item) for item in value]
-
-
-@contextlib.contextmanager
-def _stop_signals_ignored() -> Iterator[None]:
-    """Ignore the signals that stop a program, in the main thread, until the block ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {stop: signal.signal(stop, signal.SIG_IGN) for stop in stops}
-    try:
-        yield
-    finally:
-        for stop, handler in previous.items():
-            signal.signal(stop, signal.SIG_DFL if handler is None else handler)
