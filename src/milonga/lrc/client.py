@@ -4,7 +4,6 @@ callback, through a `CallbackScheduler`."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import logging
 import threading
@@ -126,7 +125,7 @@ class LrcSubscription:
             raise
         self._replied.set()
         if catch_up:
-            catchup.call_later(catchup.CATCH_UP_SECONDS, functools.partial(self._catch_up, proxy))
+            catchup.call_later(catchup.CATCH_UP_SECONDS, self._catch_up)
 
     @property
     def command_id(self) -> str:
@@ -294,56 +293,65 @@ class LrcSubscription:
     def _recheck_after_outage(self) -> None:
         """Report how the command ended, or that the device no longer knows it, from the
         device's records, after its events stopped for a while."""
-        if self.finished:
+        self._end_from_records(
+            catchup.ask_device_after_outage,
+            unless_heard=False,
+            cannot_ask_level=logging.WARNING,
+            why="its updates stopped for a while (a server restart, say); updates pushed "
+            "meanwhile were lost",
+        )
+
+    def _catch_up(self) -> None:
+        """Report how the command ended from the device's records, if it has ended and
+        none of its updates arrived."""
+        self._end_from_records(
+            catchup.ask_device,
+            unless_heard=True,
+            cannot_ask_level=logging.DEBUG,
+            why=f"none of its updates arrived within {catchup.CATCH_UP_SECONDS:g} s: lost in "
+            "the first milliseconds of a new subscription, or still queued behind slow "
+            "callbacks",
+        )
+
+    def _end_from_records(
+        self,
+        ask: Callable[[tango.DeviceProxy, int, str], dict[str, Any] | None],
+        *,
+        unless_heard: bool,
+        cannot_ask_level: int,
+        why: str,
+    ) -> None:
+        """If ``ask`` finds in the device's records an update that ends the command, make
+        it the callback's last call, logging ``why``; not once updates have stopped, nor,
+        with ``unless_heard``, once one of them arrived."""
+
+        def wanted() -> bool:
+            return not (self.finished or (unless_heard and self._heard))
+
+        if not wanted():
             return
         try:
-            update = catchup.ask_device_after_outage(self._proxy, self._version, self._command_id)
+            update = ask(self._proxy, self._version, self._command_id)
         except tango.DevFailed as failure:
-            self._logger.warning(
-                "cannot ask how %s (%s) is doing after its updates stopped: %s",
+            self._logger.log(
+                cannot_ask_level,
+                "cannot read how %s (%s) is doing from the device: %s",
                 self._command,
                 self._command_id,
                 failure,
             )
             return
         if update is None:
-            return  # still queued or running: its updates flow again
+            return  # still queued or running: its updates say the rest
         with self._calling:
-            if self.finished:
+            if not wanted():
                 return
             self._logger.warning(
-                "%s (%s) is %s by the device's records after its updates stopped for a "
-                "while (a server restart, say); updates pushed meanwhile were lost",
+                "%s (%s) is %s by the device's records: %s",
                 self._command,
                 self._command_id,
                 update["status"].name,
-            )
-            self.unsubscribe_lrc_events()
-            self._call(**update)
-
-    def _catch_up(self, proxy: tango.DeviceProxy) -> None:
-        """Report how the command ended from the device's records, if it has ended and
-        none of its updates arrived."""
-        if self._heard or self.finished:
-            return
-        try:
-            update = catchup.ask_device(proxy, self._version, self._command_id)
-        except tango.DevFailed as failure:
-            self._logger.debug("cannot ask how %s ended: %s", self._command_id, failure)
-            return
-        if update is None:
-            return
-        with self._calling:
-            if self._heard or self.finished:
-                return
-            self._logger.warning(
-                "%s (%s) has ended (%s) but none of its updates arrived within %g s: lost "
-                "in the first milliseconds of a new subscription, or still queued behind "
-                "slow callbacks; reporting its end from the device's records",
-                self._command,
-                self._command_id,
-                update["status"].name,
-                catchup.CATCH_UP_SECONDS,
+                why,
             )
             self.unsubscribe_lrc_events()
             self._call(**update)
