@@ -364,10 +364,7 @@ class CallbackScheduler:
 
     def _proxy_built(self, stream: _Stream, failure: BaseException | None) -> None:
         """The build of the proxy that ``stream`` waited for has ended: connect it."""
-        proxy_failure = failure if isinstance(failure, tango.DevFailed) else None
-        with self._lock, contextlib.suppress(RuntimeError):  # the interpreter is exiting
-            if not self._closed and not stream.closed:
-                self._subscriber.submit(self._connect, stream, proxy_failure)
+        self._resubmit(stream, failure if isinstance(failure, tango.DevFailed) else None)
 
     def _subscribe(self, stream: _Stream) -> None:
         assert stream.proxy is not None
@@ -394,10 +391,11 @@ class CallbackScheduler:
             if not self._closed and not stream.closed:
                 self._later.call_later(delay, functools.partial(self._resubmit, stream))
 
-    def _resubmit(self, stream: _Stream) -> None:
-        with self._lock:
+    def _resubmit(self, stream: _Stream, proxy_failure: tango.DevFailed | None = None) -> None:
+        """Connect ``stream`` again on a subscriber thread, unless it or we are closed."""
+        with self._lock, contextlib.suppress(RuntimeError):  # the interpreter is exiting
             if not self._closed and not stream.closed:
-                self._subscriber.submit(self._connect, stream)
+                self._subscriber.submit(self._connect, stream, proxy_failure)
 
     def _mark_connected(self, stream: _Stream) -> None:
         """On Tango's thread, at the stream's first event: resolve its connection."""
