@@ -3,6 +3,7 @@ and a `ticks` attribute that gives tests an unrelated event stream."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Mapping
 from typing import Any
@@ -12,6 +13,12 @@ from tango.server import attribute, command
 from milonga.lrc import LrcDevice, ProgressReporter, long_running_command
 
 WAIT_CAP_SECONDS = 30.0
+ESCAPES: dict[str, type[BaseException]] = {
+    "SystemExit": SystemExit,
+    "KeyboardInterrupt": KeyboardInterrupt,
+    "CancelledError": asyncio.CancelledError,
+}
+"""The exceptions `LrcTester.Escape` raises: none of them is an `Exception`."""
 
 
 class LrcTester(LrcDevice):
@@ -41,6 +48,12 @@ class LrcTester(LrcDevice):
     def Fail(self) -> None:
         """Raise, as a command whose hardware refuses would."""
         raise ValueError("the hardware refused: limit switch engaged")
+
+    @long_running_command(dtype_in=str)
+    def Escape(self, kind: str) -> None:
+        """Raise the exception named ``kind`` (a key of `ESCAPES`), as code that calls
+        sys.exit or runs a coroutine that is cancelled would."""
+        raise ESCAPES[kind](f"{kind} raised by the command")
 
     @long_running_command
     def Block(self, abort_event: threading.Event) -> str:

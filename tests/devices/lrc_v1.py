@@ -12,13 +12,16 @@ from tango.server import Device, attribute, command
 
 from milonga.lrc import CommandExecutor, ProgressReporter, TaskStatus
 from milonga.lrc.device import join_serving_pushes
+from milonga.lrc.executor import Work
 from milonga.scheduler import allow_internal_threads
 
 KEPT = 16
+HOLD_CAP_SECONDS = 30.0
 
 
 class LrcV1Tester(Device):
-    """`Steps(n)` reports progress n times and returns its step count, over protocol v1."""
+    """`Steps(n)` reports progress n times and returns its step count, and `Hold` runs
+    until `Release`, over protocol v1."""
 
     def init_device(self) -> None:
         super().init_device()
@@ -26,6 +29,7 @@ class LrcV1Tester(Device):
         self._progresses: dict[str, str] = {}
         self._result = ["", ""]
         self._muted = False
+        self._released = threading.Event()
         self._lock = threading.Lock()
         for name in ("longRunningCommandStatus", "longRunningCommandProgress",
                      "longRunningCommandResult"):  # fmt: skip
@@ -44,7 +48,28 @@ class LrcV1Tester(Device):
                 progress(100 * step // steps)
             return {"steps": steps}
 
-        code, command_id = self._executor.submit("Steps", work)
+        return self._submit("Steps", work)
+
+    @command(dtype_out="DevVarLongStringArray")
+    def Hold(self) -> list[list[Any]]:
+        """Report progress 1, then run until `Release` (at most 30 s); the result is
+        "released"."""
+
+        def work(progress: ProgressReporter, abort_event: threading.Event) -> str:
+            progress(1)
+            self._released.wait(HOLD_CAP_SECONDS)
+            self._released.clear()
+            return "released"
+
+        return self._submit("Hold", work)
+
+    @command
+    def Release(self) -> None:
+        """End the running `Hold`, or the next one at once."""
+        self._released.set()
+
+    def _submit(self, name: str, work: Work) -> list[list[Any]]:
+        code, command_id = self._executor.submit(name, work)
         return [[int(code)], [command_id]]
 
     @command(dtype_in=bool)
@@ -92,3 +117,14 @@ def _pairs(values: dict[str, str]) -> list[str]:
     while len(values) > KEPT:
         del values[next(iter(values))]
     return [item for pair in values.items() for item in pair]
+
+
+class LrcV1Unpublished(LrcV1Tester):
+    """`LrcV1Tester` whose three attributes push no change events: no client can subscribe
+    to them, as when a device forgets to publish its LRC attributes."""
+
+    def init_device(self) -> None:
+        super().init_device()
+        for name in ("longRunningCommandStatus", "longRunningCommandProgress",
+                     "longRunningCommandResult"):  # fmt: skip
+            self.set_change_event(name, False, False)

@@ -17,6 +17,7 @@ from milonga.testing import SandboxServers
 
 WAIT_SECONDS = 15.0
 V2_DEVICE = "test/lrc/v2"
+V2_SERVER = "LrcTester/1"
 V1_DEVICE = "test/lrc/v1"
 
 
@@ -25,10 +26,10 @@ def lrc_devices(tango_sandbox: TangoSandbox) -> Iterator[dict[str, tango.DeviceP
     """Proxies of the v2 and the v1 test device, by protocol version."""
     servers = SandboxServers(tango_sandbox)
     try:
-        servers.add_device("LrcTester/1", "LrcTester", V2_DEVICE)
+        servers.add_device(V2_SERVER, "LrcTester", V2_DEVICE)
         servers.add_device("LrcV1Tester/1", "LrcV1Tester", V1_DEVICE)
         tango_sandbox.start_servers(
-            {"LrcTester/1": "tests.devices.lrc_device", "LrcV1Tester/1": "tests.devices.lrc_v1"}
+            {V2_SERVER: "tests.devices.lrc_device", "LrcV1Tester/1": "tests.devices.lrc_v1"}
         )
         yield {"v2": tango_sandbox.proxy(V2_DEVICE), "v1": tango_sandbox.proxy(V1_DEVICE)}
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import json
 import logging
@@ -100,7 +101,62 @@ def test_an_exception_fails_the_command_with_the_error_as_result(
         ResultCode.FAILED,
         "OSError: no route to motor",
     ]
-    assert "long running command Move failed" in caplog.text
+    assert f"long running command Move ({command_id}) failed" in caplog.text
+
+
+@pytest.mark.parametrize("escape", [SystemExit, KeyboardInterrupt, asyncio.CancelledError])
+def test_an_exception_that_is_not_an_exception_fails_the_command_and_the_next_one_runs(
+    executor: CommandExecutor,
+    published: Published,
+    caplog: pytest.LogCaptureFixture,
+    escape: type[BaseException],
+) -> None:
+    def work(progress: ProgressReporter, abort_event: threading.Event) -> None:
+        raise escape("leaving")
+
+    _, escaping = executor.submit("Escape", work)
+    _, following = executor.submit("Next", lambda progress, abort: "ran")
+
+    published.wait_for_status(escaping, TaskStatus.FAILED)
+    published.wait_for_status(following, TaskStatus.COMPLETED)
+    assert published.of(escaping)[-1]["result"] == [
+        ResultCode.FAILED,
+        f"{escape.__name__}: leaving",
+    ]
+    assert f"long running command Escape ({escaping}) failed" in caplog.text
+    _, abort_id = executor.abort()
+    published.wait_for_status(abort_id, TaskStatus.COMPLETED)
+
+
+def test_an_exception_without_a_message_is_named_alone(
+    executor: CommandExecutor, published: Published
+) -> None:
+    def work(progress: ProgressReporter, abort_event: threading.Event) -> None:
+        raise SystemExit
+
+    _, command_id = executor.submit("Exit", work)
+
+    published.wait_for_status(command_id, TaskStatus.FAILED)
+    assert published.of(command_id)[-1]["result"] == [ResultCode.FAILED, "SystemExit"]
+
+
+def test_a_publish_raising_system_exit_stops_no_later_update(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    published = Published()
+
+    def publish(command_id: str, changes: Mapping[str, Any]) -> None:
+        published(command_id, changes)
+        if changes.get("status") is TaskStatus.QUEUED:
+            raise SystemExit("the device's push gave up")
+
+    executor = CommandExecutor(publish, name="exiting-lrc")
+    try:
+        _, command_id = executor.submit("Work", lambda progress, abort: None)
+        published.wait_for_status(command_id, TaskStatus.COMPLETED)
+    finally:
+        executor.shutdown()
+    assert "could not publish the update" in caplog.text
 
 
 def test_a_result_that_is_not_json_fails_saying_what_to_return(

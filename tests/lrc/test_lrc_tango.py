@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from milonga.lrc import (
     LrcCallbackError,
     LrcInvocationError,
     LrcSubscription,
+    MissingLrcInterfaceError,
     ResultCode,
     TaskStatus,
     UnexpectedResultCodeError,
@@ -25,19 +27,43 @@ from milonga.lrc import (
     disconnect_lrc_interface,
     invoke_lrc,
 )
+from milonga.lrc.protocol import V1_ATTRIBUTES
+from milonga.sandbox import TangoSandbox
 from milonga.scheduler import UnknownStreamError
 from milonga.testing import SandboxServers, wait_until
-from tests.lrc.conftest import WAIT_SECONDS, Updates
+from tests.lrc.conftest import V2_SERVER, WAIT_SECONDS, Updates
 
 Devices = dict[str, tango.DeviceProxy]
 CHANGE = tango.EventType.CHANGE_EVENT
 RESUBSCRIBE_SECONDS = 45.0  # Tango notices a restart by its heartbeat: 10-30 s
+STUCK_CAP_SECONDS = 8 * WAIT_SECONDS  # longer than all the waits of a test together
 
 
 @pytest.fixture
 def scheduler() -> Iterator[CallbackScheduler]:
     with CallbackScheduler(thread_count=2, name="lrc-test") as sched:
         yield sched
+
+
+class StuckCallback:
+    """An ``lrc_callback`` that records each call in `updates`, then stays stuck until
+    `release` is set, far longer than any wait of a test; `returned` tells whether a call
+    has come back, so a test checks that rather than how long something took."""
+
+    def __init__(self) -> None:
+        self.updates = Updates()
+        self.release = threading.Event()
+        self.returned = threading.Event()
+        self._stuck = threading.Event()
+
+    def __call__(self, **kwargs: Any) -> None:
+        self.updates(**kwargs)
+        self._stuck.set()
+        self.release.wait(STUCK_CAP_SECONDS)
+        self.returned.set()
+
+    def wait_until_stuck(self) -> None:
+        assert self._stuck.wait(WAIT_SECONDS), "the lrc_callback was never called"
 
 
 def _lrc_topics() -> dict[str, dict[str, Any]]:
@@ -87,6 +113,31 @@ def test_failure_reports_failed_with_the_error(
     assert updates.values("result") == [
         [ResultCode.FAILED, "ValueError: the hardware refused: limit switch engaged"]
     ]
+
+
+@pytest.mark.usefixtures("lrc_anchor")
+@pytest.mark.parametrize("kind", ["SystemExit", "KeyboardInterrupt", "CancelledError"])
+def test_a_command_raising_what_is_not_an_exception_fails_and_the_next_one_runs(
+    tango_sandbox: TangoSandbox,
+    lrc_devices: Devices,
+    scheduler: CallbackScheduler,
+    kind: str,
+) -> None:
+    device = lrc_devices["v2"]
+    escaping, following = Updates(), Updates()
+
+    escape = invoke_lrc(escaping, device, "Escape", (kind,), callback_scheduler=scheduler)
+    invoke_lrc(following, device, "Echo", ("after",), callback_scheduler=scheduler)
+
+    escaping.wait_for_status(TaskStatus.FAILED)
+    following.wait_for_status(TaskStatus.COMPLETED)
+    assert escaping.values("result") == [
+        [ResultCode.FAILED, f"{kind}: {kind} raised by the command"]
+    ]
+    assert following.values("result") == ["after"]
+    logged = f"long running command Escape ({escape.command_id}) failed"
+    wait_until(lambda: logged in tango_sandbox.server_output(V2_SERVER), "the failure's log")
+    assert f"{kind}: {kind} raised by the command" in tango_sandbox.server_output(V2_SERVER)
 
 
 @pytest.mark.usefixtures("lrc_anchor")
@@ -202,12 +253,7 @@ def test_a_slow_lrc_callback_does_not_delay_another_stream(
     lrc_devices: Devices, scheduler: CallbackScheduler
 ) -> None:
     device = lrc_devices["v2"]
-    release, stuck = threading.Event(), threading.Event()
-
-    def slow(**kwargs: Any) -> None:
-        stuck.set()
-        release.wait(WAIT_SECONDS)
-
+    slow = StuckCallback()
     ticks: list[int] = []
 
     def record_tick(event: tango.EventData) -> None:
@@ -218,15 +264,15 @@ def test_a_slow_lrc_callback_does_not_delay_another_stream(
     first = ticks[-1] if ticks else device.ticks
     try:
         subscription = invoke_lrc(slow, device, "Echo", ("x",), callback_scheduler=scheduler)
-        assert stuck.wait(WAIT_SECONDS)
+        slow.wait_until_stuck()
         for _ in range(3):
             device.Tick()
 
         wait_until(lambda: ticks[-1:] == [first + 3], "ticks while the lrc_callback is stuck")
-        assert not release.is_set()
+        assert not slow.returned.is_set(), "the ticks came only once the lrc_callback returned"
         assert not subscription.finished
     finally:
-        release.set()
+        slow.release.set()
     wait_until(lambda: subscription.finished, "the slow invocation to finish")
 
 
@@ -235,25 +281,21 @@ def test_unsubscribing_while_the_callback_runs_returns_at_once_and_ends_the_call
     lrc_devices: Devices, scheduler: CallbackScheduler
 ) -> None:
     device = lrc_devices["v2"]
-    release, stuck = threading.Event(), threading.Event()
-    updates = Updates()
-
-    def slow(**kwargs: Any) -> None:
-        updates(**kwargs)
-        stuck.set()
-        release.wait(WAIT_SECONDS)
+    slow = StuckCallback()
+    updates = slow.updates
 
     try:
         subscription = invoke_lrc(slow, device, "Block", callback_scheduler=scheduler)
-        assert stuck.wait(WAIT_SECONDS)
+        slow.wait_until_stuck()
         unsubscribing = threading.Thread(target=subscription.unsubscribe_lrc_events)
         unsubscribing.start()
-        unsubscribing.join(WAIT_SECONDS / 3)  # the callback stays stuck meanwhile
+        unsubscribing.join(WAIT_SECONDS)  # a safety net: the callback stays stuck for longer
 
         assert not unsubscribing.is_alive(), "unsubscribe_lrc_events waited for the callback"
+        assert not slow.returned.is_set(), "unsubscribe_lrc_events waited for the callback"
         assert subscription.finished
     finally:
-        release.set()
+        slow.release.set()
         # Abort's updates queue behind Block's on the same stream: once Abort completes,
         # the callback has had every chance to see Block's IN_PROGRESS and ABORTED.
         aborting = Updates()
@@ -352,6 +394,64 @@ def test_a_raising_callback_is_logged_and_still_gets_later_updates(
     wait_until(lambda: not scheduler.stats().queues, "unsubscription after the last update")
 
 
+@pytest.mark.usefixtures("lrc_anchor")
+def test_a_callback_raising_at_every_update_is_logged_rate_limited_then_summed_up(
+    lrc_devices: Devices, scheduler: CallbackScheduler, caplog: pytest.LogCaptureFixture
+) -> None:
+    updates = Updates()
+
+    def clumsy(**kwargs: Any) -> None:
+        updates(**kwargs)
+        raise RuntimeError("bug in the client")
+
+    def failures() -> tuple[list[logging.LogRecord], int]:
+        """The records with a traceback, and how many failures the others say were left out."""
+        records = [r for r in caplog.records if "lrc_callback of Steps" in r.getMessage()]
+        left_out = [re.search(r"(\d+) more failures not logged", r.getMessage()) for r in records]
+        return [r for r in records if r.exc_info], sum(int(m[1]) for m in left_out if m)
+
+    def accounted() -> bool:
+        tracebacks, left_out = failures()
+        return len(tracebacks) + left_out == len(updates.calls)
+
+    with caplog.at_level(logging.ERROR, "milonga.lrc"):
+        invoke_lrc(clumsy, lrc_devices["v2"], "Steps", (100,), callback_scheduler=scheduler)
+        updates.wait_for_status(TaskStatus.COMPLETED)
+        wait_until(accounted, "every failure to be logged or counted")
+
+    tracebacks, left_out = failures()
+    assert len(updates.calls) >= 100
+    # At most one traceback per 10 s: the first, then counts of those left out.
+    assert len(tracebacks) <= len(updates.calls) // 10, [r.getMessage() for r in tracebacks]
+    assert left_out > 0
+    assert "bug in the client" in (tracebacks[0].exc_text or "")
+
+
+def test_a_callback_raising_system_exit_leaves_the_catch_up_thread_running(
+    lrc_devices: Devices, scheduler: CallbackScheduler, caplog: pytest.LogCaptureFixture
+) -> None:
+    device = lrc_devices["v2"]
+
+    def leaving(updates: Updates) -> Callable[..., None]:
+        def callback(**kwargs: Any) -> None:
+            updates(**kwargs)
+            raise SystemExit("the client's callback exits")
+
+        return callback
+
+    device.MuteUpdates(True)  # only the catch-up thread can tell how the commands ended
+    try:
+        for text in ("first", "second"):
+            updates = Updates()
+            invoke_lrc(leaving(updates), device, "Echo", (text,), callback_scheduler=scheduler)
+            updates.wait_for_status(TaskStatus.COMPLETED)
+    finally:
+        device.MuteUpdates(False)
+
+    assert "lrc_callback of Echo" in caplog.text
+    assert "the client's callback exits" in caplog.text
+
+
 def test_errors_before_the_call_leave_nothing_subscribed(
     lrc_devices: Devices, scheduler: CallbackScheduler
 ) -> None:
@@ -420,6 +520,52 @@ def test_an_unreachable_device_raises_naming_it(
     assert not scheduler.stats().queues
 
 
+def test_a_device_without_the_lrc_interface_is_refused_at_once_and_nothing_is_called(
+    sandbox_servers: SandboxServers,
+    scheduler: CallbackScheduler,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = "LrcPlain/1"
+    trl = sandbox_servers.add_device(server, "Counter", "test/lrc/plain")
+    sandbox_servers.start(server, "tests.devices.counter")
+    proxy = tango.DeviceProxy(trl)
+
+    with pytest.raises(MissingLrcInterfaceError) as error:
+        invoke_lrc(Updates(), proxy, "Increment", callback_scheduler=scheduler)
+    with pytest.raises(MissingLrcInterfaceError):
+        connect_lrc_interface(proxy, scheduler)
+
+    message = str(error.value)
+    assert "test/lrc/plain lacks the long-running-command interface" in message
+    assert "lrcProtocolVersions (protocol v2)" in message
+    assert ", ".join(V1_ATTRIBUTES) + " (protocol v1)" in message
+    assert "nothing was subscribed or called" in message
+    assert proxy.value == 0, "Increment was called"
+    assert scheduler.stats().queues == ()
+    assert "did not reply" not in caplog.text
+
+
+def test_an_interface_that_never_connects_says_why_and_no_update_claims_a_call(
+    sandbox_servers: SandboxServers,
+    scheduler: CallbackScheduler,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server = "LrcUnpublished/1"
+    trl = sandbox_servers.add_device(server, "LrcV1Unpublished", "test/lrc/unpublished")
+    sandbox_servers.start(server, "tests.devices.lrc_v1")
+    proxy = tango.DeviceProxy(trl)
+    updates = Updates()
+
+    with pytest.raises(LrcInvocationError, match="so Steps was not called") as error:
+        invoke_lrc(updates, proxy, "Steps", (1,), callback_scheduler=scheduler)
+
+    assert "did not reply" not in caplog.text
+    assert updates.calls == []
+    assert not proxy.longRunningCommandStatus, "Steps was called"
+    assert "(last error: API_AttributePollingNotStarted" in str(error.value)
+    wait_until(lambda: not scheduler.stats().queues, "every stream to be unsubscribed")
+
+
 @pytest.mark.usefixtures("lrc_anchor")
 def test_init_while_a_command_runs_aborts_it_and_reports_it(
     lrc_devices: Devices, scheduler: CallbackScheduler
@@ -458,17 +604,25 @@ def test_nothing_is_called_once_the_scheduler_is_shut_down_not_even_the_catch_up
 def test_a_v1_device_republishing_its_lists_repeats_no_update(
     lrc_devices: Devices, scheduler: CallbackScheduler
 ) -> None:
-    device, first, second = lrc_devices["v1"], Updates(), Updates()
+    device, holding, stepping = lrc_devices["v1"], Updates(), Updates()
+    try:
+        invoke_lrc(holding, device, "Hold", callback_scheduler=scheduler)
+        holding.wait_for(lambda u: u.values("progress") == [1], "Hold to run")
+        # Steps waits behind Hold: its QUEUED comes in a status list that repeats Hold's
+        # IN_PROGRESS, and Hold's COMPLETED in one that repeats Steps' QUEUED.
+        invoke_lrc(stepping, device, "Steps", (100,), callback_scheduler=scheduler)
+        stepping.wait_for_status(TaskStatus.QUEUED)
+    finally:
+        device.Release()
+    holding.wait_for_status(TaskStatus.COMPLETED)
+    stepping.wait_for_status(TaskStatus.COMPLETED)
 
-    invoke_lrc(first, device, "Steps", (400,), callback_scheduler=scheduler)
-    invoke_lrc(second, device, "Steps", (400,), callback_scheduler=scheduler)
-    first.wait_for_status(TaskStatus.COMPLETED)
-    second.wait_for_status(TaskStatus.COMPLETED)
-
-    for updates in (first, second):
-        statuses, progress = updates.values("status"), updates.values("progress")
-        assert len(statuses) == len(set(statuses)), statuses
-        assert progress == sorted(set(progress)), progress
+    # Both commands' updates together fit in the streams' queue: none can be dropped.
+    every_status = [TaskStatus.QUEUED, TaskStatus.IN_PROGRESS, TaskStatus.COMPLETED]
+    assert holding.values("status") == every_status
+    assert holding.values("result") == ["released"]
+    assert stepping.values("status") == every_status
+    assert stepping.values("progress") == list(range(1, 101))
 
 
 def test_a_command_whose_updates_a_server_restart_lost_still_ends(

@@ -54,3 +54,41 @@ def test_a_forgotten_callback_is_remembered_no_longer() -> None:
     log.forget("never-failed")
 
     assert _fail(log, "a"), "logged again at once: nothing was kept about it"
+
+
+def test_forgetting_a_callback_logs_how_many_failures_were_left_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = CallbackFailureLog(logging.getLogger("test.failures"), clock=FakeClock())
+    for _ in range(4):
+        _fail(log, "a")
+    _fail(log, "b")
+
+    log.forget("a")
+    log.forget("b")  # its one failure was logged: nothing to sum up
+
+    assert [r.getMessage() for r in caplog.records[2:]] == [
+        "event callback 'a' was unregistered (3 more failures not logged)"
+    ]
+
+
+def test_the_messages_name_the_callback_as_the_user_of_the_log_describes_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log = CallbackFailureLog(
+        logging.getLogger("test.failures"),
+        clock=FakeClock(),
+        describe="lrc_callback of %s (%s)",
+        carry_on="later updates are still passed on",
+    )
+    for _ in range(2):
+        try:
+            raise ValueError("bad update")
+        except ValueError:
+            log.report("key", "Move", "42_Move")
+    log.forget("key")
+
+    assert [r.getMessage() for r in caplog.records] == [
+        "lrc_callback of Move (42_Move) raised; later updates are still passed on",
+        "lrc_callback of Move (42_Move) was unregistered (1 more failures not logged)",
+    ]

@@ -8,6 +8,7 @@ from milonga.lrc.errors import (
     LrcCallbackError,
     LrcError,
     LrcInvocationError,
+    MissingLrcInterfaceError,
     UnexpectedResultCodeError,
 )
 from milonga.lrc.executor import DEFAULT_MAX_QUEUED, CommandExecutor, ProgressReporter, TaskRecord
@@ -24,6 +25,7 @@ __all__ = [
     "LrcError",
     "LrcInvocationError",
     "LrcSubscription",
+    "MissingLrcInterfaceError",
     "ProgressReporter",
     "ProtocolVersionError",
     "ResultCode",

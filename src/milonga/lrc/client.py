@@ -43,6 +43,7 @@ from milonga.scheduler import (
     SchedulerShutDownError,
     default_scheduler,
 )
+from milonga.scheduler.failures import CallbackFailureLog
 
 LrcCallback = Callable[..., None]
 """Called with keyword arguments, any of ``status``, ``progress``, ``result`` and
@@ -53,6 +54,9 @@ CALLING_POLL_SECONDS = 0.05
 REPLY_WAIT_SECONDS = 4.0
 """How long an update that arrives before the command's reply waits for it, at least; the
 proxy's timeout plus a second if that is longer."""
+
+_FAILURE_KEY = "lrc_callback"
+"""The one key of each subscription's `CallbackFailureLog`."""
 
 _logger = logging.getLogger("milonga.lrc")
 
@@ -106,6 +110,9 @@ class LrcSubscription:
         self._version = version
         self._command = command
         self._logger = logger
+        self._failures = CallbackFailureLog(
+            logger, describe="lrc_callback of %s (%s)", carry_on="later updates are still passed on"
+        )
         self._reply_wait = max(REPLY_WAIT_SECONDS, proxy.get_timeout_millis() / 1000 + 1)
         self._state = threading.Lock()  # guards _registrations; never held while calling out
         self._calling = threading.Lock()  # held while the callback runs: one call at a time
@@ -116,8 +123,11 @@ class LrcSubscription:
         self._last: dict[str, Any] = {}  # what the callback was last told, by keyword
         self._proxy = proxy
         self._command_id = ""
+        self._sent = threading.Event()  # the command is called: events may be about it
         self._replied = threading.Event()  # the command id is known, or it never will be
+        self._subscription_error = ""  # the last error event before the command was called
         self._subscribe(proxy)
+        self._sent.set()
         try:
             self._command_id = self._call_command(proxy, arguments)
         except BaseException:
@@ -161,6 +171,8 @@ class LrcSubscription:
             # CancelledError: the scheduler's shutdown cancelled a pending registration
             with contextlib.suppress(KeyError, futures.CancelledError):
                 self._scheduler.unregister_callback(registration.result())
+        if self._calling.acquire(blocking=False):  # else its holder sums up as it ends
+            self._done_calling()
 
     # -- the invocation, in the constructor --------------------------------------------
 
@@ -181,10 +193,11 @@ class LrcSubscription:
                 registration.result(timeout=0)
         except futures.TimeoutError as timeout:
             self.unsubscribe_lrc_events()
+            last_error = self._subscription_error and f" (last error: {self._subscription_error})"
             raise LrcInvocationError(
                 f"could not subscribe to {', '.join(attributes)} of {proxy.dev_name()} "
-                f"within {CONNECT_TIMEOUT_SECONDS:g} s, {not_called}; check that the "
-                "device server runs and pushes change events on them"
+                f"within {CONNECT_TIMEOUT_SECONDS:g} s{last_error}, {not_called}; check "
+                "that the device server runs and pushes change events on them"
             ) from timeout
         except (futures.CancelledError, SchedulerShutDownError) as shut_down:
             self.unsubscribe_lrc_events()
@@ -232,11 +245,14 @@ class LrcSubscription:
     # -- on the scheduler's workers ----------------------------------------------------
 
     def _on_event(self, event: tango.EventData) -> None:
+        if not self._sent.is_set():
+            self._note_subscription_error(event)
+            return
         # An update can beat the command's reply; its worker waits for the reply, which
         # is due at once since the device already acted.
         if not self._replied.wait(self._reply_wait):
             self._logger.warning(
-                "%s did not reply within %g s; an update that came first is dropped",
+                "%s was called but did not reply within %g s; an update that came first is dropped",
                 self._command,
                 self._reply_wait,
             )
@@ -255,7 +271,18 @@ class LrcSubscription:
                 self.unsubscribe_lrc_events()  # before the call: `finished` holds in it
             self._call(**update)
         finally:
-            self._calling.release()
+            self._done_calling()
+
+    def _note_subscription_error(self, event: tango.EventData) -> None:
+        """Keep what an event that came before the command was called says, for the error
+        `invoke_lrc` raises if the streams do not connect; it cannot be about the command,
+        so the callback never sees it."""
+        if event.err and event.errors:
+            error = event.errors[0]
+            self._subscription_error = f"{error.reason}: {error.desc.strip()}"
+        self._logger.debug(
+            "%s is not called yet: an event of %s is not about it", self._command, event.attr_name
+        )
 
     def _hold_calling(self) -> bool:
         """Take `_calling` for a worker, or return False once updates have stopped.
@@ -343,7 +370,8 @@ class LrcSubscription:
             return
         if update is None:
             return  # still queued or running: its updates say the rest
-        with self._calling:
+        self._calling.acquire()
+        try:
             if not wanted():
                 return
             self._logger.warning(
@@ -355,6 +383,8 @@ class LrcSubscription:
             )
             self.unsubscribe_lrc_events()
             self._call(**update)
+        finally:
+            self._done_calling()
 
     def _decode(self, event: tango.EventData) -> dict[str, Any] | None:
         """The keyword arguments ``event`` holds for the callback, or None."""
@@ -374,15 +404,19 @@ class LrcSubscription:
             return {"error": (_dev_error("LRC_MalformedUpdate", str(malformed)),)}
 
     def _call(self, **kwargs: Any) -> None:
+        """Call the callback with ``kwargs``, holding `_calling`.  What it raises is logged
+        through the rate limiter the scheduler's callbacks use."""
         try:
             self._callback(**kwargs)
-        except Exception:
-            self._logger.exception(
-                "lrc_callback of %s (%s) raised on %s; later updates are still passed on",
-                self._command,
-                self._command_id,
-                sorted(kwargs),
-            )
+        except BaseException:  # even SystemExit must not end a worker or the catch-up thread
+            self._failures.report(_FAILURE_KEY, self._command, self._command_id)
+
+    def _done_calling(self) -> None:
+        """Release `_calling`.  Once updates have stopped, the thread that held it for the
+        last time logs how many of the callback's failures were left out, if any."""
+        if self.finished:
+            self._failures.forget(_FAILURE_KEY)
+        self._calling.release()
 
 
 def invoke_lrc(

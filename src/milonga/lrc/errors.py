@@ -23,5 +23,10 @@ class LrcInvocationError(LrcError):
     """The device could not be reached, subscribed to or commanded; see ``__cause__``."""
 
 
+class MissingLrcInterfaceError(LrcInvocationError):
+    """The device has none of the attributes of the LRC protocol: it runs no long running
+    commands, or it is not the device meant."""
+
+
 class LrcCallbackError(TypeError):
     """The ``lrc_callback`` cannot take the keyword arguments it may be given."""

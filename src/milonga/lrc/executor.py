@@ -230,6 +230,9 @@ class CommandExecutor:
             return task
 
     def _execute(self, task: _Task) -> tuple[TaskStatus, Any]:
+        """Run ``task``'s work: how it ended and its result.  Whatever the work raises, even
+        SystemExit, KeyboardInterrupt or asyncio.CancelledError, only fails the command:
+        the runner thread goes on with the next one."""
         assert task.work is not None
         name = task.record.name
 
@@ -240,21 +243,16 @@ class CommandExecutor:
 
         try:
             result = task.work(ProgressReporter(report), task.abort)
-        except Exception as error:
-            self._logger.warning("long running command %s failed", name, exc_info=True)
-            if task.abort.is_set():
-                return TaskStatus.ABORTED, _aborted(name)
-            return TaskStatus.FAILED, [ResultCode.FAILED, f"{type(error).__name__}: {error}"]
+            problem = _not_json(name, result)
+        except BaseException as error:  # the command's own failure, whatever its type
+            self._logger.warning(
+                "long running command %s (%s) failed", name, task.record.command_id, exc_info=True
+            )
+            result, problem = None, _describe(error)
         if task.abort.is_set():
             return TaskStatus.ABORTED, _aborted(name)
-        try:
-            json.dumps(result)
-        except (TypeError, ValueError) as error:
-            return TaskStatus.FAILED, [
-                ResultCode.FAILED,
-                f"{name} returned {type(result).__name__}, which is not JSON-serialisable "
-                f"({error}); return JSON data: numbers, strings, lists, dicts",
-            ]
+        if problem is not None:
+            return TaskStatus.FAILED, [ResultCode.FAILED, problem]
         return TaskStatus.COMPLETED, result
 
     # -- bookkeeping, with the lock held --------------------------------------------------
@@ -302,17 +300,40 @@ class CommandExecutor:
                 command_id, changes, lists = item
                 # The lists first: a client that acts on the update finds them up to date,
                 # and this thread idle rather than waiting for the device's monitor.
+                # What the device pushes is its own code: whatever it raises, even
+                # SystemExit, must not stop the updates that follow.
                 if lists and self._on_lists_changed is not None:
                     try:
                         self._on_lists_changed()
-                    except Exception:
+                    except BaseException:
                         self._logger.exception("could not publish the lists for %s", command_id)
                 try:
                     self._publish(command_id, changes)
-                except Exception:
+                except BaseException:
                     self._logger.exception("could not publish the update of %s", command_id)
 
 
 def _aborted(name: str) -> list[Any]:
     """The result of command ``name`` once aborted."""
     return [ResultCode.ABORTED, f"{name} was aborted"]
+
+
+def _not_json(name: str, result: Any) -> str | None:
+    """Why ``result`` of command ``name`` cannot be published, or None if it can."""
+    try:
+        json.dumps(result)
+    except (TypeError, ValueError) as error:
+        return (
+            f"{name} returned {type(result).__name__}, which is not JSON-serialisable "
+            f"({error}); return JSON data: numbers, strings, lists, dicts"
+        )
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    """``error`` as a failed command's result says it: its type, and its message if any."""
+    try:
+        message = str(error)
+    except Exception:  # a broken __str__ of the command's own exception
+        message = "(its message cannot be shown)"
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__

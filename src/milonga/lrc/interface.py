@@ -13,8 +13,8 @@ from typing import Any
 
 import tango
 
-from milonga.lrc.errors import LrcInvocationError
-from milonga.lrc.protocol import VERSIONS_ATTRIBUTE, attributes_of, negotiate
+from milonga.lrc.errors import LrcInvocationError, MissingLrcInterfaceError
+from milonga.lrc.protocol import V1_ATTRIBUTES, VERSIONS_ATTRIBUTE, attributes_of, negotiate
 from milonga.scheduler import (
     CallbackScheduler,
     SchedulerShutDownError,
@@ -37,19 +37,48 @@ _connected: weakref.WeakKeyDictionary[CallbackScheduler, dict[str, int]] = (
 
 
 def protocol_version(proxy: tango.DeviceProxy) -> int:
-    """The protocol version to use with ``proxy``'s device: the newest both sides speak."""
+    """The protocol version to use with ``proxy``'s device: the newest both sides speak.
+
+    Raises `MissingLrcInterfaceError` if the device has neither ``lrcProtocolVersions``
+    nor the v1 attributes, and `LrcInvocationError` if it cannot be read.
+    """
     try:
         reading: Any = proxy.read_attribute(VERSIONS_ATTRIBUTE)
     except tango.DevFailed as failure:
-        if failure.args and failure.args[0].reason == "API_AttrNotFound":
-            return 1  # devices from before the attribute speak v1
-        raise LrcInvocationError(
-            f"cannot read {VERSIONS_ATTRIBUTE} of {proxy.dev_name()}: "
-            f"{failure.args[0].desc.strip() if failure.args else failure}; "
-            "check that its device server is running"
-        ) from failure
+        if not (failure.args and failure.args[0].reason == "API_AttrNotFound"):
+            raise _unreadable(proxy, VERSIONS_ATTRIBUTE, failure) from failure
+        _require_v1_attributes(proxy)
+        return 1  # devices from before the attribute speak v1
     advertised = reading.value
     return negotiate(None if advertised is None else list(advertised), proxy.dev_name())
+
+
+def _require_v1_attributes(proxy: tango.DeviceProxy) -> None:
+    """Raise `MissingLrcInterfaceError` unless the device, which lacks
+    ``lrcProtocolVersions``, has the attributes of protocol v1."""
+    try:
+        present = {name.lower() for name in proxy.get_attribute_list()}
+    except tango.DevFailed as failure:
+        raise _unreadable(proxy, "the attribute list", failure) from failure
+    missing = [name for name in V1_ATTRIBUTES if name.lower() not in present]
+    if missing:
+        raise MissingLrcInterfaceError(
+            f"{proxy.dev_name()} lacks the long-running-command interface: it has neither "
+            f"{VERSIONS_ATTRIBUTE} (protocol v2) nor {', '.join(missing)} (protocol v1), so "
+            "nothing was subscribed or called; check the device name, and invoke long "
+            "running commands only on devices that implement them (such as an LrcDevice)"
+        )
+
+
+def _unreadable(
+    proxy: tango.DeviceProxy, what: str, failure: tango.DevFailed
+) -> LrcInvocationError:
+    """The error to raise when ``what`` of the device could not be read."""
+    return LrcInvocationError(
+        f"cannot read {what} of {proxy.dev_name()}: "
+        f"{failure.args[0].desc.strip() if failure.args else failure}; "
+        "check that its device server is running"
+    )
 
 
 def connected_version(scheduler: CallbackScheduler, proxy: tango.DeviceProxy) -> int | None:
