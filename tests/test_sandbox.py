@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -11,10 +16,11 @@ import pytest
 import tango
 
 from milonga.sandbox import SandboxError, ServerStartError, TangoSandbox
-from milonga.testing import SandboxServers
+from milonga.testing import SandboxServers, wait_until
 
 DEVICES = Path(__file__).parent / "devices"
 COUNTER = "tests.devices.counter"
+WAIT_SECONDS = 60.0  # a safety net only: every wait ends on a condition
 
 
 def _children() -> list[psutil.Process]:
@@ -84,7 +90,7 @@ def test_change_events_flow_over_loopback_only(sandbox_servers: SandboxServers) 
     try:
         proxy.Increment()
         proxy.Increment()
-        assert third_value.wait(10), f"expected 3 change events, got {values}"
+        assert third_value.wait(WAIT_SECONDS), f"expected 3 change events, got {values}"
     finally:
         proxy.unsubscribe_event(subscription)
 
@@ -228,7 +234,87 @@ def test_a_given_directory_keeps_database_and_logs(tmp_path: Path) -> None:
     with TangoSandbox(tmp_path) as sandbox:
         sandbox.add_device("Kept/1", "Counter", "test/kept/1")
         sandbox.start_server("Kept/1", COUNTER)
-        assert "Ready to accept request" in sandbox.server_output("Kept/1")
+        # The server answers pings a moment before it prints that it is ready.
+        wait_until(
+            lambda: "Ready to accept request" in sandbox.server_output("Kept/1"),
+            "the server to log that it is ready",
+            WAIT_SECONDS,
+        )
 
     assert (tmp_path / "tango_database.db").is_file()
     assert (tmp_path / "logs" / "Kept.1.log").is_file()
+
+
+def test_a_given_directory_can_be_used_again(tmp_path: Path) -> None:
+    sandbox = TangoSandbox(tmp_path)
+    with sandbox:
+        sandbox.add_device("Again/1", "Counter", "test/again/1", {"Start": 5})
+
+    with sandbox:
+        # the same SQLite file, reached at the port of this run's database
+        assert sandbox.devices_of("Again/1") == ["dserver/Again/1", "test/again/1"]
+        sandbox.start_server("Again/1", COUNTER)
+        assert sandbox.proxy("test/again/1").value == 5
+
+
+def test_a_directory_in_use_is_refused(tmp_path: Path) -> None:
+    with TangoSandbox(tmp_path) as first:
+        second = TangoSandbox(tmp_path)
+        with pytest.raises(SandboxError, match=r"is in use by another sandbox \(process \d+\)"):
+            second.start()
+
+        assert first.database().get_info()
+        with pytest.raises(SandboxError, match="not running"):
+            second.proxy("test/second/1")
+
+    with TangoSandbox(tmp_path) as third:  # free again once the first has stopped
+        assert third.database().get_info()
+
+
+def test_an_empty_directory_name_is_refused() -> None:
+    with pytest.raises(SandboxError, match="empty directory name"):
+        TangoSandbox("")
+
+
+def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    alive = []
+    for process in processes:
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+ORPHANED_PROGRAM = textwrap.dedent(
+    f"""
+    import signal
+    from milonga.sandbox import TangoSandbox
+
+    sandbox = TangoSandbox()
+    sandbox.start()
+    sandbox.add_device("Orphan/1", "Counter", "test/orphan/1")
+    sandbox.start_server("Orphan/1", {COUNTER!r})
+    print(sandbox.directory, flush=True)
+    signal.pause()
+    """
+)
+
+
+def test_processes_and_directory_go_when_the_program_is_killed() -> None:
+    program = subprocess.Popen(
+        [sys.executable, "-c", ORPHANED_PROGRAM], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert program.stdout is not None
+        directory = Path(program.stdout.readline().strip())
+        children = psutil.Process(program.pid).children(recursive=True)
+        assert directory.is_dir()
+        assert len(children) >= 2, "a database and a device server"
+    finally:
+        os.kill(program.pid, signal.SIGKILL)
+        program.communicate()
+
+    wait_until(lambda: not _alive(children), "the sandbox's processes to stop", WAIT_SECONDS)
+    wait_until(lambda: not directory.exists(), "the temporary directory to go", WAIT_SECONDS)

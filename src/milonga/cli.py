@@ -1,144 +1,40 @@
-"""The `milonga` command: one subcommand per part of milonga."""
+"""Entry points of the `milonga` and `tango-event-monitor` commands.
+
+Both handle Ctrl-C, SIGTERM and SIGHUP before they import Tango, which takes a while, so
+that a signal during the imports ends them cleanly (`milonga.terminated.run_command`).
+This module therefore imports only the standard library and milonga's light helpers; the
+subcommands are in `milonga.commands` and the monitor in `milonga.monitor.cli`.
+"""
 
 from __future__ import annotations
 
-import argparse
-import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from milonga import __version__, standard_streams
-from milonga.demo import DemoError, DemoOptions, run_demo
-from milonga.demo.system import QUICK
-from milonga.monitor import cli as monitor_cli
-from milonga.sandbox import SandboxError, TangoSandbox
-from milonga.terminated import (
-    EXIT_INTERRUPTED,
-    EXIT_TERMINATED,
-    Terminated,
-    handling,
-    raising,
-)
-
-EXIT_ERROR = 1
-
-
-def _sandbox(args: argparse.Namespace) -> int:
-    with TangoSandbox(args.directory) as sandbox:
-        print("A Tango sandbox is running. In another terminal:", flush=True)
-        print(f"    export TANGO_HOST={sandbox.tango_host}", flush=True)
-        print(f"Database and server logs: {sandbox.directory}", flush=True)
-        print("Press Ctrl-C to stop it.", flush=True)
-        try:
-            while True:
-                signal.pause()
-        except (KeyboardInterrupt, Terminated):
-            print("Stopping the sandbox.", flush=True)
-    return 0
-
-
-def _demo(args: argparse.Namespace) -> int:
-    options = DemoOptions(fixed=args.fixed, quick=args.quick, keep_running=args.keep_running)
-    try:
-        run_demo(options, sys.stdout)
-    except Terminated:
-        print("milonga: terminated; everything it started has been stopped", file=sys.stderr)
-        return EXIT_TERMINATED
-    return 0
-
-
-def _monitor(args: argparse.Namespace) -> int:
-    return monitor_cli.run(args, prog="milonga monitor")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="milonga",
-        description="Tools for event-driven Tango Controls clients.",
-    )
-    parser.add_argument("--version", action="version", version=f"milonga {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    sandbox = commands.add_parser(
-        "sandbox",
-        help="run an empty Tango control system on 127.0.0.1 until Ctrl-C",
-        description="Start PyTango's database server on a free port of 127.0.0.1, print the "
-        "TANGO_HOST to export, and keep it running until Ctrl-C.",
-    )
-    sandbox.add_argument(
-        "--directory",
-        metavar="DIR",
-        help="keep the SQLite database and logs in DIR (default: a temporary directory "
-        "removed on exit)",
-    )
-    sandbox.set_defaults(run=_sandbox)
-    demo = commands.add_parser(
-        "demo",
-        help="reproduce a 'missing' Tango event, diagnose it with the monitor, and fix it",
-        description="Start a real control system on 127.0.0.1 in which a slow event callback "
-        "makes foo/bar/top Scan() time out, watch it with the event monitor, and print a "
-        "diagnosis computed from the monitor's snapshots. See docs/tutorial.md.",
-    )
-    demo.add_argument(
-        "--fixed",
-        action="store_true",
-        help="run the system as it is, then again with CallbackScheduler in its devices, "
-        "and compare the figures",
-    )
-    demo.add_argument(
-        "--quick",
-        action="store_true",
-        help="the same story with shorter times (scan: "
-        f"{QUICK.scan_seconds:g} s, Scan() timeout: {QUICK.scan_timeout_seconds:g} s)",
-    )
-    demo.add_argument(
-        "--keep-running",
-        action="store_true",
-        help="leave the control system running afterwards, print the TANGO_HOST to export, "
-        "and wait for Ctrl-C",
-    )
-    demo.set_defaults(run=_demo)
-    monitor = commands.add_parser(
-        "monitor",
-        help="poll device servers' QueryEventSystem and show what changed in their events",
-        description=monitor_cli.DESCRIPTION,
-        epilog=monitor_cli.EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    monitor_cli.add_arguments(monitor)
-    monitor.set_defaults(run=_monitor)
-    return parser
+from milonga.terminated import run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `milonga` command line and return its exit status."""
-    args = build_parser().parse_args(argv)
-    if not standard_streams.usable("milonga", sys.stdout, sys.stderr):
-        return EXIT_ERROR
-    try:
-        with handling(raising()):  # SIGTERM and SIGHUP clean up as Ctrl-C does
-            status: int = args.run(args)
-    except KeyboardInterrupt:
-        print("milonga: interrupted; everything it started has been stopped", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # The reader went away (`milonga demo | head`): nobody is left to tell.
-        standard_streams.discard(sys.stdout)
-        return EXIT_ERROR
-    except OSError as error:
-        if standard_streams.takes_output(sys.stdout):
-            raise
-        # Standard output is failing: a full disk, say.
-        standard_streams.discard(sys.stdout)
-        print(
-            f"milonga: error: cannot write to standard output ({error.strerror}); send it "
-            "somewhere that takes it, such as a file on a disk with room, or a pipe",
-            file=sys.stderr,
-        )
-        return EXIT_ERROR
-    except (SandboxError, DemoError) as error:
-        print(f"milonga: error: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    return status
+
+    def load() -> Callable[[], int]:
+        from milonga import commands  # noqa: PLC0415 - imports Tango
+
+        args = commands.build_parser().parse_args(argv)
+        return lambda: commands.run(args)
+
+    return run_command("milonga", load)
+
+
+def monitor_main(argv: Sequence[str] | None = None) -> int:
+    """Run `tango-event-monitor` and return its exit status."""
+
+    def load() -> Callable[[], int]:
+        from milonga.monitor import cli  # noqa: PLC0415 - imports Tango
+
+        return lambda: cli.main(argv)
+
+    return run_command("tango-event-monitor", load)
 
 
 if __name__ == "__main__":

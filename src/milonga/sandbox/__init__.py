@@ -1,5 +1,17 @@
-"""An embedded, real Tango control system for tests, demos and benchmarks."""
+"""An embedded, real Tango control system for tests, demos and benchmarks.
 
-from milonga.sandbox.sandbox import SandboxError, ServerStartError, TangoSandbox
+The names are imported on first use, so that the sandbox's own processes
+(`milonga.sandbox._child`) can start watching their parent before they import Tango.
+"""
+
+from typing import TYPE_CHECKING
+
+from milonga._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from milonga.sandbox.sandbox import SandboxError, ServerStartError, TangoSandbox
 
 __all__ = ["SandboxError", "ServerStartError", "TangoSandbox"]
+
+if not TYPE_CHECKING:  # mypy reads the imports above, and still flags unknown names
+    __getattr__ = lazy_attributes(__name__, dict.fromkeys(__all__, "milonga.sandbox.sandbox"))

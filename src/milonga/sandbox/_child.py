@@ -1,9 +1,11 @@
 """Entry point of every process a sandbox starts: a database server or a device server.
 
-Run as ``python -m milonga.sandbox._child database ARGS...`` or
-``python -m milonga.sandbox._child server SERVER SOURCE``.  Both modes first arm a
-watchdog that terminates the child if the sandbox process dies without stopping it, so
-a crashed test run never leaves Tango processes behind.
+Run as ``python -m milonga.sandbox._child LIFELINE database ARGS...`` or
+``python -m milonga.sandbox._child LIFELINE server SERVER SOURCE``, where ``LIFELINE`` is
+the inherited read end of the sandbox's `Lifeline`.  Before anything else, and before
+Tango is imported, the child starts watching it: once the sandbox process is gone,
+however it ended, the child kills itself and whatever it started, so a crashed test run
+never leaves Tango processes behind.
 """
 
 from __future__ import annotations
@@ -15,29 +17,27 @@ import runpy
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 from types import ModuleType
 
-import tango
-import tango.server
-
-PARENT_POLL_SECONDS = 0.5
 LOOPBACK_ENDPOINT = "giop:tcp:127.0.0.1:0"
 
 
-def _watch_parent(parent_pid: int) -> None:
-    """Send ourselves SIGTERM, then SIGKILL, once the sandbox process has gone."""
-    while os.getppid() == parent_pid:
-        time.sleep(PARENT_POLL_SECONDS)
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(5.0)
-    os.kill(os.getpid(), signal.SIGKILL)
+def _die_with_parent(lifeline: int) -> None:
+    """Block until the sandbox process is gone, then SIGKILL this process group.
+
+    Nobody is left to wait for a graceful stop, and a graceful stop can hang on a
+    database that is going away at the same time: the group is killed outright.
+    """
+    while os.read(lifeline, 1):  # the sandbox never writes: only end-of-file comes
+        continue
+    os.killpg(0, signal.SIGKILL)
 
 
-def _arm_watchdog() -> None:
+def _watch_parent(lifeline: int) -> None:
+    """Start `_die_with_parent` on a daemon thread."""
     threading.Thread(
-        target=_watch_parent, args=(os.getppid(),), name="milonga-parent-watchdog", daemon=True
+        target=_die_with_parent, args=(lifeline,), name="milonga-parent-watchdog", daemon=True
     ).start()
 
 
@@ -58,6 +58,10 @@ def load_source(source: str) -> ModuleType:
 
 def run_device_server(server: str, source: str) -> None:
     """Run the device classes the database lists for ``server``, taken from ``source``."""
+    # Imported only now, once the parent watch runs: importing Tango takes a while.
+    import tango  # noqa: PLC0415
+    import tango.server  # noqa: PLC0415
+
     executable, instance = server.split("/", 1)
     class_names = list(tango.Database().get_server_class_list(server))
     if not class_names:
@@ -83,8 +87,8 @@ def run_database(args: list[str]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    _arm_watchdog()
-    mode, *rest = argv
+    lifeline, mode, *rest = argv
+    _watch_parent(int(lifeline))
     if mode == "database":
         run_database(rest)
     elif mode == "server":

@@ -1,4 +1,5 @@
-"""A child process whose output goes to a log file and which is always stopped for good."""
+"""The sandbox's child processes: each logs to a file, is always stopped for good, and
+stops by itself the moment the sandbox process is gone."""
 
 from __future__ import annotations
 
@@ -12,15 +13,38 @@ from pathlib import Path
 
 GRACEFUL_STOP_SECONDS = 5.0
 TAIL_LINES = 30
+REAPER_SCRIPT = Path(__file__).with_name("_reaper.py")
+
+
+class Lifeline:
+    """A pipe that tells the sandbox's processes that the sandbox process is gone.
+
+    Only the sandbox process holds the write end, and nothing is ever written to it.  Each
+    child inherits the read end and blocks reading it; the read returns end-of-file the
+    moment the sandbox process ends, however it ends (SIGKILL included), because the kernel
+    then closes the write end.  PR_SET_PDEATHSIG would fire when the *thread* that started
+    a child ends, which would kill servers started from a short-lived thread.
+    """
+
+    def __init__(self) -> None:
+        self.read_fd, self._write_fd = os.pipe()  # neither is inherited unless passed
+
+    def close(self) -> None:
+        """Tell every child still running that the sandbox is gone; call it once."""
+        os.close(self._write_fd)
+        os.close(self.read_fd)
 
 
 class ChildProcess:
     """One ``milonga.sandbox._child`` process in its own session, logging to ``log_path``.
 
-    It runs on the interpreter ``python``, by default the one running this process.
+    It runs on the interpreter ``python``, by default the one running this process.  It
+    inherits the read end of ``lifeline`` and the descriptors ``inherited`` (the sandbox
+    directory's lock, so that the lock holds until the child is gone too).
 
     The process runs in a new session so that a Ctrl-C in the terminal reaches only the
-    sandbox, which then stops its children in order.
+    sandbox, which then stops its children in order.  The log file may hold the output of
+    earlier processes: this one's starts at ``log_start``.
     """
 
     def __init__(
@@ -28,21 +52,33 @@ class ChildProcess:
         label: str,
         child_args: list[str],
         log_path: Path,
+        *,
         env: dict[str, str],
+        lifeline: Lifeline,
+        inherited: tuple[int, ...] = (),
         python: str = sys.executable,
     ):
         self.label = label
         self.log_path = log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with log_path.open("ab") as log:
+            self.log_start = log.tell()
             self._popen = subprocess.Popen(
-                [python, "-u", "-m", "milonga.sandbox._child", *child_args],
+                [
+                    python,
+                    "-u",
+                    "-m",
+                    "milonga.sandbox._child",
+                    str(lifeline.read_fd),
+                    *child_args,
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
                 cwd=log_path.parent,
                 start_new_session=True,
+                pass_fds=(lifeline.read_fd, *inherited),
             )
 
     @property
@@ -54,11 +90,8 @@ class ChildProcess:
         return self._popen.poll()
 
     def output(self) -> str:
-        """Everything the process has written so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
+        """Everything this process has written so far."""
+        return read_log(self.log_path, self.log_start)
 
     def tail(self, lines: int = TAIL_LINES) -> str:
         """The last ``lines`` lines of output, for error messages."""
@@ -77,3 +110,41 @@ class ChildProcess:
     def _signal_group(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self._popen.pid, signum)
+
+
+def read_log(path: Path, start: int = 0) -> str:
+    """The text of log file ``path`` from byte ``start`` on; empty if there is none."""
+    try:
+        with path.open("rb") as log:
+            log.seek(start)
+            return log.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+class Reaper:
+    """A small process that removes a temporary sandbox directory once the sandbox and all
+    its processes are gone, should the sandbox process be killed before it could.
+
+    It waits for the lock on ``lock_path``, which the sandbox process and its children
+    hold until the last of them ends.  It runs this process's interpreter in isolated mode
+    on the standard library only, in a session of its own.
+    """
+
+    def __init__(self, directory: Path, lock_path: Path) -> None:
+        self._popen = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(REAPER_SCRIPT), str(directory), str(lock_path)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            cwd="/",
+            start_new_session=True,
+        )
+
+    def wait(self, timeout: float = GRACEFUL_STOP_SECONDS) -> None:
+        """Wait until it has finished, once the sandbox has released the lock; kill it if
+        something else still holds the lock after ``timeout``."""
+        try:
+            self._popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._popen.kill()
+            self._popen.wait()

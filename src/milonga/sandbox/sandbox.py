@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import os
 import re
@@ -21,7 +22,7 @@ from typing import Any
 
 import tango
 
-from milonga.sandbox._process import ChildProcess
+from milonga.sandbox._process import ChildProcess, Lifeline, Reaper, read_log
 from milonga.terminated import STOP_SIGNALS, handling
 
 DATABASE_START_SECONDS = 60.0
@@ -29,6 +30,7 @@ SERVER_START_SECONDS = 30.0
 READY_POLL_SECONDS = 0.05
 PING_TIMEOUT_MILLIS = 1000
 PYTHON_VARIABLE = "MILONGA_SANDBOX_PYTHON"
+LOCK_FILE = "milonga-sandbox.lock"
 _LISTENING = re.compile(r"host=(?P<host>[\w.\-]+), port=(?P<port>\d+)")
 
 
@@ -68,13 +70,17 @@ class TangoSandbox:
     """
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
-        self._given_directory = Path(directory) if directory is not None else None
+        self._given_directory = sandbox_directory(directory) if directory is not None else None
         self._directory: Path | None = None
+        self._directory_lock: int | None = None
+        self._lifeline: Lifeline | None = None
+        self._reaper: Reaper | None = None
         self._database: ChildProcess | None = None
         self._python = sys.executable
         self._port: int | None = None
         self._servers: dict[str, _RunningServer] = {}
-        self._lock = threading.RLock()
+        self._log_starts: dict[str, int] = {}
+        self._servers_lock = threading.RLock()
 
     # -- lifetime ---------------------------------------------------------------------
 
@@ -91,22 +97,20 @@ class TangoSandbox:
         self.stop()
 
     def start(self) -> None:
-        """Start the database server and wait until it answers."""
-        if self._database is not None:
+        """Take the directory, start the database server and wait until it answers.
+
+        Raises SandboxError if another sandbox uses the directory: it holds a lock on
+        it (the file ``milonga-sandbox.lock``) for as long as it or any of its processes
+        runs.
+        """
+        if self._lifeline is not None:
             raise SandboxError("this sandbox is already running; stop() it before starting again")
         self._python = _child_python()
-        if self._given_directory is None:
-            self._directory = Path(tempfile.mkdtemp(prefix="milonga-sandbox-"))
-        else:
-            self._directory = self._given_directory
-            try:
-                self._directory.mkdir(parents=True, exist_ok=True)
-            except OSError as error:
-                raise SandboxError(
-                    f"cannot use {self._directory} as the sandbox directory ({error.strerror}); "
-                    "give a writable directory, or none for a temporary one"
-                ) from None
         try:
+            self._take_directory()
+            self._lifeline = Lifeline()
+            if self._given_directory is None:
+                self._reaper = Reaper(self.directory, self.directory / LOCK_FILE)
             self._start_database()
         except BaseException:
             self.stop()
@@ -123,7 +127,7 @@ class TangoSandbox:
             self._stop()
 
     def _stop(self) -> None:
-        with self._lock:
+        with self._servers_lock:
             servers = list(self._servers)
         for server in reversed(servers):
             self.stop_server(server)
@@ -131,9 +135,24 @@ class TangoSandbox:
             self._database.stop()
             self._database = None
         self._port = None
+        self._log_starts.clear()
+        self._release_directory()
+
+    def _release_directory(self) -> None:
+        """Remove the directory if it is a temporary one, then free it for other sandboxes
+        and tell the reaper (which then finds nothing left to remove)."""
         if self._given_directory is None and self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
         self._directory = None
+        if self._directory_lock is not None:
+            os.close(self._directory_lock)  # every process that shared the lock has ended
+            self._directory_lock = None
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
+        if self._reaper is not None:
+            self._reaper.wait()  # it finds the directory gone and ends
+            self._reaper = None
 
     # -- addresses --------------------------------------------------------------------
 
@@ -219,14 +238,14 @@ class TangoSandbox:
 
     def stop_server(self, server: str) -> None:
         """Stop ``server`` gracefully, killing it if it does not exit in time."""
-        with self._lock:
+        with self._servers_lock:
             running = self._servers.pop(server, None)
         if running is not None:
             running.process.stop()
 
     def restart_server(self, server: str, timeout: float = SERVER_START_SECONDS) -> None:
         """Stop ``server`` and start it again from the same source."""
-        with self._lock:
+        with self._servers_lock:
             running = self._servers.get(server)
         if running is None:
             raise SandboxError(
@@ -238,12 +257,15 @@ class TangoSandbox:
     @property
     def servers(self) -> list[str]:
         """The servers this sandbox is running, in start order."""
-        with self._lock:
+        with self._servers_lock:
             return list(self._servers)
 
     def server_output(self, server: str) -> str:
-        """Everything ``server`` has printed since the sandbox first started it."""
-        return self._log_path(server).read_text(errors="replace")
+        """Everything ``server`` has printed since the sandbox first started it (a log
+        kept in a given directory also holds what earlier sandboxes' runs printed)."""
+        with self._servers_lock:
+            start = self._log_starts.get(server)
+        return "" if start is None else read_log(self._log_path(server), start)
 
     def devices_of(self, server: str) -> list[str]:
         """The devices the database defines for ``server``, admin device first."""
@@ -252,6 +274,21 @@ class TangoSandbox:
 
     # -- internals --------------------------------------------------------------------
 
+    def _take_directory(self) -> None:
+        """Make the directory (a temporary one unless given) and lock it; see `start`."""
+        if self._given_directory is None:
+            self._directory = Path(tempfile.mkdtemp(prefix="milonga-sandbox-"))
+        else:
+            try:
+                self._given_directory.mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise SandboxError(
+                    f"cannot use {self._given_directory} as the sandbox directory "
+                    f"({error.strerror}); give a writable directory, or none for a temporary one"
+                ) from None
+            self._directory = self._given_directory
+        self._directory_lock = _lock_directory(self._directory)
+
     def _start_database(self) -> None:
         env = self._child_env()
         env.pop("TANGO_HOST", None)
@@ -259,8 +296,10 @@ class TangoSandbox:
             "database",
             ["database", "--host", "127.0.0.1", "--port", "0", "--print-host-port", "2"],
             self.directory / "database.log",
-            env,
-            self._python,
+            env=env,
+            lifeline=self._running_lifeline,
+            inherited=self._inherited,
+            python=self._python,
         )
         self._database = database
         deadline = time.monotonic() + DATABASE_START_SECONDS
@@ -276,6 +315,17 @@ class TangoSandbox:
         assert listening is not None
         self._port = int(listening["port"])
         _poll(database, what, deadline, self._database_answers, self._logs_kept)
+
+    @property
+    def _running_lifeline(self) -> Lifeline:
+        if self._lifeline is None:
+            raise SandboxError("the sandbox is not running; use it inside a `with` block")
+        return self._lifeline
+
+    @property
+    def _inherited(self) -> tuple[int, ...]:
+        """What every child inherits besides the lifeline: the directory's lock."""
+        return () if self._directory_lock is None else (self._directory_lock,)
 
     @property
     def _logs_kept(self) -> bool:
@@ -299,7 +349,7 @@ class TangoSandbox:
                     "defining the device classes, or an importable module name"
                 )
             source = str(path)
-        with self._lock:
+        with self._servers_lock:
             if server in self._servers:
                 raise SandboxError(
                     f"server {server!r} is already running; stop_server() or restart_server() it"
@@ -308,10 +358,13 @@ class TangoSandbox:
                 server,
                 ["server", server, source],
                 self._log_path(server),
-                self._child_env(),
-                self._python,
+                env=self._child_env(),
+                lifeline=self._running_lifeline,
+                inherited=self._inherited,
+                python=self._python,
             )
             self._servers[server] = _RunningServer(source, process)
+            self._log_starts.setdefault(server, process.log_start)
         return server
 
     def _wait_until_ready(self, server: str, deadline: float) -> None:
@@ -361,6 +414,46 @@ class TangoSandbox:
             env["TANGO_HOST"] = self.tango_host
         env["PYTHONUNBUFFERED"] = "1"
         return env
+
+
+def sandbox_directory(directory: str | os.PathLike[str]) -> Path:
+    """``directory`` as a path, or SandboxError if it is the empty string, which would
+    silently mean the current directory."""
+    if not os.fspath(directory):
+        raise SandboxError(
+            "got an empty directory name for the sandbox; give the directory to keep the "
+            "database and logs in (use '.' for the current one), or none for a temporary one"
+        )
+    return Path(directory)
+
+
+def _lock_directory(directory: Path) -> int:
+    """Lock ``directory`` for this sandbox; return the lock's file descriptor.
+
+    The lock is an exclusive ``flock`` on ``LOCK_FILE``, whose text is the process id of
+    the sandbox that holds it.  Raises SandboxError if another sandbox holds it.
+    """
+    path = directory / LOCK_FILE
+    try:
+        lock = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as error:
+        raise SandboxError(
+            f"cannot use {directory} as the sandbox directory: cannot create {path} "
+            f"({error.strerror}); give a writable directory, or none for a temporary one"
+        ) from None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(lock, 32).decode(errors="replace").strip()
+        os.close(lock)
+        raise SandboxError(
+            f"{directory} is in use by another sandbox (process {holder or 'unknown'}), "
+            "and two sandboxes must not share a database; stop that one first, or give "
+            "another directory"
+        ) from None
+    os.ftruncate(lock, 0)
+    os.write(lock, f"{os.getpid()}\n".encode())
+    return lock
 
 
 def _child_python() -> str:
