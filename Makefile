@@ -13,7 +13,7 @@ VENV9 := .venv-pytango9
 BIN9 := $(VENV9)/bin
 STAMP9 := $(VENV9)/.milonga-installed
 
-.PHONY: test lint typecheck pytest pytest-pytango9 demo bench clean
+.PHONY: test lint typecheck pytest pytest-pytango9 demo bench check-reliability clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
+
+# Not part of `make test`: runs it again and again, on the idle machine and then with every
+# core kept busy, and stops at the first failure.  Settings (CHECK_IDLE_RUNS=5,
+# CHECK_BUSY_RUNS=3, CHECK_COMMAND, CHECK_LOG_DIR) in scripts/check_reliability.py.
+check-reliability:
+	$(PYTHON) scripts/check_reliability.py
 
 clean:
 	rm -rf $(VENV) $(VENV9) build src/*.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -17,8 +17,15 @@ ATTRIBUTES_PER_DEVICE = 20
 VALUE_ATTRIBUTES = [f"value{index:02d}" for index in range(ATTRIBUTES_PER_DEVICE)]
 
 
+def _check_attribute(name: str, names: list[str]) -> None:
+    """ValueError unless ``name`` is one of ``names``."""
+    if name not in names:
+        raise ValueError(f"no attribute {name!r} to push on; give one of {', '.join(names)}")
+
+
 class BenchPublisher(Device):
-    """``Burst(n)`` pushes change events 1, 2, ..., n on ``counter`` as fast as it can."""
+    """``Burst(n)`` pushes change events 1, 2, ..., n on ``counter`` as fast as it can;
+    ``Mark("counter")`` pushes one more, the last value plus one."""
 
     def init_device(self) -> None:
         super().init_device()
@@ -35,6 +42,13 @@ class BenchPublisher(Device):
             self.push_change_event("counter", value)
         self._counter = count
 
+    @command(dtype_in=str)
+    def Mark(self, name: str) -> None:
+        """Push one more change event on ``name``, which must be ``counter``."""
+        _check_attribute(name, ["counter"])
+        self._counter += 1
+        self.push_change_event("counter", self._counter)
+
 
 class BenchTicker(Device):
     """``Start([slow_hz, fast_hz])`` pushes 1, 2, 3, ... on ``slow`` and ``fast`` at steady
@@ -44,6 +58,7 @@ class BenchTicker(Device):
     ``Stop()`` only tells the pumps to stop: a pump may be waiting in
     ``push_change_event`` for the device lock that the command holds, so joining it there
     would deadlock (at 10 kHz it nearly always is).  ``pumping`` is False once they stopped.
+    Then ``Mark(name)`` pushes one more event on ``slow`` or ``fast``.
     """
 
     def init_device(self) -> None:
@@ -68,6 +83,9 @@ class BenchTicker(Device):
 
     @attribute(dtype=bool)
     def pumping(self) -> bool:
+        return self._pumping()
+
+    def _pumping(self) -> bool:
         return any(pump.is_alive() for pump in self._pumps)
 
     @command(dtype_in=(float,))
@@ -85,6 +103,15 @@ class BenchTicker(Device):
     @command
     def Stop(self) -> None:
         self._stop.set()
+
+    @command(dtype_in=str)
+    def Mark(self, name: str) -> None:
+        """Push one more change event on ``name``, once the pumps have stopped."""
+        _check_attribute(name, list(self._values))
+        if self._pumping():
+            raise RuntimeError("Mark pushes only once the pumps have stopped: call Stop first")
+        self._values[name] += 1
+        self.push_change_event(name, self._values[name])
 
     def _pump(self, name: str, period: float, stop: threading.Event) -> None:
         due = time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from milonga.scheduler import stats
 
 QUICK_REPEATS = 3
 FULL_REPEATS = 5
+POLL_SECONDS = 0.002
 
 
 @dataclass(frozen=True)
@@ -168,3 +170,47 @@ def render_table(measurements: Iterable[Measurement]) -> str:
 def write_json(measurements: Iterable[Measurement], path: Path) -> None:
     """Write the measurements to ``path`` as a JSON list of `Measurement.to_json` objects."""
     path.write_text(json.dumps([m.to_json() for m in measurements], indent=2) + "\n")
+
+
+@dataclass(frozen=True)
+class Nudge:
+    """What `wait_until` does while the thing it waits for makes no progress: it calls
+    ``push`` each time ``progress()`` has returned the same value for ``stall_seconds``."""
+
+    progress: Callable[[], object]
+    push: Callable[[], None]
+    stall_seconds: float
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout: float,
+    what: str,
+    *,
+    nudge: Nudge | None = None,
+    poll_seconds: float = POLL_SECONDS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Poll ``condition`` every ``poll_seconds`` until it holds; RuntimeError naming
+    ``what`` after ``timeout`` seconds, a safety net only.
+
+    With a ``nudge``, a stall calls ``nudge.push`` and the wait goes on: how long a stall
+    lasts paces the pushes, it never ends the wait, so the outcome does not depend on the
+    machine's speed.  ``clock`` and ``sleep`` are there for tests.
+    """
+    deadline = clock() + timeout
+    progress = None if nudge is None else nudge.progress()
+    since = clock()
+    while not condition():
+        now = clock()
+        if now > deadline:
+            raise RuntimeError(f"{what} did not happen within {timeout:g} s")
+        if nudge is not None:
+            current = nudge.progress()
+            if current != progress:
+                progress, since = current, now
+            elif now - since >= nudge.stall_seconds:
+                nudge.push()
+                since = now
+        sleep(poll_seconds)

@@ -20,7 +20,17 @@ from typing import Any
 import tango
 
 from benchmarks.devices import VALUE_ATTRIBUTES
-from benchmarks.harness import REGISTRY, Measurement, Options, median_of_runs, percentile
+from benchmarks.harness import (
+    REGISTRY,
+    Measurement,
+    Nudge,
+    Options,
+    median_of_runs,
+    percentile,
+    wait_until,
+)
+from milonga.monitor import Subscription, parse_snapshot, query_process
+from milonga.monitor.snapshot import short_name
 from milonga.sandbox import TangoSandbox
 
 DEVICES = "benchmarks.devices"
@@ -29,10 +39,14 @@ Subscribe = Callable[[Any, str, EventCallback], AbstractContextManager[object]]
 """Subscribe ``(proxy, attribute, callback)`` to change events for the ``with`` block; the
 callback has handled the attribute's current value when the block starts."""
 
+# catching up with what a device pushed (see catch_up)
+NUDGE_SECONDS = 1.0
+CATCH_UP_POLL_SECONDS = 0.02
+CATCH_UP_TIMEOUT_SECONDS = 60.0
+
 # noop_callback_rate
 QUICK_BURST = 20_000
 FULL_BURST = 100_000
-QUIET_SECONDS = 0.5
 BURST_TIMEOUT_MILLIS = 60_000
 
 # slow_callback_latency
@@ -41,8 +55,8 @@ FAST_HZ = 20.0
 SLOW_CALLBACK_SECONDS = 0.3
 QUICK_WINDOW_SECONDS = 2.0
 FULL_WINDOW_SECONDS = 5.0
-DRAIN_TIMEOUT_SECONDS = 30.0
-STOP_TIMEOUT_SECONDS = 10.0
+DRAIN_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 60.0
 
 # sync_read_subscribe_200
 SUBSCRIBE_SERVERS = 10
@@ -73,57 +87,127 @@ def reading(event: tango.EventData) -> Any:
 def stop_ticker(proxy: Any) -> None:
     """Stop a `BenchTicker`'s pumps and return once they pushed their last event."""
     proxy.command_inout("Stop")
-    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-    while proxy.read_attribute("pumping").value:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the ticker still pushes {STOP_TIMEOUT_SECONDS:g} s after Stop")
-        time.sleep(0.01)
+    wait_until(
+        lambda: not proxy.read_attribute("pumping").value,
+        STOP_TIMEOUT_SECONDS,
+        "the ticker's pumps stopping",
+    )
+
+
+# -- catching up with what a device pushed ---------------------------------------------
+
+
+def tango_callbacks(device: str, attribute: str) -> list[Subscription]:
+    """cppTango's client-side bookkeeping (``query_event_system``) of the change events of
+    ``device``'s ``attribute`` in this process: one entry per subscribed topic, none once
+    every subscription to them is gone."""
+    client = query_process().client
+    if client is None:
+        return []
+    topic = f"{device}/{attribute}.idl5_change".lower()
+    return [
+        subscription
+        for name, subscription in client.subscriptions.items()
+        if short_name(name).lower() == topic
+    ]
+
+
+def received_counter(device: str, attribute: str) -> int | None:
+    """The server counter of the last change event of ``device``'s ``attribute`` that this
+    process's cppTango took in; None without a subscription to it."""
+    return max((entry.server_counter for entry in tango_callbacks(device, attribute)), default=None)
+
+
+def published_counter(admin: Any, device: str, attribute: str) -> int:
+    """The server counter of the last change event pushed on ``device``'s ``attribute``,
+    from ``QueryEventSystem`` on ``admin``, a proxy to the admin device of its server."""
+    server = parse_snapshot(admin.command_inout("QueryEventSystem")).server
+    stream = f"{device}/{attribute}.change".lower()
+    counters = [
+        counter
+        for name, counter in (server.publishers if server else {}).items()
+        if short_name(name).lower() == stream
+    ]
+    if not counters:
+        raise RuntimeError(f"{admin.name()} reports no change events of {device}/{attribute}")
+    return counters[0]
+
+
+def catch_up(proxy: Any, attribute: str) -> None:
+    """Return once this process's cppTango has taken in the last change event pushed on
+    ``attribute`` of ``proxy``'s device: every earlier event has then arrived, or is lost
+    for good.  The device must be a `BenchPublisher` or a stopped `BenchTicker`.
+
+    Events pushed faster than this process takes them in fill the ZMQ queues, which then
+    drop the newest, so the last event pushed may never arrive.  Whenever cppTango takes in
+    nothing for NUDGE_SECONDS short of it, the device pushes one more (``Mark``), and this
+    waits for that one instead: ZMQ keeps the order, so it comes after every earlier event
+    still on the way.  The pause only paces those extra pushes; the wait itself ends on
+    cppTango's counters, on a machine of any speed.
+    """
+    device = proxy.dev_name()
+    admin = tango.DeviceProxy(proxy.adm_name())
+    last = [published_counter(admin, device, attribute)]
+
+    def mark() -> None:
+        proxy.command_inout("Mark", attribute)
+        last[0] = published_counter(admin, device, attribute)
+
+    wait_until(
+        lambda: received_counter(device, attribute) == last[0],
+        CATCH_UP_TIMEOUT_SECONDS,
+        f"cppTango taking in the last event pushed on {device}/{attribute}",
+        nudge=Nudge(lambda: received_counter(device, attribute), mark, NUDGE_SECONDS),
+        poll_seconds=CATCH_UP_POLL_SECONDS,
+    )
 
 
 # -- noop_callback_rate ----------------------------------------------------------------
 
 
 class BurstCounter:
-    """A callback that only counts the events of a burst and notes the first and last arrival.
+    """A callback that counts the events of a burst and notes the first and last arrival.
 
-    Call `expect` before each burst; `finished` is set when the burst's last value arrives.
+    Call `expect` before each burst of the values 1 ... ``burst``; it counts no other
+    value, such as the ones `catch_up` adds.  `latest` is the last value it received.
     """
 
     def __init__(self) -> None:
         self.expect(0)
 
-    def expect(self, last_value: int) -> None:
-        self.last_value = last_value
+    def expect(self, burst: int) -> None:
+        self.burst = burst
         self.delivered = 0
         self.first_arrival = self.last_arrival = 0.0
-        self.finished = threading.Event()
+        self.latest: int | None = None
 
     def __call__(self, event: tango.EventData) -> None:
         now = time.perf_counter()
         if event.err:
             return
-        if self.delivered == 0:
-            self.first_arrival = now
-        self.delivered += 1
-        self.last_arrival = now
-        if reading(event).value == self.last_value:
-            self.finished.set()
-
-    def wait(self) -> None:
-        """Return once the last value arrived, or nothing arrived for QUIET_SECONDS."""
-        while True:
-            seen = self.delivered
-            if self.finished.wait(QUIET_SECONDS) or self.delivered == seen:
-                return
+        value = int(reading(event).value)
+        if 0 < value <= self.burst:
+            if self.delivered == 0:
+                self.first_arrival = now
+            self.delivered += 1
+            self.last_arrival = now
+        self.latest = value
 
 
 def burst_once(proxy: Any, counter: BurstCounter, burst: int) -> dict[str, float]:
-    """Push ``burst`` events into ``counter``, subscribed already; return the delivered
-    rate (events/s) and how many of the pushed events it did not get ("lost")."""
+    """Push ``burst`` events into ``counter``, subscribed already, and wait until it has
+    handled the last event that reaches it; return the delivered rate (events/s) and how
+    many of the pushed events it did not get ("lost")."""
     proxy.set_timeout_millis(BURST_TIMEOUT_MILLIS)
     counter.expect(burst)
     proxy.command_inout("Burst", burst)
-    counter.wait()
+    catch_up(proxy, "counter")
+    last = int(proxy.read_attribute("counter").value)
+    wait_until(
+        lambda: counter.latest == last,
+        CATCH_UP_TIMEOUT_SECONDS,
+        "the callback handling the last event",
+    )
     span = counter.last_arrival - counter.first_arrival
     return {
         "rate": counter.delivered / span if span > 0 else 0.0,

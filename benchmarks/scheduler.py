@@ -10,7 +10,6 @@ the shared machine hits both.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -21,8 +20,16 @@ import psutil
 import tango
 
 from benchmarks.devices import VALUE_ATTRIBUTES
-from benchmarks.harness import REGISTRY, Measurement, Options, median_of_runs, percentile
+from benchmarks.harness import (
+    REGISTRY,
+    Measurement,
+    Options,
+    median_of_runs,
+    percentile,
+    wait_until,
+)
 from benchmarks.raw_pytango import (
+    CATCH_UP_TIMEOUT_SECONDS,
     FULL_BURST,
     FULL_WINDOW_SECONDS,
     QUICK_BURST,
@@ -34,6 +41,7 @@ from benchmarks.raw_pytango import (
     EventCallback,
     Subscribe,
     burst_once,
+    catch_up,
     ignore,
     latencies_once,
     reading,
@@ -42,6 +50,7 @@ from benchmarks.raw_pytango import (
     stop_ticker,
     subscribe_all_once,
     subscribed,
+    tango_callbacks,
 )
 from milonga.sandbox import TangoSandbox
 from milonga.scheduler import (
@@ -55,10 +64,7 @@ from milonga.scheduler import (
 from milonga.scheduler.dispatch import Dispatcher, Run
 
 CHANGE = tango.EventType.CHANGE_EVENT
-SUBSCRIBE_TIMEOUT_SECONDS = 30.0
-POLL_SECONDS = 0.002
-QUIET_SECONDS = 0.5
-SETTLE_TIMEOUT_SECONDS = 60.0
+SUBSCRIBE_TIMEOUT_SECONDS = 60.0
 
 # scheduler_fairness
 MEASURED_HZ = 5.0
@@ -89,41 +95,6 @@ def queue_stats(sched: CallbackScheduler, callback_id: CallbackID) -> QueueStats
     """The statistics of the queue that serves ``callback_id``'s stream."""
     stream = str(callback_id.stream)
     return next(queue for queue in sched.stats().queues if stream in queue.streams)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; RuntimeError naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{what} did not happen within {timeout:g} s")
-        time.sleep(POLL_SECONDS)
-
-
-def wait_until_quiet(snapshot: Callable[[], object]) -> None:
-    """Return once ``snapshot()`` stayed the same for QUIET_SECONDS."""
-    deadline = time.monotonic() + SETTLE_TIMEOUT_SECONDS
-    last, since = snapshot(), time.monotonic()
-    while time.monotonic() - since < QUIET_SECONDS:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"events still arrive {SETTLE_TIMEOUT_SECONDS:g} s later")
-        time.sleep(QUIET_SECONDS / 10)
-        now = snapshot()
-        if now != last:
-            last, since = now, time.monotonic()
-
-
-def tango_callbacks(device: str, attribute: str) -> list[dict[str, Any]]:
-    """cppTango's client-side bookkeeping (``query_event_system``) of the change events of
-    ``device``'s ``attribute`` in this process: one entry per subscribed topic, none once
-    every subscription to them is gone."""
-    client = json.loads(tango.ApiUtil.instance().query_event_system())["client"] or {}
-    topic = f"{device}/{attribute}.idl5_change".lower()
-    return [
-        entry
-        for name, entry in client.get("event_callbacks", {}).items()
-        if name.split("/", 3)[-1].lower() == topic
-    ]
 
 
 def sized_queue(
@@ -572,7 +543,7 @@ def scheduler_subscribe_200(options: Options) -> list[Measurement]:
 
 class StuckCallback:
     """Ignores events until `arm`ed; then counts them and blocks in every call until
-    `release`."""
+    `release`.  `latest` is the value of the last data event counted."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -582,6 +553,7 @@ class StuckCallback:
         self.calls = 0
         self.delivered = 0
         self.missed_reports = 0
+        self.latest: int | None = None
 
     def arm(self, first_value: int) -> None:
         """Count and block from now on; count only data events above ``first_value``."""
@@ -597,7 +569,9 @@ class StuckCallback:
         with self._lock:
             self.calls += 1
             if not event.err:
-                self.delivered += reading(event).value > self.first_value
+                value = int(reading(event).value)
+                self.delivered += value > self.first_value
+                self.latest = value
             elif event.errors[0].reason == MISSED_EVENTS:
                 self.missed_reports += 1
         self._released.wait()
@@ -608,17 +582,27 @@ def client_counts(device: str, attribute: str) -> tuple[int, int]:
     process: events passed to the callbacks, and reports of missed events."""
     entries = tango_callbacks(device, attribute)
     return (
-        sum(entry["event_count"] for entry in entries),
-        sum(entry["missed_event_count"] for entry in entries),
+        sum(entry.event_count for entry in entries),
+        sum(entry.missed_event_count for entry in entries),
     )
 
 
-def flood_once(proxy: Any, stuck: StuckCallback, seconds: float) -> dict[str, float]:
+def flood_once(
+    proxy: Any, stuck: StuckCallback, seconds: float, *, on_tango_thread: bool
+) -> dict[str, float]:
     """Flood ``fast`` at FLOOD_HZ for ``seconds`` into ``stuck``, subscribed already, while
-    sampling this process's RSS; then release it and wait until the events stop moving.
+    sampling this process's RSS; then release it and wait until it has handled the last
+    event that reaches it.
 
-    "missed" counts the pushed events that cppTango never passed to a callback (dropped at
-    the ZMQ high-water mark); cppTango reports them, one error event per gap ("reports").
+    Through the scheduler, Tango's thread is never stuck, but on a slow machine it can end
+    the flood thousands of events behind: ``stuck`` is released only once cppTango has
+    taken in every event that will arrive (`catch_up`), so that it gets what its queue
+    kept and nothing more.  Raw PyTango (``on_tango_thread``) cannot take in anything
+    while ``stuck`` blocks its thread: it catches up once released.
+
+    "pushed" counts the flood and the few events `catch_up` may add.  "missed" counts the
+    pushed events that cppTango never passed to a callback (dropped at the ZMQ high-water
+    mark); cppTango reports them, one error event per gap it sees ("reports").
     """
     device = proxy.dev_name().lower()
     process = psutil.Process()
@@ -637,13 +621,23 @@ def flood_once(proxy: Any, stuck: StuckCallback, seconds: float) -> dict[str, fl
             stop_ticker(proxy)
             pushing = time.monotonic() - started
             rss_peak = max(rss_peak, process.memory_info().rss)
+        flooded = int(proxy.read_attribute("fast").value) - first
+        if not on_tango_thread:
+            catch_up(proxy, "fast")
     finally:
         stuck.release()  # whatever happened: a stuck worker would hang the shutdown
-    pushed = int(proxy.read_attribute("fast").value) - first
-    wait_until_quiet(lambda: (stuck.calls, client_counts(device, "fast")))
+    if on_tango_thread:
+        catch_up(proxy, "fast")
+    last = int(proxy.read_attribute("fast").value)
+    wait_until(
+        lambda: stuck.latest == last,
+        CATCH_UP_TIMEOUT_SECONDS,
+        "the stuck callback handling the last event",
+    )
     received, reports = client_counts(device, "fast")
+    pushed = last - first
     return {
-        "rate": pushed / pushing,
+        "rate": flooded / pushing,
         "rss": (rss_peak - rss_start) / 1e6,
         "pushed": pushed,
         "delivered": stuck.delivered,
@@ -653,7 +647,7 @@ def flood_once(proxy: Any, stuck: StuckCallback, seconds: float) -> dict[str, fl
     }
 
 
-def _account(run: dict[str, float], dropped: int) -> dict[str, float]:
+def account(run: dict[str, float], dropped: int) -> dict[str, float]:
     """``run`` with the queue's drops and the accounting difference: what cppTango handed
     over (pushed events and missed reports) minus what went somewhere."""
     handed = run["pushed"] - run["missed"] + run["reports"]
@@ -664,19 +658,21 @@ def _account(run: dict[str, float], dropped: int) -> dict[str, float]:
 def _flood_raw(proxy: Any, seconds: float) -> dict[str, float]:
     stuck = StuckCallback()
     with subscribed(proxy, "fast", stuck):
-        run = flood_once(proxy, stuck, seconds)
-    return _account(run, 0)
+        run = flood_once(proxy, stuck, seconds, on_tango_thread=True)
+    return account(run, 0)
 
 
 def _flood_through(proxy: Any, seconds: float) -> dict[str, float]:
+    """One flood of ``proxy``'s ``fast`` into a stuck callback behind a scheduler's default
+    queue: `flood_once`'s counts, plus "dropped" by the queue and the accounting "difference"."""
     stuck = StuckCallback()
     with (
         CallbackScheduler(name="bench-flood") as sched,
         registered(sched, proxy, "fast", stuck) as callback_id,
     ):
-        run = flood_once(proxy, stuck, seconds)
+        run = flood_once(proxy, stuck, seconds, on_tango_thread=False)
         dropped = queue_stats(sched, callback_id).dropped
-    return _account(run, dropped)
+    return account(run, dropped)
 
 
 def flood(seconds: float) -> list[Measurement]:

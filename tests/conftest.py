@@ -2,14 +2,31 @@
 
 Mark a test that needs PyTango 10 with ``@pytest.mark.requires_pytango10("why")``: it is
 skipped, saying why, on a PyTango older than 10.3 (`make pytest-pytango9` runs 9.5.1).
+
+Property tests run under the ``milonga`` Hypothesis profile: no test may depend on how
+fast the machine is, so there is no deadline per example and no health check that fails
+a test because making its examples was slow.
+
+A suite started in the background (``make test &``, nohup, some CI runners) inherits
+SIGINT ignored, and so would every tool it starts; the tests that stop a tool with Ctrl-C
+need the usual handling, so the suite restores it for itself and its children.
 """
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import tango
+from hypothesis import HealthCheck, settings
 
 pytest_plugins = ["milonga.testing"]
+
+settings.register_profile("milonga", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("milonga")
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The newest PyTango 10 features tests use: ApiUtil.query_event_system is new in 10.3.
 PYTANGO10 = tango.__version_info__ >= (10, 3)

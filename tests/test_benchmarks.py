@@ -1,35 +1,43 @@
 """The benchmark harness (pure unit tests), one real quick run of ``python -m benchmarks``,
-and tiny real runs of each CallbackScheduler benchmark."""
+tiny real runs of each CallbackScheduler benchmark, and their measurements ending right
+however far behind Tango's event thread is (held in a callback to make it so)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tango
 
-from benchmarks import monitor, scheduler
+from benchmarks import monitor, raw_pytango, scheduler
 from benchmarks.__main__ import main
 from benchmarks.harness import (
     REGISTRY,
     Measurement,
+    Nudge,
     Options,
     Registry,
     UnknownBenchmarkError,
     median_of_runs,
     percentile,
     render_table,
+    wait_until,
     write_json,
 )
 from milonga.monitor import resolve_servers
 from milonga.sandbox import TangoSandbox
-from milonga.scheduler import DEFAULT_QUEUE_SIZE
+from milonga.scheduler import DEFAULT_QUEUE_SIZE, CallbackScheduler
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-SMOKE_TIMEOUT_SECONDS = 120
+SMOKE_TIMEOUT_SECONDS = 240  # under the suite's 300 s per test, to say which step hung
+WAIT_SECONDS = 60.0  # a safety net only: every wait ends on a condition
 
 
 def _nothing(options: Options) -> list[Measurement]:
@@ -132,6 +140,45 @@ def test_a_name_cannot_be_registered_twice() -> None:
 
     with pytest.raises(ValueError, match="twice"):
         registry.add("twice", "again")(_nothing)
+
+
+class FakeClock:
+    """A clock that only `sleep` moves, so that waits run without waiting."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_wait_until_nudges_each_time_progress_stalls_and_never_while_it_moves() -> None:
+    clock = FakeClock()
+    nudged_at: list[float] = []
+
+    wait_until(
+        lambda: clock.now >= 2.0,
+        timeout=10.0,
+        what="the test",
+        # Moves at every poll for 1 s, then stalls.
+        nudge=Nudge(lambda: min(clock.now, 1.0), lambda: nudged_at.append(clock.now), 0.3),
+        poll_seconds=0.01,
+        clock=clock,
+        sleep=clock.sleep,
+    )
+
+    assert nudged_at == pytest.approx([1.3, 1.6, 1.9], abs=0.02)
+
+
+def test_wait_until_gives_up_naming_what_it_waited_for() -> None:
+    clock = FakeClock()
+
+    with pytest.raises(RuntimeError, match=r"the sky falling did not happen within 2 s"):
+        wait_until(lambda: False, 2.0, "the sky falling", clock=clock, sleep=clock.sleep)
+    assert clock.now == pytest.approx(2.0, abs=0.01)
 
 
 def test_cli_rejects_an_unknown_name_with_one_line_and_status_2(
@@ -278,9 +325,92 @@ def test_flood_accounts_for_every_pushed_event() -> None:
     pushed = metrics["pushed"].value
     assert pushed > 1000
     assert metrics["dropped by the queue"].value > 0
-    # The stuck callback, what the default queue kept, and the few events still in flight
-    # from the server when the callback was released.
-    assert metrics["delivered to the callback"].value < 2 * DEFAULT_QUEUE_SIZE
+    # The stuck call, what the default queue kept, and at most one event that Tango's
+    # thread was still handing over when the callback was released.
+    assert metrics["delivered to the callback"].value <= DEFAULT_QUEUE_SIZE + 2
+
+
+@contextmanager
+def holding_tangos_thread(sandbox: TangoSandbox) -> Iterator[scheduler.StuckCallback]:
+    """Hold this process's Tango event thread in a raw callback until the yielded callback
+    is released (at the latest when the block ends), as a slow machine's thread falls behind:
+    meanwhile every event to this process waits in ZeroMQ, or is dropped once it is full."""
+    sandbox.add_device("BenchHold/1", "BenchPublisher", "bench/hold/1")
+    sandbox.start_servers({"BenchHold/1": raw_pytango.DEVICES})
+    proxy = sandbox.proxy("bench/hold/1")
+    hold = scheduler.StuckCallback()
+    with raw_pytango.subscribed(proxy, "counter", hold):
+        try:
+            hold.arm(0)
+            proxy.command_inout("Mark", "counter")
+            # An event pushed right after subscribing can be lost while ZeroMQ connects.
+            raw_pytango.catch_up(proxy, "counter")
+            wait_until(lambda: hold.calls == 1, WAIT_SECONDS, "Tango's thread holding")
+            yield hold
+        finally:
+            hold.release()
+    del proxy  # before the server stops
+
+
+def test_a_stuck_callback_gets_only_what_its_queue_kept_however_far_behind_tango_was() -> None:
+    with TangoSandbox() as sandbox:
+        ticker = raw_pytango.start_bench_device(sandbox, "BenchTicker/behind", "BenchTicker")
+        watcher: Any = sandbox.proxy("bench/ticker/1")
+        first = watcher.read_attribute("fast").value
+        stuck = scheduler.StuckCallback()
+        with (
+            CallbackScheduler(name="test-behind") as sched,
+            scheduler.registered(sched, ticker, "fast", stuck) as callback_id,
+            ThreadPoolExecutor(1) as pool,
+            holding_tangos_thread(sandbox) as hold,
+        ):
+            flood = pool.submit(scheduler.flood_once, ticker, stuck, 1.0, on_tango_thread=False)
+            # The whole flood waits in ZeroMQ; Tango's thread resumes once it has ended.
+            wait_until(
+                lambda: (
+                    watcher.read_attribute("fast").value > first
+                    and not watcher.read_attribute("pumping").value
+                ),
+                WAIT_SECONDS,
+                "the flood ending",
+            )
+            hold.release()
+            run = flood.result(WAIT_SECONDS)
+            dropped = scheduler.queue_stats(sched, callback_id).dropped
+        del ticker  # before the server stops
+
+    assert run["pushed"] > 1000
+    assert run["delivered"] <= DEFAULT_QUEUE_SIZE + 2
+    assert scheduler.account(run, dropped)["difference"] == 0
+
+
+def test_a_burst_is_counted_to_its_last_event_however_late_that_arrives() -> None:
+    burst = 100_000  # more than ZeroMQ holds for a process that takes nothing in
+    with TangoSandbox() as sandbox:
+        publisher = raw_pytango.start_bench_device(sandbox, "BenchPublisher/late", "BenchPublisher")
+        watcher: Any = sandbox.proxy("bench/publisher/1")
+        counter = raw_pytango.BurstCounter()
+        with (
+            raw_pytango.subscribed(publisher, "counter", counter),
+            ThreadPoolExecutor(1) as pool,
+            holding_tangos_thread(sandbox) as hold,
+        ):
+            result = pool.submit(raw_pytango.burst_once, publisher, counter, burst)
+            # No event reaches the callback until it gives up on the burst, or pushes a
+            # mark because nothing arrives.
+            wait_until(
+                lambda: result.done() or watcher.read_attribute("counter").value > burst,
+                WAIT_SECONDS,
+                "a mark or the end of the measurement",
+            )
+            hold.release()
+            run = result.result(WAIT_SECONDS)
+            last = watcher.read_attribute("counter").value
+        del publisher  # before the server stops
+
+    assert counter.latest == last > burst, "the dropped tail was replaced by a mark"
+    assert run["rate"] > 0
+    assert 0 < counter.delivered == burst - run["lost"] < burst
 
 
 def test_monitor_snapshot_times_one_and_all_servers() -> None:
@@ -293,7 +423,7 @@ def test_monitor_snapshot_times_one_and_all_servers() -> None:
     assert all(seconds > 0 for seconds in result.values())
 
 
-def test_monitor_snapshot_of_busy_servers_waits_for_each_and_overlaps_them() -> None:
+def test_monitor_snapshot_of_busy_servers_waits_for_each() -> None:
     with TangoSandbox() as sandbox:
         devices = monitor.start_monitored_servers(sandbox, 2)
         servers = resolve_servers([sandbox.trl(device) for device in devices])
@@ -301,6 +431,10 @@ def test_monitor_snapshot_of_busy_servers_waits_for_each_and_overlaps_them() -> 
         result = monitor.measure_busy_once(servers, busy, polls=2)
         del busy  # before the servers stop
 
+    # Floors set by the servers' busy time, which a slower machine only raises.  Whether
+    # the concurrent poll beats the sequential one depends on the machine: the benchmark
+    # reports it, the monitor's own tests check that one server does not hold up another.
+    assert set(result) == {"busy single", "busy concurrent", "busy sequential"}
     assert result["busy single"] >= monitor.BUSY_SECONDS
+    assert result["busy concurrent"] >= monitor.BUSY_SECONDS
     assert result["busy sequential"] >= 2 * monitor.BUSY_SECONDS
-    assert result["busy concurrent"] < result["busy sequential"]
