@@ -1,4 +1,5 @@
-"""`tango-event-monitor` and `milonga monitor` run as a user would: subprocesses, signals."""
+"""`tango-event-monitor` and `milonga monitor` run as a user would: subprocesses, signals,
+and servers that are frozen, late or absent when it stops."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -17,12 +19,13 @@ from milonga.monitor import query_server
 from milonga.sandbox import TangoSandbox
 from milonga.testing import SandboxServers
 from tests.monitor.conftest import COUNTER, PUBLISHER, RELAY, SUBSCRIBER, EventServers
+from tests.monitor.frozen import frozen, start_ice
 
 pytestmark = pytest.mark.requires_pytango10("QueryEventSystem needs cppTango 10")
 
 MONITOR = [str(Path(sys.executable).with_name("tango-event-monitor"))]
 MILONGA_MONITOR = [sys.executable, "-m", "milonga.cli", "monitor"]
-WAIT_SECONDS = 30.0
+WAIT_SECONDS = 60.0
 FAST = ["--poll-period", "0.2"]
 
 
@@ -49,36 +52,39 @@ def split_snapshots(lines: list[str]) -> list[list[str]]:
 
 
 class RunningMonitor:
-    """A monitor subprocess whose output is read as it comes."""
+    """A monitor subprocess whose standard output and error are read as they come."""
 
     def __init__(self, command: list[str], env: dict[str, str]) -> None:
         self.process = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
         )
         self.lines: list[str] = []
-        self.stderr = ""
-        self._ended = False
+        self.error_lines: list[str] = []
+        self._open = 2  # streams not read to their end yet
         self._changed = threading.Condition()
         self._readers = [
-            threading.Thread(target=self._read, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
+            threading.Thread(target=self._read, args=(self.process.stdout, self.lines)),
+            threading.Thread(target=self._read, args=(self.process.stderr, self.error_lines)),
         ]
         for reader in self._readers:
+            reader.daemon = True
             reader.start()
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
+    def _read(self, stream: IO[str] | None, lines: list[str]) -> None:
+        assert stream is not None
+        for line in stream:
             with self._changed:
-                self.lines.append(line.rstrip("\n"))
+                lines.append(line.rstrip("\n"))
                 self._changed.notify_all()
         with self._changed:
-            self._ended = True
+            self._open -= 1
             self._changed.notify_all()
 
-    def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        self.stderr = self.process.stderr.read()
+    @property
+    def stderr(self) -> str:
+        """What went to standard error so far."""
+        with self._changed:
+            return "".join(line + "\n" for line in self.error_lines)
 
     def snapshots(self) -> list[list[str]]:
         with self._changed:
@@ -86,18 +92,29 @@ class RunningMonitor:
 
     def wait_for(self, what: str, condition: Callable[[list[list[str]]], bool]) -> None:
         """Wait until the snapshots printed so far satisfy ``condition``."""
+        self._wait(what, lambda: condition(split_snapshots(self.lines)), self.lines)
+
+    def wait_for_stderr(self, what: str, text: str) -> None:
+        """Wait until a line of standard error holds ``text``."""
+        self._wait(what, lambda: any(text in line for line in self.error_lines), self.error_lines)
+
+    def _wait(self, what: str, condition: Callable[[], bool], shown: list[str]) -> None:
         with self._changed:
-            self._changed.wait_for(
-                lambda: self._ended or condition(split_snapshots(self.lines)), WAIT_SECONDS
-            )
-            if not condition(split_snapshots(self.lines)):
-                pytest.fail(
-                    f"the monitor never showed {what}; it printed:\n" + "\n".join(self.lines)
-                )
+            self._changed.wait_for(lambda: self._open == 0 or condition(), WAIT_SECONDS)
+            if not condition():
+                pytest.fail(f"the monitor never showed {what}; it printed:\n" + "\n".join(shown))
+
+    def stop(self, signum: int = signal.SIGINT) -> tuple[int, str]:
+        """Send ``signum`` (Ctrl-C by default); return the exit status and the stderr."""
+        self.process.send_signal(signum)
+        return self.finish()
 
     def interrupt(self) -> tuple[int, str]:
         """Ctrl-C: return the exit status and what went to stderr."""
-        self.process.send_signal(signal.SIGINT)
+        return self.stop(signal.SIGINT)
+
+    def finish(self) -> tuple[int, str]:
+        """Wait for the monitor to exit; return its exit status and what went to stderr."""
         status = self.process.wait(timeout=WAIT_SECONDS)
         for reader in self._readers:
             reader.join(WAIT_SECONDS)
@@ -229,6 +246,7 @@ def test_a_restarted_server_is_picked_up_again(
     assert status == 130
     assert "Traceback" not in stderr
     assert "turned it on again" in stderr  # sampling is off in the new process
+    assert "which restarted (pid " in stderr  # another process, as the database says
     assert perf_is_off(sandbox, "test/monitor/restart")
     no_answer = next(s for s in monitor.snapshots() if "- No answer" in s)
     error = no_answer[no_answer.index("- No answer") + 1]
@@ -297,3 +315,161 @@ def test_a_server_up_late_then_gone_gets_the_right_notes(
     assert "restarted" not in stderr  # it had never answered before
     assert "warning: could not turn performance sampling off in dserver/MonitorLate/1" in stderr
     assert "run 'tango-event-monitor dserver/MonitorLate/1 --monitor --count 1'" in stderr
+
+
+NO_ANSWER_YET = "does not answer yet"
+LEFT_ON = "could not turn performance sampling off"
+
+
+def run_monitor(
+    args: list[str], env: dict[str, str], stdout: int | None = subprocess.PIPE
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MONITOR, *args],
+        env=env,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=WAIT_SECONDS,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "--count", "output error"])
+def test_frozen_servers_never_leave_sampling_on_in_another(
+    event_servers: EventServers,
+    sandbox_servers: SandboxServers,
+    start_monitor: Callable[[list[str], dict[str, str]], RunningMonitor],
+    stop: str,
+) -> None:
+    sandbox = event_servers.sandbox
+    (ice, ice_device), (ice2, ice2_device) = (start_ice(sandbox_servers, n) for n in (1, 2))
+    command = [ice_device, COUNTER, ice2_device, RELAY, "--monitor", *FAST]
+    env = environment(sandbox)
+    with frozen(sandbox, ice), frozen(sandbox, ice2):
+        if stop == "--count":
+            result = run_monitor([*command, "--count", "2"], env)
+            status, stderr = result.returncode, result.stderr
+            assert len(split_snapshots(result.stdout.splitlines())) == 2
+        elif stop == "output error":
+            with open("/dev/full", "w") as full:  # every write fails: no space left
+                result = run_monitor(command, env, stdout=full.fileno())
+            status, stderr = result.returncode, result.stderr
+            assert "cannot write to standard output" in stderr
+        else:
+            monitor = start_monitor([*MONITOR, *command], env)
+            monitor.wait_for("a snapshot without their answers", has("- No answer"))
+            status, stderr = monitor.stop(getattr(signal, stop))
+        answering_off = perf_is_off(sandbox, COUNTER, RELAY)
+
+    assert status == {"SIGINT": 130, "SIGTERM": 143, "--count": 0, "output error": 1}[stop]
+    assert answering_off, "sampling was left on in a server that answers"
+    assert "Traceback" not in stderr
+    assert stderr.count(NO_ANSWER_YET) == 2  # the frozen ones, since the start
+    assert LEFT_ON not in stderr  # neither frozen one ever had sampling on
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_server_busy_when_the_monitor_stops_has_sampling_turned_off(
+    event_servers: EventServers,
+    sandbox_servers: SandboxServers,
+    start_monitor: Callable[[list[str], dict[str, str]], RunningMonitor],
+    signum: int,
+) -> None:
+    sandbox = event_servers.sandbox
+    ice, ice_device = start_ice(sandbox_servers)
+    monitor = start_monitor([*MONITOR, ice_device, RELAY, "--monitor", *FAST], environment(sandbox))
+    monitor.wait_for("a first snapshot", lambda snapshots: len(snapshots) >= 1)
+    with frozen(sandbox, ice) as resume:
+        monitor.wait_for("the frozen server not answering", has("- No answer"))
+        monitor.process.send_signal(signum)
+        # Its query is still under way, or the request to turn sampling off is.
+        monitor.wait_for_stderr("that it waits for the frozen server", "waiting up to")
+        resume()
+        status, stderr = monitor.finish()
+
+    assert status == (130 if signum == signal.SIGINT else 143)
+    assert "Traceback" not in stderr
+    assert perf_is_off(sandbox, ice_device, RELAY)
+    assert LEFT_ON not in stderr
+    assert "asked again" not in stderr
+
+
+def test_a_further_signal_ends_the_wait_for_a_frozen_server(
+    event_servers: EventServers,
+    sandbox_servers: SandboxServers,
+    start_monitor: Callable[[list[str], dict[str, str]], RunningMonitor],
+) -> None:
+    sandbox = event_servers.sandbox
+    ice, ice_device = start_ice(sandbox_servers)
+    monitor = start_monitor([*MONITOR, ice_device, RELAY, "--monitor", *FAST], environment(sandbox))
+    monitor.wait_for("a first snapshot", lambda snapshots: len(snapshots) >= 1)
+    with frozen(sandbox, ice):
+        monitor.wait_for("the frozen server not answering", has("- No answer"))
+        monitor.process.send_signal(signal.SIGINT)
+        monitor.wait_for_stderr("that it waits for the frozen server", "waiting up to")
+        status, stderr = monitor.stop(signal.SIGINT)
+        relay_off = perf_is_off(sandbox, RELAY)
+
+    assert status == 130
+    assert relay_off
+    assert f"{LEFT_ON} in dserver/{ice} (no answer for " in stderr
+    assert "Traceback" not in stderr
+
+
+def test_no_warning_about_sampling_in_a_server_that_never_answered(
+    event_servers: EventServers, sandbox_servers: SandboxServers
+) -> None:
+    sandbox = event_servers.sandbox
+    sandbox_servers.add_device("MonitorNever/1", "Counter", "test/monitor/never")  # not started
+
+    result = run_monitor(
+        [COUNTER, "test/monitor/never", "--monitor", "--count", "2", *FAST],
+        environment(sandbox),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert f"dserver/MonitorNever/1 (from test/monitor/never) {NO_ANSWER_YET}" in result.stderr
+    assert LEFT_ON not in result.stderr
+    assert perf_is_off(sandbox, COUNTER)
+
+
+def test_another_monitor_stopping_does_not_look_like_a_restart(
+    event_servers: EventServers,
+    start_monitor: Callable[[list[str], dict[str, str]], RunningMonitor],
+) -> None:
+    sandbox = event_servers.sandbox
+    command = [*MONITOR, COUNTER, "--monitor", *FAST]
+    first = start_monitor(command, environment(sandbox))
+    first.wait_for("a first snapshot", lambda snapshots: len(snapshots) >= 1)
+    second = start_monitor(command, environment(sandbox))
+    second.wait_for("a first snapshot", lambda snapshots: len(snapshots) >= 1)
+
+    assert second.interrupt()[0] == 130  # it turns sampling off in the publisher
+    first.wait_for_stderr("that sampling is on again", "turned it on again")
+    status, stderr = first.interrupt()
+
+    assert status == 130
+    assert "restarted" not in stderr
+    assert f"dserver/{PUBLISHER} (from {COUNTER}) by another client" in stderr
+    assert perf_is_off(sandbox, COUNTER)
+
+
+def test_a_snapshot_longer_than_the_period_is_reported(
+    event_servers: EventServers,
+    sandbox_servers: SandboxServers,
+    start_monitor: Callable[[list[str], dict[str, str]], RunningMonitor],
+) -> None:
+    sandbox = event_servers.sandbox
+    ice, ice_device = start_ice(sandbox_servers)
+    with frozen(sandbox, ice):
+        # Each snapshot waits the 1 s timeout for the frozen server: the period is 0.2 s.
+        monitor = start_monitor([*MONITOR, ice_device, RELAY, *FAST], environment(sandbox))
+        monitor.wait_for_stderr("that a snapshot was late", "longer than the 0.2 s polling period")
+        status, stderr = monitor.interrupt()
+
+    assert status == 130
+    (late, *_) = [line for line in stderr.splitlines() if "polling period" in line]
+    assert late.startswith("tango-event-monitor: warning: the snapshot of ")
+    assert "the next one is " in late
+    assert late.endswith(" s late")

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -26,7 +22,7 @@ from milonga.monitor import (
 )
 from milonga.monitor.collector import check_query_support
 from milonga.sandbox import TangoSandbox
-from milonga.testing import wait_until
+from milonga.testing import SandboxServers
 from tests.monitor.conftest import (
     COUNTER,
     PUBLISHER,
@@ -35,10 +31,9 @@ from tests.monitor.conftest import (
     SUBSCRIBER,
     EventServers,
 )
+from tests.monitor.frozen import frozen, start_ice
 
 pytestmark = pytest.mark.requires_pytango10("QueryEventSystem needs cppTango 10")
-
-TIMEOUT_SECONDS = 0.5
 
 
 def servers_of(sandbox: TangoSandbox) -> list[MonitoredServer]:
@@ -155,34 +150,17 @@ def test_a_server_not_running_yet_is_polled_with_an_error(
         assert reply.error.startswith("API_DeviceNotExported: Device dserver/monitoridle/1 ")
 
 
-@contextlib.contextmanager
-def frozen(event_servers: EventServers) -> Iterator[None]:
-    """The publisher stopped with SIGSTOP, so that queries get no answer; resumed after."""
-    pid = event_servers.sandbox.database().get_device_info(f"dserver/{PUBLISHER}").pid
-    os.kill(pid, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(pid, signal.SIGCONT)
-        admin = event_servers.admin(PUBLISHER)
-        wait_until(functools.partial(_answers, admin), f"{PUBLISHER} to answer")
-
-
-def _answers(admin: tango.DeviceProxy) -> bool:
-    try:
-        admin.ping()
-    except tango.DevFailed:
-        return False
-    return True
-
-
 def test_a_frozen_server_holds_up_neither_the_others_nor_the_exit(
-    event_servers: EventServers,
+    event_servers: EventServers, sandbox_servers: SandboxServers
 ) -> None:
-    collector = Collector(servers_of(event_servers.sandbox), timeout=TIMEOUT_SECONDS)
+    ice, ice_device = start_ice(sandbox_servers)
+    servers = resolve_servers(
+        [event_servers.sandbox.trl(ice_device), event_servers.sandbox.trl(RELAY)]
+    )
+    collector = Collector(servers)  # the 1 s timeout: ample for the server that answers
     try:
         collector.poll()  # connected while they answer
-        with frozen(event_servers):
+        with frozen(event_servers.sandbox, ice):
             polls = [collector.poll() for _ in range(3)]
             collector.close()
     finally:
@@ -190,29 +168,73 @@ def test_a_frozen_server_holds_up_neither_the_others_nor_the_exit(
 
     # Waiting for the frozen server would have ended in cppTango's own timeout error.
     for poll in polls:
-        publisher, subscriber = poll.replies
-        assert publisher.error is not None
-        assert publisher.error.startswith("no answer for ")
-        assert subscriber.snapshot is not None
+        frozen_reply, answering = poll.replies
+        assert frozen_reply.error is not None
+        assert frozen_reply.error.startswith("no answer for ")
+        assert answering.snapshot is not None
     assert not [t for t in threading.enumerate() if t.name.startswith("milonga-monitor")]
 
 
-class SlowToAsk(Collector):
-    """A `Collector` that takes ``delay`` seconds before each query, like a slow link."""
+class InterruptedWhileAsking(Collector):
+    """A `Collector` that, once `armed`, sends Ctrl-C to the main thread as its worker
+    starts asking ``server``: a user interrupting a poll under way."""
 
-    def __init__(self, servers: list[MonitoredServer], delay: float, **options: Any) -> None:
+    def __init__(self, servers: list[MonitoredServer], server: str, **options: Any) -> None:
         super().__init__(servers, **options)
-        self._delay = delay
+        self._server = server
+        self.armed = threading.Event()
 
     def _proxy(self, server: MonitoredServer) -> tango.DeviceProxy:
-        time.sleep(self._delay)  # the slow link itself, not a wait for something
+        if server.admin == self._server and self.armed.is_set():
+            self.armed.clear()
+            main = threading.main_thread().ident
+            assert main is not None
+            signal.pthread_kill(main, signal.SIGINT)
+        return super()._proxy(server)
+
+
+def test_a_poll_interrupted_while_a_server_is_frozen_leaves_one_call_to_it(
+    event_servers: EventServers, sandbox_servers: SandboxServers
+) -> None:
+    sandbox = event_servers.sandbox
+    ice, ice_device = start_ice(sandbox_servers)
+    frozen_one, answering = resolve_servers([sandbox.trl(ice_device), sandbox.trl(RELAY)])
+    collector = InterruptedWhileAsking([frozen_one, answering], answering.admin)
+    try:
+        collector.poll()  # connected while they answer
+        with frozen(sandbox, ice):
+            collector.armed.set()
+            with pytest.raises(KeyboardInterrupt):
+                collector.poll()  # interrupted while it waits for the frozen server
+            after = collector.poll()
+    finally:
+        collector.close()
+
+    # A second query to the frozen server would have taken the other server's worker.
+    frozen_reply, answer = after.replies
+    assert answer.error is None
+    assert answer.snapshot is not None
+    assert frozen_reply.error is not None
+    assert frozen_reply.error.startswith("no answer for ")
+
+
+class SlowToAsk(Collector):
+    """A `Collector` that waits `delay` seconds before each query, like a slow link."""
+
+    delay = 0.0
+
+    def _proxy(self, server: MonitoredServer) -> tango.DeviceProxy:
+        time.sleep(self.delay)  # the slow link itself, not a wait for something
         return super()._proxy(server)
 
 
 def test_servers_queried_in_turn_each_get_the_timeout(event_servers: EventServers) -> None:
-    servers = servers_of(event_servers.sandbox)
-    with SlowToAsk(servers, 0.6 * TIMEOUT_SECONDS, timeout=TIMEOUT_SECONDS, max_workers=1) as one:
-        poll = one.poll()  # the second query starts after more than the timeout
+    timeout = 1.0
+    in_turn = SlowToAsk(servers_of(event_servers.sandbox), timeout=timeout, max_workers=1)
+    with in_turn:
+        in_turn.poll()  # connected: a query now takes a fraction of a millisecond
+        in_turn.delay = 0.6 * timeout
+        poll = in_turn.poll()  # the second query starts after more than the timeout
 
     assert [reply.error for reply in poll.replies] == [None, None]
 

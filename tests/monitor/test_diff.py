@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime
 
 from hypothesis import given
 
-from milonga.monitor import Change, Publisher, Report, Snapshot, Subscription, diff
+from milonga.monitor import (
+    Change,
+    ClientPerfSample,
+    ClientSide,
+    MonitoredServer,
+    Poll,
+    PollHistory,
+    Publisher,
+    Reply,
+    Report,
+    ServerPerfSample,
+    ServerSide,
+    Snapshot,
+    Subscription,
+    Unsampled,
+    diff,
+)
 from tests.monitor.data import COUNTER_STREAM, COUNTER_TOPIC, snapshot
 from tests.monitor.strategies import snapshots
 
@@ -187,3 +204,68 @@ def test_waiting_subscriptions_appear_and_clear(before: Snapshot, after: Snapsho
     new = {e.key for e in after.client.not_connected} if after.client else set()
     assert {e.key for e in report.not_connected} == new - old
     assert {e.key for e in report.connected_again} == old - new
+
+
+def _sampled(gaps: list[int] | None) -> Snapshot:
+    """A process whose two sides took samples with these gaps (None: sampling off)."""
+    server = None if gaps is None else tuple(ServerPerfSample(gap, 20) for gap in gaps)
+    client = (
+        None
+        if gaps is None
+        else tuple(ClientPerfSample("value", gap, 10, 50, 200, 1, 1, False) for gap in gaps)
+    )
+    return Snapshot(ServerSide({}, server), ClientSide({}, (), {}, client))
+
+
+def _gap_counts(report: Report) -> tuple[int, int] | None:
+    """How many gaps each side's table counts, after checking that none is the long one."""
+    if report.server_perf is None or report.client_perf is None:
+        return None
+    gaps = [report.server_perf.rows[0], report.client_perf.rows[0]]
+    assert [row.name for row in gaps] == ["Event Gaps", "Event Gaps"]
+    assert all(row.statistics.maximum == 100_000 for row in gaps)
+    return gaps[0].statistics.count, gaps[1].statistics.count
+
+
+def test_the_first_gap_after_sampling_is_turned_on_is_left_out_however_late_it_comes() -> None:
+    server = MonitoredServer("dserver/Pub/1")
+    history = PollHistory()
+    # Sampling was off for a while before each start: the first gap spans that time.
+    story = [
+        [],  # sampling just turned on, no event yet
+        [9_000_000, 100_000, 100_000],  # the first sample spans the time it was off
+        [100_000],  # an ordinary gap, even as the first of a snapshot
+        None,  # sampling off again (a restart, or another monitor that stopped)
+        [4_000_000, 100_000],
+    ]
+
+    counts = []
+    for gaps in story:
+        poll = Poll(datetime(2026, 3, 17), (Reply(server, {}, _sampled(gaps), None),))
+        (entry,) = history.add(poll).entries
+        assert entry.report is not None
+        counts.append(_gap_counts(entry.report))
+
+    assert counts == [None, (2, 2), (1, 1), None, (1, 1)]
+
+
+def test_without_history_a_side_without_samples_before_counts_as_just_turned_on() -> None:
+    before_off, before_empty, before_on = _sampled(None), _sampled([]), _sampled([100_000])
+    current = _sampled([100_000, 100_000])
+
+    assert _gap_counts(diff(before_off, current)) == (1, 1)
+    assert _gap_counts(diff(before_empty, current)) == (1, 1)
+    assert _gap_counts(diff(None, current)) == (1, 1)
+    assert _gap_counts(diff(before_on, current)) == (2, 2)
+    assert _gap_counts(diff(before_empty, current, Unsampled(False, False))) == (2, 2)
+
+
+def test_sampling_state_follows_each_side() -> None:
+    turned_on = Unsampled()
+    client_only = Snapshot(None, ClientSide({}, (), {}, ()))
+
+    assert turned_on.after(_sampled([])) == Unsampled(True, True)
+    assert turned_on.after(_sampled([5])) == Unsampled(False, False)
+    assert Unsampled(False, False).after(_sampled([])) == Unsampled(False, False)
+    assert Unsampled(False, False).after(_sampled(None)) == Unsampled(True, True)
+    assert Unsampled(False, False).after(client_only) == Unsampled(True, False)

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from milonga.monitor import JsonLinesWriter, MonitoredServer, Poll, PollHistory, Reply, poll_record
+from milonga.monitor.poll import Cadence
 from tests.monitor.data import text
 
 PUBLISHER = MonitoredServer("dserver/MonitorPub/1", ("test/monitor/counter",))
@@ -135,3 +136,37 @@ def test_the_writer_replaces_or_appends_whole_lines(tmp_path: Path) -> None:
     with JsonLinesWriter(path) as writer:
         writer.write(two)
     assert path.read_text().splitlines() == [poll_record(two)]
+
+
+def test_polls_keep_to_the_period_and_a_late_one_moves_to_the_next_point() -> None:
+    cadence = Cadence(period=10.0, start=100.0)
+
+    assert cadence.next(now=100.5) == (9.5, 0.0)  # the first poll took 0.5 s
+    assert cadence.next(now=110.0) == (10.0, 0.0)  # the second, taken at 110, none
+    assert cadence.next(now=145.0) == (5.0, 20.0)  # the third took 25 s: 130, 140 missed
+    assert cadence.next(now=151.0) == (9.0, 0.0)  # back on time at 160
+
+
+periods = st.floats(min_value=0.1, max_value=86400.0)
+durations = st.lists(st.floats(min_value=0.0, max_value=1000.0), min_size=1, max_size=20)
+
+
+@given(periods, st.floats(min_value=0.0, max_value=1e6), durations)
+def test_every_poll_is_taken_on_the_grid_and_late_only_after_an_overrun(
+    period: float, start: float, took: list[float]
+) -> None:
+    cadence = Cadence(period, start)
+    taken = start  # when the poll under way was taken
+    for seconds in took:
+        ended = taken + seconds
+        wait, late = cadence.next(ended)
+        due = taken + period
+        taken = ended + wait
+        points = (taken - start) / period
+        assert wait >= 0.0
+        assert abs(points - round(points)) < 1e-6 * max(1.0, points)  # on the grid
+        assert late >= 0.0
+        assert abs(taken - late - due) <= 1e-6 * max(1.0, taken)  # late is how much later
+        if late:
+            assert ended > due - 1e-6 * max(1.0, ended)  # only after an overrun
+            assert taken - period <= ended + 1e-6 * max(1.0, ended)  # the next point after it

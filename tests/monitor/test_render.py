@@ -30,8 +30,8 @@ from milonga.monitor import (
     render_poll,
     render_report,
 )
-from milonga.monitor.render import FULL_TABLE_NOTE, MIN_FILL, WIDTH, rule
-from milonga.monitor.stats import SAMPLE_LIMIT
+from milonga.monitor.render import FULL_TABLE_NOTE, MIN_FILL, WIDTH, render_table, rule
+from milonga.monitor.stats import SAMPLE_LIMIT, summarise, time_unit
 from tests.monitor.data import snapshot
 from tests.monitor.strategies import snapshots
 
@@ -228,7 +228,7 @@ def test_changes_and_perf_tables_read_like_the_tutorial() -> None:
         "foo/bar/hw/mode.change: 4 -> 5 (+1) last pushed server counter "
         "foo/bar/hw/position.change: 256 -> 315 (+59) last pushed server counter "
         "- Server performance mean median count minimum maximum 1% 10% 90% 99% "
-        "Event Gaps [ms] 764.69±660.26 100.41 60 0.05 40048.41 100.20 101.08 "
+        "Event Gaps [ms] 764.69±660.26 100.41 60 0.0500 40048.41 100.20 101.08 "
         "Push Time [μs] 47.17±2.48 40.00 60 4.00 116.00 30.00 65.00 "
         "----------------------------------------dserver/MyServer/top (from foo/bar/top)"
         "----------------------------------------- "
@@ -238,13 +238,13 @@ def test_changes_and_perf_tables_read_like_the_tutorial() -> None:
         "foo/bar/hw/position.idl5_change: 256 -> 276 (+20) events processed "
         ": 256 -> 276 (+20) last received server counter "
         "- Client performance mean median count minimum maximum 1% 10% 90% 99% "
-        "Event Gaps [ms] 991.47±688.67 300.91 20 0.13 14413.12 300.42 301.52 "
-        "Sleep Time [ms] 720.68±702.40 0.02 20 0.01 14412.92 0.01 0.12 "
-        "Latency [s] 1.71±0.25 1.70 20 0.00 3.61 0.02 3.39 "
-        "Callbacks called 1.05±0.05 1.00 20 1.00 2.00 1.00 1.00 "
-        "Wake Count 1.40±0.39 1.00 20 1.00 9.00 1.00 1.00 "
+        "Event Gaps [ms] 991.47±688.67 300.91 20 0.130 14413.12 300.42 301.52 "
+        "Sleep Time [ms] 720.68±702.40 0.0200 20 0.0100 14412.92 0.0100 0.120 "
+        "Latency [s] 1.71±0.250 1.70 20 0.00 3.61 0.0200 3.39 "
+        "Callbacks called 1.05±0.0500 1.00 20 1.00 2.00 1.00 1.00 "
+        "Wake Count 1.40±0.390 1.00 20 1.00 9.00 1.00 1.00 "
         "mode Processing Time [μs] 127.00±0.00 127.00 1 127.00 127.00 "
-        "position Processing Time [ms] 300.83±0.08 300.83 19 300.39 301.50 300.45 301.36 "
+        "position Processing Time [ms] 300.83±0.0800 300.83 19 300.39 301.50 300.45 301.36 "
         "===============================================2026-03-17T12:42:21.916829"
         "==============================================="
     )
@@ -259,18 +259,18 @@ def test_perf_tables_align_their_columns() -> None:
     assert lines[start + 1 : start + 9] == [
         "                                            mean  median  count  minimum   maximum"
         "  1%     10%     90%  99%",
-        "    Event Gaps [ms]                991.47±688.67  300.91     20     0.13  14413.12"
+        "    Event Gaps [ms]                991.47±688.67  300.91     20    0.130  14413.12"
         "      300.42  301.52",
-        "    Sleep Time [ms]                720.68±702.40    0.02     20     0.01  14412.92"
-        "        0.01    0.12",
-        "    Latency [s]                        1.71±0.25    1.70     20     0.00      3.61"
-        "        0.02    3.39",
-        "    Callbacks called                   1.05±0.05    1.00     20     1.00      2.00"
+        "    Sleep Time [ms]                720.68±702.40  0.0200     20   0.0100  14412.92"
+        "      0.0100   0.120",
+        "    Latency [s]                       1.71±0.250    1.70     20     0.00      3.61"
+        "      0.0200    3.39",
+        "    Callbacks called                 1.05±0.0500    1.00     20     1.00      2.00"
         "        1.00    1.00",
-        "    Wake Count                         1.40±0.39    1.00     20     1.00      9.00"
+        "    Wake Count                        1.40±0.390    1.00     20     1.00      9.00"
         "        1.00    1.00",
         "    mode Processing Time [μs]        127.00±0.00  127.00      1   127.00    127.00",
-        "    position Processing Time [ms]    300.83±0.08  300.83     19   300.39    301.50"
+        "    position Processing Time [ms]  300.83±0.0800  300.83     19   300.39    301.50"
         "      300.45  301.36",
     ]
 
@@ -385,3 +385,56 @@ def test_every_change_is_rendered_in_its_section(before: Snapshot, after: Snapsh
     assert len([line for line in lines if "last pushed server counter" in line]) == len(
         report.new_publishers
     ) + len(report.published)
+
+
+def test_a_row_in_seconds_because_of_one_outlier_keeps_its_milliseconds() -> None:
+    gaps = summarise([100_000] * 9 + [20_000_000])  # 100 ms, and one 20 s pause
+
+    (_, row) = render_table(PerfTable((PerfRow("Event Gaps", gaps, in_micros=True),), 10))
+
+    assert row.split()[:7] == ["Event", "Gaps", "[s]", "2.09±1.99", "0.100", "10", "0.100"]
+
+
+# Magnitudes a table meets: tiny standard errors up to hours in microseconds.
+table_values = st.one_of(
+    st.just(0.0),
+    st.floats(min_value=1e-9, max_value=1e10).flatmap(lambda v: st.sampled_from([v, -v])),
+)
+
+
+@given(
+    st.lists(table_values, min_size=9, max_size=9),
+    st.booleans(),
+)
+def test_every_cell_shows_at_least_three_significant_digits(
+    values: list[float], in_micros: bool
+) -> None:
+    mean, error, median, low, high, p1, p10, p90, p99 = values
+    error = abs(error)
+    row = PerfRow(
+        "Gaps",
+        Statistics(500, mean, error, median, low, high, p1, p10, p90, p99),
+        in_micros=in_micros,
+    )
+    size = time_unit(mean)[1] if in_micros else 1.0
+
+    cells = render_table(PerfTable((row,), 500))[1].split()[2 if in_micros else 1 :]
+
+    shown_mean, shown_error = cells[0].split("±")
+    numbers = [shown_mean, shown_error, cells[1], *cells[3:]]
+    assert cells[2] == "500"
+    for value, shown in zip(
+        [mean, error, median, low, high, p1, p10, p90, p99], numbers, strict=True
+    ):
+        assert _close_to_three_digits(float(shown), value / size), (value, shown)
+        assert shown == "0.00" or _significant_digits(shown) >= 3, shown
+
+
+def _close_to_three_digits(shown: float, exact: float) -> bool:
+    """Whether ``shown`` is ``exact`` rounded to three significant digits or more."""
+    return abs(shown - exact) <= 0.005 * abs(exact) * (1 + 1e-9)
+
+
+def _significant_digits(text: str) -> int:
+    digits = text.lstrip("-").replace(".", "").lstrip("0")
+    return len(digits)

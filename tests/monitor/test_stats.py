@@ -152,3 +152,23 @@ def test_a_table_of_as_many_samples_as_the_process_keeps_is_full(count: int, ful
 
     assert table.samples == count
     assert table.full is full
+
+
+def test_the_first_gap_after_sampling_starts_is_left_out_on_both_sides() -> None:
+    """cppTango measures it from the last event sampled before sampling was off."""
+    pushed = [ServerPerfSample(9_000_000, 30), ServerPerfSample(100_000, 20)]
+    handled = [
+        ClientPerfSample("value", 8_000_000, 10, 50, 200, 1, 1, discarded=False),
+        ClientPerfSample("value", 100_000, 10, 50, 200, 1, 1, discarded=False),
+    ]
+
+    server = summarise_server_perf(pushed, sampling_just_started=True)
+    client = summarise_client_perf(handled, sampling_just_started=True)
+
+    server_rows = {row.name: row.statistics for row in server.rows}
+    client_rows = {row.name: row.statistics for row in client.rows}
+    assert (server_rows["Event Gaps"].count, server_rows["Event Gaps"].maximum) == (1, 100_000)
+    assert server_rows["Push Time"].count == 2  # only the gap is unknown
+    assert (client_rows["Event Gaps"].count, client_rows["Event Gaps"].maximum) == (1, 100_000)
+    assert client_rows["Sleep Time"].count == 2
+    assert summarise_server_perf(pushed).rows[0].statistics.count == 2

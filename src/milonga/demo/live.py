@@ -74,7 +74,7 @@ class LiveMonitor:
             self._collector.close()
             admin, why = next(iter(failures.items()))
             raise DemoError(
-                f"{admin} refused to turn performance sampling on: {why.splitlines()[0]}; "
+                f"{admin} refused to turn performance sampling on: {why.reason.splitlines()[0]}; "
                 "its server should be running PyTango 10.3 or newer, as the demo's are"
             )
         self._started = time.monotonic()

@@ -8,6 +8,7 @@ calling process itself (`query_process`).  `tango-event-monitor` is built on top
 """
 
 from milonga.monitor.collector import (
+    CallError,
     Collector,
     MonitorSetupError,
     query_process,
@@ -22,6 +23,7 @@ from milonga.monitor.diff import (
     PublisherChange,
     Report,
     SubscriptionChange,
+    Unsampled,
     diff,
 )
 from milonga.monitor.jsonl import JsonLinesWriter, poll_record
@@ -48,6 +50,7 @@ from milonga.monitor.stats import (
 )
 
 __all__ = [
+    "CallError",
     "Change",
     "ClientPerfSample",
     "ClientSide",
@@ -73,6 +76,7 @@ __all__ = [
     "Statistics",
     "Subscription",
     "SubscriptionChange",
+    "Unsampled",
     "diff",
     "parse_snapshot",
     "poll_record",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import select
 import signal
 import sys
 import textwrap
@@ -13,10 +14,17 @@ from types import FrameType
 from typing import TextIO
 
 from milonga import standard_streams
-from milonga.monitor.collector import PERF_COMMAND, Collector, MonitorSetupError, resolve_servers
-from milonga.monitor.jsonl import JsonLinesWriter
-from milonga.monitor.poll import Poll, PollHistory
+from milonga.monitor.collector import (
+    PERF_COMMAND,
+    CallError,
+    Collector,
+    MonitorSetupError,
+    resolve_servers,
+)
+from milonga.monitor.jsonl import JsonLinesWriter, poll_record
+from milonga.monitor.poll import Cadence, MonitoredServer, Poll, PollHistory
 from milonga.monitor.render import render_poll
+from milonga.monitor.stats import SAMPLE_LIMIT
 from milonga.terminated import (
     EXIT_INTERRUPTED,
     EXIT_TERMINATED,
@@ -32,7 +40,16 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 DEFAULT_PERIOD_SECONDS = 10.0
+MIN_PERIOD_SECONDS = 0.1
+"""Ten queries a second per server at most: see `PERIOD_REASON`."""
+PERIOD_REASON = (
+    "each query holds up subscriptions in the server for a moment, and "
+    f"{MIN_PERIOD_SECONDS:g} s already collects every performance sample up to "
+    f"{SAMPLE_LIMIT / MIN_PERIOD_SECONDS:.0f} events a second"
+)
 MAX_PERIOD_SECONDS = 86400.0
+STANDARD_OUTPUT = "-"
+"""The FILE of --output that means standard output."""
 
 SAMPLES_WARNING = (
     "performance samples go to whichever client queries a server first, and each query "
@@ -70,24 +87,26 @@ exit status:
 
 
 def _period(text: str) -> float:
-    """A polling period: more than 0 seconds, at most a day."""
+    """A polling period: from `MIN_PERIOD_SECONDS` to a day."""
     try:
         value = float(text)
     except ValueError:
         value = 0.0
-    if not 0 < value <= MAX_PERIOD_SECONDS:
+    if not MIN_PERIOD_SECONDS <= value <= MAX_PERIOD_SECONDS:
         raise argparse.ArgumentTypeError(
-            f"expected a number of seconds above 0 and at most {MAX_PERIOD_SECONDS:g} (one "
-            f"day), got {text!r}; give a period in seconds such as 10"
+            f"expected a number of seconds from {MIN_PERIOD_SECONDS:g} to "
+            f"{MAX_PERIOD_SECONDS:g} (one day), got {text!r}; give a period in seconds such "
+            f"as 10 ({PERIOD_REASON})"
         )
     return value
 
 
 def _file_name(text: str) -> str:
-    """A file name for --output: not empty."""
+    """A file name for --output: not empty; `STANDARD_OUTPUT` means standard output."""
     if not text:
         raise argparse.ArgumentTypeError(
-            "expected a file name, got an empty one; give the file to write, or leave out -o"
+            "expected a file name, got an empty one; give the file to write, '-' for "
+            "standard output, or leave out -o"
         )
     return text
 
@@ -117,8 +136,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_period,
         default=DEFAULT_PERIOD_SECONDS,
         metavar="SECONDS",
-        help="time between snapshots (default: %(default)g). Each query briefly holds up "
-        "subscriptions in the server, so do not poll much faster than you need",
+        help=f"time between snapshots, from {MIN_PERIOD_SECONDS:g} to {MAX_PERIOD_SECONDS:g} "
+        f"(default: %(default)g); {PERIOD_REASON}",
     )
     parser.add_argument(
         "-m",
@@ -135,7 +154,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_file_name,
         metavar="FILE",
         help='also write each snapshot to FILE as one JSON line: {"time": ..., "replies": '
-        '{ADMIN: {"data": QueryEventSystem reply} or {"error": text}}}',
+        '{ADMIN: {"data": QueryEventSystem reply} or {"error": text}}}. With "-o -" the '
+        "lines go to standard output instead of the text snapshots (a file named - is ./-)",
     )
     parser.add_argument(
         "-a",
@@ -205,7 +225,8 @@ def _run(args: argparse.Namespace, prog: str, out: TextIO, err: TextIO) -> int:
                 flush=True,
             )
         try:
-            writer = JsonLinesWriter(args.output, append=args.append) if args.output else None
+            to_file = args.output not in {None, STANDARD_OUTPUT}
+            writer = JsonLinesWriter(args.output, append=args.append) if to_file else None
         except OSError as error:
             raise MonitorSetupError(
                 f"cannot write to {args.output} ({error.strerror}); give a file in a "
@@ -214,6 +235,12 @@ def _run(args: argparse.Namespace, prog: str, out: TextIO, err: TextIO) -> int:
         with writer or contextlib.nullcontext():
             session = _Session(collector, args, writer=writer, out=out, err=err, prog=prog)
             return session.run()
+
+
+EXIT_WAIT_SECONDS = 10.0
+"""How long the monitor, as it stops, waits for servers that do not answer to turn their
+sampling off: a call under way to a frozen server ends within 5 s (the 1 s timeout,
+cppTango's 3 s reconnection, the timeout again), which leaves time for one more call."""
 
 
 class _OutputError(Exception):
@@ -242,20 +269,22 @@ class _Session:
         self.prog = prog
         self.history = PollHistory()
         self.output_closed = False
-        self.answered: set[str] = set()  # admin devices that have answered a query
+        self.last_shown = False  # a stop signal came during the poll just shown
+        self.answered: set[str] = set()  # admin devices that have answered a poll
+        self.sampling: set[str] = set()  # admin devices in which sampling may be on
+        # By admin device: the process in which sampling was last turned on, if known.
+        self.processes: dict[str, str | None] = {}
 
     def run(self) -> int:
         """Poll until --count snapshots or a signal, and return the exit status.  However
         it stops, sampling turned on by --monitor is turned off again, with a warning for
-        each server that does not answer that."""
-        perf_on = False
-        finished = False
+        each server where that fails."""
         status = EXIT_OK
+        finished = False
         try:
             if self.args.monitor:
                 self._say("note", SAMPLES_WARNING)
-                perf_on = True  # before asking, so that any exit turns it off again
-                self.collector.set_perf_monitoring(True)
+                self._turn_sampling_on(self.collector.servers)
             self._loop()
             finished = True
         except KeyboardInterrupt:
@@ -268,64 +297,100 @@ class _Session:
             self._say("error", str(error))
             status = EXIT_FAILED
         finally:
-            if perf_on:
-                # A further signal must not leave sampling on: only the last poll heeds it.
+            if self.args.monitor:
+                # A further signal must not leave sampling on: only the last poll, and the
+                # wait for servers that do not answer, heed it.
                 with handling(dict.fromkeys(STOP_SIGNALS, signal.SIG_IGN)) as handlers:
-                    if not finished and not self.output_closed:
+                    if not (finished or self.last_shown or self.output_closed):
                         self._last_poll(handlers)
-                    self._warn_left_on(self.collector.set_perf_monitoring(False))
+                    self._turn_sampling_off(handlers)
         return status
 
     def _loop(self) -> None:
+        """Take a snapshot every polling period until --count of them, on one grid of
+        times; say so when one takes so long that the next is late."""
         period = self.args.polling_period
         count = self.args.count
-        started = time.monotonic()
+        cadence = Cadence(period, time.monotonic())
         polls = 0
         while True:
-            self._show(self.collector.poll())
+            started = time.monotonic()
+            poll = self._snapshot()
             polls += 1
             if count is not None and polls >= count:
                 return
-            # Keep a steady cadence; after an overrun, wait for the next slot.
-            elapsed = time.monotonic() - started
-            time.sleep(period - elapsed % period)
+            ended = time.monotonic()
+            wait, late = cadence.next(ended)
+            if late:
+                self._say(
+                    "warning",
+                    f"the snapshot of {poll.time.isoformat()} took {ended - started:.3g} s, "
+                    f"longer than the {period:g} s polling period: the next one is "
+                    f"{late:.3g} s late",
+                )
+            time.sleep(wait)
 
-    def _show(self, poll: Poll) -> None:
+    def _snapshot(self) -> Poll:
+        """Take a snapshot and show it.  A stop signal during the poll waits until it is
+        shown, which makes it the last snapshot: no reply is lost to the signal."""
+        with _holding_signals() as (arrived, _):
+            poll = self.collector.poll()
         self._record(poll)
+        self.last_shown = bool(arrived)
+        _act_on(arrived)
         if self.args.monitor:
             self._keep_perf_on(poll)
         self.answered.update(
             reply.server.admin for reply in poll.replies if reply.snapshot is not None
         )
+        return poll
 
     def _record(self, poll: Poll) -> None:
-        """Write ``poll`` to the file, then to the screen.  A signal waits until both have
-        it, unless it arrives while the screen is being written: that may be blocked (`|
-        less` at a page), so the signal acts at once and the screen gets nothing more."""
-        text = render_poll(self.history.add(poll))
+        """Write ``poll`` to the file, then to the screen, and only then report a file that
+        failed.  A signal waits until both have it, unless it arrives while the screen is
+        being written: that may be blocked (`| less` at a page), so the signal acts at
+        once, and a screen that takes nothing more gets nothing more."""
         with _deferring_signals() as handlers:
-            if self.writer is not None:
-                self._write_file(poll)
+            failure = self._write_file(poll)
             with handling(handlers):
-                self._write_screen(text)
+                self._write_screen(self._screen_text(poll))
+        if failure is not None:
+            raise failure
 
-    def _write_file(self, poll: Poll) -> None:
-        assert self.writer is not None
+    def _screen_text(self, poll: Poll) -> str:
+        """The text snapshot of ``poll``, or its JSON line with ``-o -``."""
+        if self.args.output == STANDARD_OUTPUT:
+            return poll_record(poll) + "\n"
+        return render_poll(self.history.add(poll))
+
+    def _write_file(self, poll: Poll) -> _OutputError | None:
+        """Write ``poll`` to the file of --output, if any; return the error to report if
+        that fails, after which the file gets nothing more."""
+        if self.writer is None:
+            return None
         try:
             self.writer.write(poll)
         except OSError as error:
             self.writer = None  # said once; the screen goes on
-            raise _OutputError(
+            return _OutputError(
                 f"cannot write to {self.args.output} ({error.strerror}); snapshots are no "
                 "longer written to it. Make sure it can be written (free space, a working "
                 "disk) or give another file with -o"
-            ) from None
+            )
+        return None
 
     def _write_screen(self, text: str) -> None:
+        """Write ``text`` to the screen.  A signal meanwhile sends the rest of the screen
+        output nowhere if the screen takes nothing more (a full pipe): a later write would
+        block too.  Arriving just after the text went out, it leaves the screen as it is."""
         try:
             self.out.write(text)
             self.out.flush()
-        except (KeyboardInterrupt, Terminated, BrokenPipeError):
+        except (KeyboardInterrupt, Terminated):
+            if _stuck(self.out):
+                self._close_output()
+            raise
+        except BrokenPipeError:
             self._close_output()
             raise
         except OSError as error:
@@ -336,26 +401,75 @@ class _Session:
             ) from None
 
     def _keep_perf_on(self, poll: Poll) -> None:
-        """Turn sampling on in servers that answer with it off: restarted, or answering
-        for the first time."""
+        """Turn sampling on again in servers that answer with it off, and say why it was
+        off: each answers for the first time, restarted, or another client turned it off."""
         off = [
             reply.server
             for reply in poll.replies
             if reply.snapshot is not None and reply.snapshot.perf_monitoring is False
         ]
-        if not off or self.collector.set_perf_monitoring(True, off):
-            return
-        again = ", ".join(server.label for server in off if server.admin in self.answered)
-        first = ", ".join(server.label for server in off if server.admin not in self.answered)
-        if again:
-            self._say(
-                "note", f"performance sampling was off in {again} (restarted?); turned it on again"
+        before = {server.admin: self.processes.get(server.admin) for server in off}
+        for server in self._turn_sampling_on(off):
+            self._say("note", self._why_off(server, before[server.admin]))
+
+    def _why_off(self, server: MonitoredServer, before: str | None) -> str:
+        """Why sampling was off in ``server``, just turned on again; ``before`` is the
+        process it was turned on in the last time, if known.  Only a change of process
+        tells a restart: turning sampling off, or querying, is what any client may do."""
+        if server.admin not in self.answered:
+            return (
+                f"turned performance sampling on in {server.label}, which answers for the "
+                "first time"
             )
-        if first:
-            self._say(
-                "note",
-                f"turned performance sampling on in {first}, which answers for the first time",
+        now = self.processes.get(server.admin)
+        if before is None or now is None:
+            return (
+                f"performance sampling was off in {server.label}: it restarted, or another "
+                "client turned it off; turned it on again"
             )
+        if before != now:
+            return (
+                f"performance sampling was off in {server.label}, which restarted ({before} "
+                f"before, {now} now); turned it on again"
+            )
+        return (
+            f"performance sampling was turned off in {server.label} by another client, "
+            f"such as another monitor stopping (the server is still {now}); turned it on "
+            "again"
+        )
+
+    def _turn_sampling_on(self, servers: Sequence[MonitoredServer]) -> list[MonitoredServer]:
+        """Turn sampling on in ``servers``; return those that did, whose processes are
+        recorded.  Each server in which it may be on is turned off again at exit."""
+        self.sampling.update(server.admin for server in servers)  # before asking: any exit
+        errors = self.collector.set_perf_monitoring(True, servers)
+        self.sampling.difference_update(
+            admin for admin, error in errors.items() if error.answered or not error.sent
+        )
+        on = [server for server in servers if server.admin not in errors]
+        self.processes.update(self.collector.processes(on))
+        return on
+
+    def _turn_sampling_off(self, handlers: dict[int, Handler]) -> None:
+        """Turn sampling off in every server in which it may be on, and warn about each
+        where that fails.  Those that do not answer at once are waited for, up to
+        `EXIT_WAIT_SECONDS`, unless a signal that ``handlers`` act on ends the wait."""
+        servers = [server for server in self.collector.servers if server.admin in self.sampling]
+        errors = self.collector.set_perf_monitoring(False, servers)
+        slow = [s for s in servers if s.admin in errors and not errors[s.admin].answered]
+        if slow:
+            with contextlib.suppress(KeyboardInterrupt, Terminated), handling(handlers):
+                self._say(
+                    "note",
+                    f"waiting up to {EXIT_WAIT_SECONDS:g} s for "
+                    f"{', '.join(server.label for server in slow)} to answer, to turn "
+                    f"performance sampling off in {'it' if len(slow) == 1 else 'them'}; "
+                    "Ctrl-C stops waiting",
+                )
+                late = self.collector.set_perf_monitoring(False, slow, patience=EXIT_WAIT_SECONDS)
+                errors = {admin: error for admin, error in errors.items() if error.answered}
+                errors.update(late)
+        self._warn_left_on(errors)
 
     def _last_poll(self, handlers: dict[int, Handler]) -> None:
         """Show the samples taken since the last snapshot before sampling is turned off.
@@ -368,13 +482,13 @@ class _Session:
         except _OutputError as error:
             self._say("error", str(error))
 
-    def _warn_left_on(self, failures: dict[str, str]) -> None:
+    def _warn_left_on(self, failures: dict[str, CallError]) -> None:
         """Name each server in which sampling could not be turned off, and the remedy."""
         for admin, failure in failures.items():
             self._say(
                 "warning",
                 f"could not turn performance sampling off in {admin} ({failure}); if that "
-                "server still runs, sampling stays on in it. Once it answers, run "
+                "server still runs, sampling may stay on in it. Once it answers, run "
                 f"'{self.prog} {admin} --monitor --count 1' or call {PERF_COMMAND}(False) on "
                 f"{admin}",
             )
@@ -389,9 +503,9 @@ class _Session:
 
 
 @contextlib.contextmanager
-def _deferring_signals() -> Iterator[dict[int, Handler]]:
-    """Hold stop signals back until the block is done, then act on them; yield the
-    handlers that act on them, for parts of the block that must not wait."""
+def _holding_signals() -> Iterator[tuple[list[int], dict[int, Handler]]]:
+    """Hold stop signals back inside the block; yield the list of those that arrive, and
+    the handlers that act on them, for parts of the block that must not wait."""
     arrived: list[int] = []
 
     def remember(signum: int, frame: FrameType | None) -> None:
@@ -399,9 +513,34 @@ def _deferring_signals() -> Iterator[dict[int, Handler]]:
 
     active = {signum for signum in STOP_SIGNALS if signal.getsignal(signum) != signal.SIG_IGN}
     with handling(dict.fromkeys(active, remember)) as handlers:
-        yield handlers
+        yield arrived, handlers
+
+
+def _stuck(stream: TextIO) -> bool:
+    """Whether a write to ``stream`` would block now, as to a pipe nobody reads (`| less`
+    waiting at a page); a stream without a file descriptor never blocks."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):
+        return False
+    _, writable, _ = select.select([], [descriptor], [], 0)
+    return not writable
+
+
+def _act_on(arrived: list[int]) -> None:
+    """Act on stop signals held back: Ctrl-C alone raises KeyboardInterrupt, any other
+    `Terminated`."""
     if arrived:
         raise KeyboardInterrupt if set(arrived) == {signal.SIGINT} else Terminated
+
+
+@contextlib.contextmanager
+def _deferring_signals() -> Iterator[dict[int, Handler]]:
+    """Hold stop signals back until the block is done, then act on them; yield the
+    handlers that act on them, for parts of the block that must not wait."""
+    with _holding_signals() as (arrived, handlers):
+        yield handlers
+    _act_on(arrived)
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar, cast
 
 import tango
 
@@ -28,12 +28,14 @@ QUERY_COMMAND = "QueryEventSystem"
 PERF_COMMAND = "EnableEventSystemPerfMon"
 REQUIRED_TANGO = "cppTango 10.0 or newer (PyTango 10.0 or newer)"
 DEFAULT_TIMEOUT_SECONDS = 1.0
-MAX_WORKERS = 32
 
 _T = TypeVar("_T")
 _TRL = re.compile(
-    r"^(?P<prefix>tango://(?P<host>[^:/]+):(?P<port>\d+)/)(?P<name>.*)$", re.IGNORECASE
+    r"^(?P<prefix>tango://(?P<host>[^:/]+):(?P<port>\d+)/)(?P<name>[^#]*)(?P<nodb>#dbase=no)?$",
+    re.IGNORECASE,
 )
+NO_DATABASE = "#dbase=no"
+"""Ends the TRL of a device whose server runs without a database (``-nodb``)."""
 
 
 class MonitorSetupError(Exception):
@@ -56,8 +58,9 @@ def resolve_servers(names: Sequence[str]) -> list[MonitoredServer]:
     names are in the TANGO_HOST database, and a database host is the same whatever name
     or address gives it.  The entry's admin device is spelled as the first name of that
     server was.  Only the Tango database is asked, so the servers need not be running,
-    nor answering.  Raises `MonitorSetupError` for names the database does not know, or
-    a database out of reach.
+    nor answering; but a TRL ending in ``#dbase=no`` names a server that runs without a
+    database, and that server itself is asked.  Raises `MonitorSetupError` for names the
+    database does not know, a database out of reach, or such a server not answering.
     """
     if not names:
         raise MonitorSetupError("no device given; name at least one device or admin device")
@@ -96,14 +99,17 @@ def _check_tango_host(names: Sequence[str]) -> None:
 
 def _admin_of(name: str, databases: dict[str, tango.Database]) -> tuple[str, str, bool]:
     """The admin device serving ``name``, its `server_key`, and whether it is ``name``."""
+    _check_text(name)
     trl = _TRL.match(name)
     prefix = trl["prefix"] if trl else ""
     device = trl["name"] if trl else name
     if device.count("/") not in (0, 2) or "" in device.split("/"):
         raise MonitorSetupError(
             f"{name!r} is not a device name: expected domain/family/member, an alias, "
-            "or tango://host:port/domain/family/member"
+            f"tango://host:port/domain/family/member or that followed by {NO_DATABASE}"
         )
+    if trl and trl["nodb"]:
+        return _admin_without_database(name, trl)
     try:
         if prefix not in databases:
             databases[prefix] = (
@@ -118,6 +124,43 @@ def _admin_of(name: str, databases: dict[str, tango.Database]) -> tuple[str, str
     admin = f"dserver/{info.ds_full_name}"
     key = server_key(db.get_db_host(), db.get_db_port(), admin)
     return prefix + admin, key, info.class_name == "DServer"
+
+
+def _check_text(name: str) -> None:
+    """Refuse a name holding bytes that are not UTF-8, as a command line can give them."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        try:
+            raw = name.encode("utf-8", "surrogateescape")  # the bytes of the command line
+        except UnicodeEncodeError:
+            raw = name.encode("utf-8", "backslashreplace")
+        raise MonitorSetupError(
+            f"'{raw.decode('ascii', 'backslashreplace')}' is not a device name: it holds "
+            "bytes that are not UTF-8 text; check the name, which Tango spells in ASCII"
+        ) from None
+
+
+def _admin_without_database(name: str, trl: re.Match[str]) -> tuple[str, str, bool]:
+    """`_admin_of` for a device whose server runs without a database: only that server can
+    tell which it is, so it must be running."""
+    if "/" not in trl["name"]:
+        raise MonitorSetupError(
+            f"{name!r} names an alias, but aliases need a Tango database; give the device's "
+            "domain/family/member name"
+        )
+    try:
+        info = tango.DeviceProxy(name).info()
+    except tango.DevFailed as failure:
+        raise MonitorSetupError(
+            f"cannot ask the device server of {name!r} which admin device it has: it runs "
+            f"without a Tango database ({NO_DATABASE}), so only it can tell, and it did not "
+            f"answer ({root_cause(failure)}); start it before the monitor, or fix the "
+            "host:port in the name"
+        ) from None
+    admin = f"dserver/{info.server_id}{NO_DATABASE}"
+    key = server_key(trl["host"], trl["port"], admin)
+    return trl["prefix"] + admin, key, info.dev_class == "DServer"
 
 
 def _setup_failure(name: str, failure: tango.DevFailed) -> str:
@@ -185,21 +228,43 @@ def _admin_proxy(admin: str, timeout: float | None) -> tango.DeviceProxy:
 
 
 @dataclass(frozen=True)
-class NoAnswer:
-    """A server whose call was still under way when the collector stopped waiting."""
+class CallError:
+    """Why a call to one server gave no result."""
 
     reason: str
+    """One Tango error per line, the root cause first; or how long no answer has come."""
+    answered: bool = True
+    """False when no answer came in time: the server is frozen, overloaded or out of
+    reach, and may still carry the call out."""
+    sent: bool = True
+    """False when the call was not sent, as the server had not answered an earlier one."""
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+class _Line:
+    """The way to one server: its proxy, and the one call under way on it, if any."""
+
+    def __init__(self) -> None:
+        self.proxy: tango.DeviceProxy | None = None
+        self.timed = False
+        """Whether the proxy has the collector's timeout; see `Collector._proxy`."""
+        self.sent: float | None = None
+        """When the call under way was sent (`time.monotonic`); None when there is none."""
+        self.failure: tango.DevFailed | None = None
+        """The last failure that said something about the server; see `Collector._telling`."""
 
 
 class Collector:
     """Queries several device servers at the same time, one worker thread per server.
 
-    A poll takes about as long as the slowest server, and never much more than
-    ``timeout``: a server still busy then (frozen, say) gets an error `Reply`, and is not
-    asked again before that call ends, so one server stuck in cppTango's 3 s reconnection
-    attempts does not hold up the others.  A server that fails to answer is asked again
-    at the next poll, which is how a restarted server is picked up.  Use it as a context
-    manager, or `close` it.
+    Each server has at most one call under way.  A poll waits about as long as the
+    slowest server, and never much more than ``timeout``: a server still busy then
+    (frozen, say) gets an error `Reply`, and is not asked again before that call ends, so
+    servers stuck in cppTango's 3 s reconnection attempts, however many, hold up no
+    other.  A server that fails to answer is asked again at the next poll, which is how a
+    restarted server is picked up.  Use it as a context manager, or `close` it.
     """
 
     def __init__(
@@ -209,19 +274,15 @@ class Collector:
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         max_workers: int | None = None,
     ) -> None:
-        """``max_workers=1`` queries the servers one after another instead."""
+        """``max_workers=1`` queries the servers one after another instead: then a server
+        that does not answer holds up those after it."""
         self.servers = tuple(servers)
         self.timeout = timeout
-        # Made by the worker threads on first use: making one may wait for its server.
-        self._proxies: dict[str, tango.DeviceProxy] = {}
-        # Calls that outlived their wait, by admin device, with when they were sent.
-        self._late: dict[str, tuple[float, Future[Any]]] = {}
-        # The last failure of each server that says something about the server.
-        self._failures: dict[str, tango.DevFailed] = {}
-        # Servers whose proxy has our timeout; see `_proxy`.
-        self._timed: set[str] = set()
+        self._lines = {server.admin: _Line() for server in self.servers}
+        # Guards the `_Line.sent` of every line, and is notified when a call ends.
+        self._ended = threading.Condition()
         self._closing = threading.Event()
-        self._workers = max_workers or min(MAX_WORKERS, max(1, len(self.servers)))
+        self._workers = max_workers or max(1, len(self._lines))
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="milonga-monitor")
 
     def check_support(self) -> list[MonitoredServer]:
@@ -229,7 +290,9 @@ class Collector:
 
         Raises `MonitorSetupError` for a server that answers without the command.
         """
-        commands = self._each(lambda proxy: [c.cmd_name for c in proxy.command_list_query()])
+        commands = self._each(
+            lambda proxy: [c.cmd_name for c in proxy.command_list_query()], self.servers
+        )
         silent = []
         for server, result in zip(self.servers, commands, strict=True):
             if isinstance(result, list):
@@ -241,32 +304,56 @@ class Collector:
     def poll(self) -> Poll:
         """Every server's `QueryEventSystem` reply, all asked at once."""
         time = datetime.now()
-        answers = self._each(lambda proxy: str(proxy.command_inout(QUERY_COMMAND)))
+        answers = self._each(lambda proxy: str(proxy.command_inout(QUERY_COMMAND)), self.servers)
         return Poll(
             time,
             tuple(
                 Reply.answered(server, answer)
                 if isinstance(answer, str)
-                else Reply.failed(server, _describe(answer))
+                else Reply.failed(server, _in_poll(answer))
                 for server, answer in zip(self.servers, answers, strict=True)
             ),
         )
 
     def set_perf_monitoring(
-        self, enabled: bool, servers: Iterable[MonitoredServer] | None = None
-    ) -> dict[str, str]:
-        """Turn performance sampling on or off; return the errors, by admin device."""
+        self,
+        enabled: bool,
+        servers: Iterable[MonitoredServer] | None = None,
+        *,
+        patience: float = 0.0,
+    ) -> dict[str, CallError]:
+        """Turn performance sampling on or off in ``servers`` (all by default); return
+        the errors, by admin device.
+
+        A server that does not answer in time, or is still busy with an earlier call,
+        gives an error whose ``answered`` is False.  With ``patience``, such a server is
+        asked again once its call under way has ended, for up to ``patience`` seconds.
+        """
         wanted = {server.admin for server in (self.servers if servers is None else servers)}
         chosen = [server for server in self.servers if server.admin in wanted]
 
         def switch(proxy: tango.DeviceProxy) -> None:
             proxy.command_inout(PERF_COMMAND, enabled)
 
-        results = self._each(switch, chosen)
+        results = self._each(switch, chosen, patience=patience)
         return {
-            server.admin: _describe(result)
+            server.admin: result
             for server, result in zip(chosen, results, strict=True)
-            if isinstance(result, (tango.DevFailed, NoAnswer))
+            if isinstance(result, CallError)
+        }
+
+    def processes(self, servers: Iterable[MonitoredServer] | None = None) -> dict[str, str | None]:
+        """The process running each of ``servers`` (all by default), by admin device, as
+        its Tango database recorded it when the server started: ``pid N, started T``.
+
+        A restarted server is another process.  None where that cannot be told: the
+        server runs without a database, or the database did not answer.
+        """
+        chosen = self.servers if servers is None else tuple(servers)
+        results = self._each(_process_of, chosen)
+        return {
+            server.admin: result if isinstance(result, str) else None
+            for server, result in zip(chosen, results, strict=True)
         }
 
     def close(self) -> None:
@@ -292,60 +379,99 @@ class Collector:
     def _each(
         self,
         call: Callable[[tango.DeviceProxy], _T],
-        servers: Sequence[MonitoredServer] | None = None,
-    ) -> list[_T | tango.DevFailed | NoAnswer]:
-        """``call(proxy)`` for each server at once: each result, or the DevFailed it raised.
+        servers: Sequence[MonitoredServer],
+        *,
+        patience: float = 0.0,
+    ) -> list[_T | CallError]:
+        """``call(proxy)`` for each of ``servers`` at once: each result, or why there is none.
 
-        Waits at most ``timeout`` per turn of the workers (one turn when there are as
-        many workers as servers): a server whose call is still under way then, or still
-        under way from an earlier `_each`, gives `NoAnswer`, and is not called again.
+        A server still busy with an earlier call is not called, and one that has not
+        answered after ``timeout`` (per turn of the workers) is not waited for: both give
+        a `CallError` whose ``answered`` is False.  With ``patience``, each of those is
+        called again once its call under way has ended, until ``patience`` seconds have
+        passed.
         """
+        started = time.monotonic()
+        deadline = started + patience
+        results = dict(zip((s.admin for s in servers), self._round(call, servers), strict=True))
+        while True:
+            waiting = [server for server in servers if _not_answered(results[server.admin])]
+            ready = self._wait_until_free(waiting, deadline) if waiting else []
+            if not ready:
+                break
+            results.update(zip((s.admin for s in ready), self._round(call, ready), strict=True))
+        for server in waiting:  # how long each has not answered, over every round
+            sent = cast(CallError, results[server.admin]).sent
+            results[server.admin] = self._unanswered(server, started, sent=sent)
+        return [results[server.admin] for server in servers]
 
-        def guarded(server: MonitoredServer) -> _T | tango.DevFailed | NoAnswer:
-            try:
-                proxy = self._proxy(server)
-                if self._closing.is_set():
-                    return NoAnswer("the monitor is closing")
-                result = call(proxy)
-                if server.admin not in self._timed:
-                    proxy.set_timeout_millis(round(self.timeout * 1000))
-                    self._timed.add(server.admin)
-                return result
-            except tango.DevFailed as failure:
-                return self._telling(server, failure)
-
-        chosen = self.servers if servers is None else servers
-        now = time.monotonic()
-        for admin, (_, late) in list(self._late.items()):
-            if late.done():
-                del self._late[admin]
-        futures = {
-            server.admin: self._pool.submit(guarded, server)
-            for server in chosen
-            if server.admin not in self._late
-        }
+    def _round(
+        self, call: Callable[[tango.DeviceProxy], _T], servers: Sequence[MonitoredServer]
+    ) -> list[_T | CallError]:
+        """One call to each of ``servers``, waited for at most ``timeout`` per turn."""
+        started = time.monotonic()
+        futures = [self._pool.submit(self._call_on, server, call) for server in servers]
         # With fewer workers than servers, calls wait their turn: each gets the timeout.
         turns = -(-len(futures) // self._workers)
-        wait(futures.values(), timeout=self.timeout * turns)
-        results: list[_T | tango.DevFailed | NoAnswer] = []
-        for server in chosen:
-            future = futures.get(server.admin)
-            if future is not None and future.done():
-                results.append(future.result())
-                continue
-            if future is not None:
-                self._late[server.admin] = (now, future)
-            sent = self._late[server.admin][0]
-            results.append(
-                NoAnswer(
-                    f"no answer for {time.monotonic() - sent:.1f} s (the timeout is "
-                    f"{self.timeout:g} s): its device server is frozen, overloaded or out "
-                    "of reach; it is asked again once that call ends"
-                )
-            )
-        return results
+        wait(futures, timeout=self.timeout * turns)
+        return [
+            future.result() if future.done() else self._unanswered(server, started, sent=True)
+            for server, future in zip(servers, futures, strict=True)
+        ]
 
-    def _telling(self, server: MonitoredServer, failure: tango.DevFailed) -> tango.DevFailed:
+    def _call_on(
+        self, server: MonitoredServer, call: Callable[[tango.DeviceProxy], _T]
+    ) -> _T | CallError:
+        """``call(proxy)`` on ``server``, in a worker thread, unless a call to it is
+        under way already: the error then says since when."""
+        line = self._lines[server.admin]
+        with self._ended:
+            if line.sent is not None:
+                return self._unanswered(server, line.sent, sent=False)
+            line.sent = time.monotonic()
+        try:
+            proxy = self._proxy(server)
+            if self._closing.is_set():
+                return CallError("the monitor is closing", sent=False)
+            result = call(proxy)
+            if not line.timed:
+                proxy.set_timeout_millis(round(self.timeout * 1000))
+                line.timed = True
+            return result
+        except tango.DevFailed as failure:
+            return CallError(describe_failure(self._telling(line, failure)))
+        finally:
+            with self._ended:
+                line.sent = None
+                self._ended.notify_all()
+
+    def _unanswered(self, server: MonitoredServer, since: float, *, sent: bool) -> CallError:
+        """The error of a server that has not answered since ``since``, or since the call
+        under way to it was sent if that was earlier."""
+        with self._ended:
+            under_way = self._lines[server.admin].sent
+        waited = time.monotonic() - (since if under_way is None else min(since, under_way))
+        return CallError(
+            f"no answer for {waited:.1f} s (the timeout is {self.timeout:g} s): its device "
+            "server is frozen, overloaded or out of reach",
+            answered=False,
+            sent=sent,
+        )
+
+    def _wait_until_free(
+        self, servers: Sequence[MonitoredServer], deadline: float
+    ) -> list[MonitoredServer]:
+        """Wait until one of ``servers`` has no call under way, or ``deadline`` passes;
+        return those with none, or nothing once ``deadline`` has passed."""
+
+        def free() -> list[MonitoredServer]:
+            return [server for server in servers if self._lines[server.admin].sent is None]
+
+        with self._ended:
+            self._ended.wait_for(free, timeout=max(0.0, deadline - time.monotonic()))
+            return free() if time.monotonic() < deadline else []
+
+    def _telling(self, line: _Line, failure: tango.DevFailed) -> tango.DevFailed:
         """``failure``, or the server's previous one if cppTango just delayed reconnecting.
 
         cppTango refuses to reconnect within 1 s of its last attempt, which says nothing
@@ -356,8 +482,8 @@ class Collector:
             for error in failure.args
         )
         if delayed:
-            return self._failures.get(server.admin, failure)
-        self._failures[server.admin] = failure
+            return line.failure or failure
+        line.failure = failure
         return failure
 
     def _proxy(self, server: MonitoredServer) -> tango.DeviceProxy:
@@ -367,12 +493,27 @@ class Collector:
         for 1 s, hiding why it failed.  Until connected, calls end within cppTango's 3 s
         connection timeout anyway.
         """
-        proxy = self._proxies.get(server.admin)
-        if proxy is None:
-            proxy = _admin_proxy(server.admin, None)
-            self._proxies[server.admin] = proxy
-        return proxy
+        line = self._lines[server.admin]
+        if line.proxy is None:
+            line.proxy = _admin_proxy(server.admin, None)
+        return line.proxy
 
 
-def _describe(result: tango.DevFailed | NoAnswer) -> str:
-    return result.reason if isinstance(result, NoAnswer) else describe_failure(result)
+def _not_answered(result: object) -> bool:
+    return isinstance(result, CallError) and not result.answered
+
+
+def _in_poll(error: CallError) -> str:
+    """How ``error`` reads in a poll: a server that did not answer is asked again."""
+    if error.answered:
+        return error.reason
+    return f"{error.reason}; it is asked again once that call has ended"
+
+
+def _process_of(proxy: tango.DeviceProxy) -> str | None:
+    """The process running ``proxy``'s device as its database knows it, if it has one."""
+    database = proxy.get_device_db()
+    if database is None:
+        return None
+    info = database.get_device_info(proxy.dev_name())
+    return f"pid {info.pid}, started {info.started_date}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
-from milonga.monitor.snapshot import NotConnected, Snapshot, Subscription
+from milonga.monitor.snapshot import ClientSide, NotConnected, ServerSide, Snapshot, Subscription
 from milonga.monitor.stats import PerfTable, summarise_client_perf, summarise_server_perf
 
 
@@ -81,12 +81,50 @@ class Report:
         return not any(getattr(self, field.name) for field in fields(self))
 
 
-def diff(previous: Snapshot | None, current: Snapshot) -> Report:
+@dataclass(frozen=True)
+class Unsampled:
+    """Which sides of a process have taken no sample since performance sampling was last
+    turned on in it.
+
+    cppTango measures a sample's gap from the last event it sampled, and keeps that time
+    while sampling is off: the first sample after sampling is turned on has a gap that
+    spans all the time it was off.  `diff` leaves that gap out of the `Event Gaps` rows.
+    """
+
+    server: bool = True
+    client: bool = True
+
+    def after(self, snapshot: Snapshot) -> Unsampled:
+        """What is still unsampled once ``snapshot`` is read: a side with sampling off (or
+        not there) waits for a first sample again, a side with samples no longer does, and
+        a side with sampling on but no sample yet stays as it was."""
+        return Unsampled(
+            server=_still_unsampled(self.server, snapshot.server),
+            client=_still_unsampled(self.client, snapshot.client),
+        )
+
+
+def _still_unsampled(before: bool, side: ServerSide | ClientSide | None) -> bool:
+    if side is None or side.perf is None:
+        return True
+    return before and not side.perf
+
+
+def diff(
+    previous: Snapshot | None, current: Snapshot, unsampled: Unsampled | None = None
+) -> Report:
     """What changed from ``previous`` to ``current``; with no previous, everything is new.
 
     The performance tables summarise ``current``'s samples, which are exactly those taken
-    since the previous query of the process, whoever made it.
+    since the previous query of the process, whoever made it.  ``unsampled`` says which
+    sides had taken no sample since sampling was turned on, as of ``previous``: the first
+    sample of such a side has no real gap (see `Unsampled`).  Left out, it is worked out
+    from ``previous`` alone, which takes a side without samples there (or no
+    ``previous``) as one where sampling had just been turned on; `PollHistory` keeps it
+    across polls instead.
     """
+    if unsampled is None:
+        unsampled = Unsampled() if previous is None else Unsampled().after(previous)
     before = previous or Snapshot(server=None, client=None)
     old_counters = dict(before.server.publishers) if before.server else {}
     new_counters = dict(current.server.publishers) if current.server else {}
@@ -123,7 +161,9 @@ def diff(previous: Snapshot | None, current: Snapshot) -> Report:
         ),
         published=published,
         removed_publishers=tuple(sorted(set(old_counters) - set(new_counters))),
-        server_perf=summarise_server_perf(server_samples) if server_samples else None,
+        server_perf=summarise_server_perf(server_samples, sampling_just_started=unsampled.server)
+        if server_samples
+        else None,
         new_subscriptions=tuple(
             subscription
             for topic, subscription in sorted(new_subscriptions.items())
@@ -133,7 +173,9 @@ def diff(previous: Snapshot | None, current: Snapshot) -> Report:
         removed_subscriptions=tuple(sorted(set(old_subscriptions) - set(new_subscriptions))),
         not_connected=_sorted_entries(new_waiting, exclude=old_waiting),
         connected_again=_sorted_entries(old_waiting, exclude=new_waiting),
-        client_perf=summarise_client_perf(client_samples) if client_samples else None,
+        client_perf=summarise_client_perf(client_samples, sampling_just_started=unsampled.client)
+        if client_samples
+        else None,
         went_down=tuple(sorted(went_down)),
     )
 

@@ -1,17 +1,23 @@
 """Polls as JSON Lines: one object per poll, the layout other tools already read.
 
 Each line is ``{"time": ISO-8601, "replies": {ADMIN: {"data": OBJECT} | {"error": TEXT}}}``
-where OBJECT is the server's `QueryEventSystem` reply as it sent it.  Pure code, no Tango.
+where OBJECT is the server's `QueryEventSystem` reply, decoded and encoded again: the same
+keys in the same order and the same values, but not byte for byte (spacing, and escapes
+for characters beyond ASCII, may differ).  Pure code, no Tango.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
 from types import TracebackType
 from typing import Any
 
 from milonga.monitor.poll import Poll
+
+NEWLINE = b"\n"
 
 
 def poll_record(poll: Poll) -> str:
@@ -29,20 +35,40 @@ class JsonLinesWriter:
     """Writes polls to a file, each line with one system call, before `write` returns.
 
     A reader following the file (``tail -f``) never sees part of a line, and a line is
-    never held in a buffer when the monitor stops.
+    never held in a buffer when the monitor stops.  A line that cannot be written whole
+    (a full disk, a file-size limit) is cut off again, so a regular file only ever holds
+    whole lines.  With ``append``, a file that does not end with a newline (left so by
+    another program) gets one before the first line.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, append: bool = False) -> None:
+        """Open ``path``, emptied unless ``append``; raises OSError if that fails."""
         self.path = path
-        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+        # Always O_APPEND: every line goes to the end, where a failed one is cut off.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if append else os.O_TRUNC)
         self._fd: int | None = os.open(path, flags, 0o666)
+        self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
+        self._prefix = NEWLINE if append and self._regular and not _ends_a_line(path) else b""
 
     def write(self, poll: Poll) -> None:
+        """Add ``poll``'s line; raises OSError, with the file as it was, if it fails."""
         if self._fd is None:
             raise ValueError(f"{self.path} is closed")
-        line = memoryview((poll_record(poll) + "\n").encode())
-        while line:
-            line = line[os.write(self._fd, line) :]
+        self._write_whole(self._fd, self._prefix + (poll_record(poll) + "\n").encode())
+        self._prefix = b""
+
+    def _write_whole(self, fd: int, data: bytes) -> None:
+        """Write all of ``data`` at the end of the file, or, on a regular file, none of it."""
+        start = os.fstat(fd).st_size if self._regular else None
+        try:
+            written = os.write(fd, data)
+            while written < len(data):  # only near a limit: the next write says which
+                written += os.write(fd, data[written:])
+        except OSError:
+            if start is not None:
+                with contextlib.suppress(OSError):  # the write's error is the one to tell
+                    os.ftruncate(fd, start)
+            raise
 
     def close(self) -> None:
         if self._fd is not None:
@@ -59,3 +85,14 @@ class JsonLinesWriter:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _ends_a_line(path: str | os.PathLike[str]) -> bool:
+    """Whether the regular file at ``path`` is empty or ends with a newline; True if it
+    cannot be read (no permission), as nothing can be done about it then."""
+    try:
+        with open(path, "rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            return size == 0 or os.pread(file.fileno(), 1, size - 1) == NEWLINE
+    except OSError:
+        return True

@@ -2,18 +2,20 @@
 
 `Poll` is what the collector returns.  `PollHistory` remembers each server's last answer
 and turns each new poll into a `PollReport`: one `ServerEntry` per server, with its
-`Report`, or the reason it did not answer.  Pure code, no Tango.
+`Report`, or the reason it did not answer.  `Cadence` says when to take each poll.  Pure
+code, no Tango.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from milonga.monitor.diff import Report, diff
+from milonga.monitor.diff import Report, Unsampled, diff
 from milonga.monitor.snapshot import Snapshot, SnapshotFormatError, parse_snapshot
 
 
@@ -104,12 +106,14 @@ class PollHistory:
 
     A server that does not answer keeps its last snapshot: when it answers again its
     report shows everything since that answer, such as counters that went down because
-    it restarted.
+    it restarted.  It also remembers which sides of each server have taken no sample
+    since sampling was turned on (`Unsampled`), however many polls that takes.
     """
 
     def __init__(self) -> None:
         self._last: dict[str, tuple[datetime, Snapshot]] = {}
         self._silent: dict[str, int] = {}
+        self._unsampled: dict[str, Unsampled] = {}
 
     def add(self, poll: Poll) -> PollReport:
         """Record ``poll`` and return what changed since each server's previous answer."""
@@ -123,9 +127,44 @@ class PollHistory:
         last = self._last.get(admin)
         self._last[admin] = (time, reply.snapshot)
         silent = self._silent.pop(admin, 0)
+        unsampled = self._unsampled.get(admin, Unsampled())
+        self._unsampled[admin] = unsampled.after(reply.snapshot)
         return ServerEntry(
             reply.server,
-            diff(last[1] if last else None, reply.snapshot),
+            diff(last[1] if last else None, reply.snapshot, unsampled),
             silent_polls=silent,
             last_answer=last[0] if last and silent else None,
+        )
+
+
+class NextPoll(NamedTuple):
+    """When to take the next poll, as `Cadence.next` says."""
+
+    wait: float
+    """Seconds from now."""
+    late: float
+    """Seconds between when it was due and when it is taken: 0.0 unless the poll before
+    it ended after it was due."""
+
+
+class Cadence:
+    """When to take polls: every ``period`` seconds from ``start``, on one grid.
+
+    Times are `time.monotonic` seconds.  A poll that ends after the next one was due makes
+    that one late: it is taken at the next point of the grid instead, so that the polls
+    stay evenly spaced, and `next` says how late it is.
+    """
+
+    def __init__(self, period: float, start: float) -> None:
+        self.period = period
+        self.start = start
+        self._index = 0  # of the poll under way, due at start + index * period
+
+    def next(self, now: float) -> NextPoll:
+        """When to take the poll after the one under way, which ended at ``now``."""
+        due = self._index + 1
+        self._index = max(due, math.ceil((now - self.start) / self.period))
+        return NextPoll(
+            wait=max(0.0, self.start + self._index * self.period - now),
+            late=(self._index - due) * self.period,
         )

@@ -8,6 +8,7 @@ below.  Pure code, no Tango.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from milonga.monitor.diff import Change, Report, SubscriptionChange
@@ -20,6 +21,11 @@ MIN_FILL = 3
 """A rule keeps at least this many ``fill`` characters on each side of its text."""
 INDENT = "    "
 TABLE_COLUMNS = ("mean", "median", "count", "minimum", "maximum", "1%", "10%", "90%", "99%")
+MIN_DECIMALS = 2
+MIN_SIGNIFICANT_DIGITS = 3
+"""Every number of a table shows `MIN_DECIMALS` decimals, or more where it needs them to
+show `MIN_SIGNIFICANT_DIGITS` significant digits: a row in seconds (chosen by its mean)
+shows a 100 ms median as 0.100, not 0.10."""
 FULL_TABLE_NOTE = (
     f"(a process keeps only {SAMPLE_LIMIT} samples between queries: these are its last "
     f"{SAMPLE_LIMIT} events; a shorter --poll-period shows all)"
@@ -179,6 +185,15 @@ def _changed(change: SubscriptionChange) -> list[str]:
     return _continued(short_name(change.topic), facts)
 
 
+def table_number(value: float) -> str:
+    """``value`` as a table shows it: see `MIN_SIGNIFICANT_DIGITS`."""
+    decimals = MIN_DECIMALS
+    if value != 0:
+        leading = math.floor(math.log10(abs(value)))  # 0.0123 -> -2
+        decimals = max(MIN_DECIMALS, MIN_SIGNIFICANT_DIGITS - 1 - leading)
+    return f"{value:.{decimals}f}"
+
+
 def _cells(row: PerfRow) -> tuple[str, ...]:
     stats = row.statistics
     label, size = row.name, 1.0
@@ -187,7 +202,7 @@ def _cells(row: PerfRow) -> tuple[str, ...]:
         label = f"{row.name} [{unit}]"
 
     def number(value: float | None) -> str:
-        return "" if value is None else f"{value / size:.2f}"
+        return "" if value is None else table_number(value / size)
 
     return (
         label,

@@ -86,7 +86,8 @@ class Subscription:
     missed_event_count: int
     discarded_event_count: int
     last_resubscribed: str | None
-    """When the subscription was last renewed after a lost connection; None if never."""
+    """When the subscription was last renewed; None if never.  cppTango renews every
+    subscription about every 200 s, and again after a lost connection."""
 
 
 @dataclass(frozen=True)

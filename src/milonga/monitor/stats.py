@@ -115,9 +115,34 @@ def _rows(candidates: Iterable[tuple[str, Sequence[float], bool]]) -> tuple[Perf
     )
 
 
-def summarise_server_perf(samples: Sequence[ServerPerfSample]) -> PerfTable:
-    """The server table: the gaps between pushed events and how long each push took."""
-    gaps = [s.micros_since_last_event for s in samples if s.micros_since_last_event is not None]
+def _gaps(
+    samples: Sequence[ServerPerfSample | ClientPerfSample],
+    counted: Iterable[ServerPerfSample | ClientPerfSample],
+    sampling_just_started: bool,
+) -> list[float]:
+    """The known gaps of the ``counted`` samples, in μs.
+
+    With ``sampling_just_started``, the first of ``samples`` is the first one taken since
+    sampling was turned on: cppTango measures its gap from the last event it sampled
+    before sampling was off, so that gap is no time between two events and is left out.
+    """
+    first = samples[0] if sampling_just_started and samples else None
+    return [
+        s.micros_since_last_event
+        for s in counted
+        if s.micros_since_last_event is not None and s is not first
+    ]
+
+
+def summarise_server_perf(
+    samples: Sequence[ServerPerfSample], *, sampling_just_started: bool = False
+) -> PerfTable:
+    """The server table: the gaps between pushed events and how long each push took.
+
+    ``sampling_just_started``: the first sample is the first since sampling was turned
+    on, and its gap is left out (see `_gaps`).
+    """
+    gaps = _gaps(samples, samples, sampling_just_started)
     pushes = [s.push_event_micros for s in samples]
     return PerfTable(
         rows=_rows([("Event Gaps", gaps, True), ("Push Time", pushes, True)]),
@@ -125,23 +150,22 @@ def summarise_server_perf(samples: Sequence[ServerPerfSample]) -> PerfTable:
     )
 
 
-def summarise_client_perf(samples: Sequence[ClientPerfSample]) -> PerfTable:
+def summarise_client_perf(
+    samples: Sequence[ClientPerfSample], *, sampling_just_started: bool = False
+) -> PerfTable:
     """The client table.
 
     Discarded events were dropped without being handled, so they are left out of the
     timing rows (gaps, sleep, latency, processing) and of `Callbacks called`; the
     consumer thread still woke up for them, so `Wake Count` counts every sample.
+    ``sampling_just_started`` leaves the first sample's gap out, as on the server side.
     """
     handled = [s for s in samples if not s.discarded]
     by_attribute: dict[str, list[float]] = {}
     for sample in handled:
         by_attribute.setdefault(sample.attr_name or NO_ATTRIBUTE, []).append(sample.process_micros)
     candidates: list[tuple[str, Sequence[float], bool]] = [
-        (
-            "Event Gaps",
-            [s.micros_since_last_event for s in handled if s.micros_since_last_event is not None],
-            True,
-        ),
+        ("Event Gaps", _gaps(samples, handled, sampling_just_started), True),
         ("Sleep Time", [s.sleep_micros for s in handled], True),
         (
             "Latency",

@@ -1,0 +1,118 @@
+"""The JSON Lines file keeps whole lines only: on a full disk, over a file-size limit, and
+when appending to a file someone else left without a final newline."""
+
+from __future__ import annotations
+
+import errno
+import json
+import subprocess
+import sys
+import textwrap
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from milonga.monitor import JsonLinesWriter, MonitoredServer, Poll, Reply, poll_record
+from tests.monitor.data import TANGO_HOST
+
+SERVER = MonitoredServer("dserver/MonitorPub/1")
+TIME = datetime(2026, 3, 17)
+ROOT = Path(__file__).parents[2]
+WAIT_SECONDS = 60.0
+
+
+def line_of(size: int) -> Poll:
+    """A poll whose JSON line, newline included, is ``size`` bytes long."""
+    one = poll_record(Poll(TIME, (Reply.failed(SERVER, "x"),)))  # size - 1 without newline
+    return Poll(TIME, (Reply.failed(SERVER, "x" * (size - len(one))),))
+
+
+def test_line_of_makes_lines_of_that_size() -> None:
+    assert len(poll_record(line_of(300))) + 1 == 300
+
+
+# Run in a process of its own: the file-size limit holds for the whole process.
+OVER_THE_LIMIT = textwrap.dedent(
+    """\
+    import errno, resource, sys
+    from tests.monitor.test_jsonl import line_of
+    from milonga.monitor import JsonLinesWriter
+
+    path, limit = sys.argv[1], int(sys.argv[2])
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ
+    with JsonLinesWriter(path, append=True) as writer:
+        writer.write(line_of(300))
+        try:
+            writer.write(line_of(300))  # half of it fits below the limit
+        except OSError as error:
+            print(errno.errorcode[error.errno])
+    """
+)
+
+
+def test_a_line_over_the_file_size_limit_is_cut_off_again(tmp_path: Path) -> None:
+    path = tmp_path / "polls.jsonl"
+
+    result = subprocess.run(
+        [sys.executable, "-c", OVER_THE_LIMIT, str(path), "450"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=WAIT_SECONDS,
+        check=False,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "EFBIG"
+    assert path.read_text() == poll_record(line_of(300)) + "\n"
+
+
+def test_a_full_device_takes_nothing_and_says_why() -> None:
+    with (
+        JsonLinesWriter("/dev/full", append=True) as writer,
+        pytest.raises(OSError, match="No space left") as raised,
+    ):
+        writer.write(line_of(300))
+
+    assert raised.value.errno == errno.ENOSPC
+
+
+def test_appending_starts_on_a_fresh_line(tmp_path: Path) -> None:
+    path = tmp_path / "polls.jsonl"
+    path.write_text('{"time": "cut off by another program')
+    poll = line_of(300)
+
+    with JsonLinesWriter(path, append=True) as writer:
+        writer.write(poll)
+        writer.write(poll)
+
+    lines = path.read_text().splitlines()
+    assert lines[0] == '{"time": "cut off by another program'
+    assert [json.loads(line) for line in lines[1:]] == [json.loads(poll_record(poll))] * 2
+    assert path.read_text().endswith("\n")
+
+
+@pytest.mark.parametrize("text", ["", "{}\n"])
+def test_appending_to_whole_lines_adds_no_blank_line(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "polls.jsonl"
+    path.write_text(text)
+
+    with JsonLinesWriter(path, append=True) as writer:
+        writer.write(line_of(300))
+
+    assert path.read_text() == text + poll_record(line_of(300)) + "\n"
+
+
+def test_a_reply_is_kept_as_decoded_not_byte_for_byte() -> None:
+    """What docs/monitor.md says about `data`: same keys, order and values."""
+    sent = f'{{"version":1, "server":{{"event_counters":{{"tango://{TANGO_HOST}/a/b/c/é.change":3}}}}}}'
+    reply = Reply.answered(SERVER, sent)
+
+    line = poll_record(Poll(TIME, (reply,)))
+
+    kept = json.loads(line)["replies"][SERVER.admin]["data"]
+    assert kept == json.loads(sent)
+    assert list(kept) == ["version", "server"]
+    assert sent not in line  # spacing and the é differ
+    assert "\\u00e9" in line
