@@ -9,6 +9,7 @@ import tango
 
 from milonga import default_scheduler, shutdown_default_scheduler
 from milonga.testing import SandboxServers
+from tests.scheduler.helpers import WAIT_SECONDS
 
 
 def test_default_scheduler_is_shared_and_replaced_after_shutdown() -> None:
@@ -42,8 +43,8 @@ def test_default_scheduler_delivers_events(sandbox_servers: SandboxServers) -> N
     try:
         default_scheduler().register_event_callback(
             trl, "value", tango.EventType.CHANGE_EVENT, record
-        ).result(10)
-        assert received.wait(10)
+        ).result(WAIT_SECONDS)
+        assert received.wait(WAIT_SECONDS)
         assert values == [7]
     finally:
         shutdown_default_scheduler()

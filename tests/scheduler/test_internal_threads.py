@@ -14,7 +14,7 @@ from milonga.testing import SandboxServers, wait_until
 
 FORWARDER = "tests.devices.forwarder"
 COUNTER = "tests.devices.counter"
-WAIT_SECONDS = 15.0
+WAIT_SECONDS = 60.0
 TANGO_MONITOR_TIMEOUT_SECONDS = 3.2
 DELETE_STARTED = "delete_device: shutting the scheduler down"
 

@@ -9,8 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from milonga.scheduler.proxies import SharedProxies
+from milonga.scheduler.proxies import SharedProxies, database_of
 from milonga.testing import wait_until
+
+WAIT_SECONDS = 60.0
+DATABASE = "tango://127.0.0.1:10000"
 
 
 class Proxy:
@@ -27,7 +30,7 @@ class CountingFactory:
         self.release.set()
 
     def __call__(self, trl: str) -> Proxy:
-        assert self.release.wait(10.0)
+        assert self.release.wait(WAIT_SECONDS)
         self.built.append(trl)
         return Proxy(trl)
 
@@ -73,13 +76,13 @@ def test_streams_asking_during_a_build_do_not_wait_and_hear_when_it_ends() -> No
     factory.release.clear()
     proxies: SharedProxies[Proxy] = SharedProxies(factory)
     building = _build_in_background(proxies, "a/b/c")
-    wait_until(lambda: len(proxies) == 1, timeout=10.0)
+    wait_until(lambda: len(proxies) == 1, timeout=WAIT_SECONDS)
 
     waiters = [Told() for _ in range(3)]
     assert [proxies.acquire("a/b/c", waiter) for waiter in waiters] == [None] * 3
     assert all(waiter.told == [] for waiter in waiters)
     factory.release.set()
-    proxy = building.result(10.0)
+    proxy = building.result(WAIT_SECONDS)
 
     assert all(waiter.told == [None] for waiter in waiters)
     assert proxies.acquire("a/b/c", _never) is proxy
@@ -90,18 +93,18 @@ def test_a_failed_build_is_told_to_the_streams_that_asked_meanwhile() -> None:
     release = threading.Event()
 
     def unreachable(trl: str) -> Proxy:
-        assert release.wait(10.0)
+        assert release.wait(WAIT_SECONDS)
         raise TimeoutError(f"the database of {trl} does not answer")
 
     proxies: SharedProxies[Proxy] = SharedProxies(unreachable)
     building = _build_in_background(proxies, "a/b/c")
-    wait_until(lambda: len(proxies) == 1, timeout=10.0)
+    wait_until(lambda: len(proxies) == 1, timeout=WAIT_SECONDS)
     waiter = Told()
     assert proxies.acquire("a/b/c", waiter) is None
     release.set()
 
     with pytest.raises(TimeoutError, match="does not answer") as raised:
-        building.result(10.0)
+        building.result(WAIT_SECONDS)
     assert waiter.told == [raised.value]
     assert len(proxies) == 0
 
@@ -147,3 +150,62 @@ def test_a_device_has_a_proxy_exactly_while_someone_holds_it(
             proxies.release(trl)
             held[trl] -= 1
     assert len(proxies) == sum(1 for count in held.values() if count)
+
+
+def test_the_database_of_a_trl_is_its_scheme_host_and_port() -> None:
+    assert database_of("tango://127.0.0.1:10000/a/b/c") == "tango://127.0.0.1:10000"
+    assert database_of("a/b/c") == ""
+
+
+def test_one_proxy_of_a_database_is_built_at_a_time_and_the_others_ask_again() -> None:
+    factory = CountingFactory()
+    factory.release.clear()
+    proxies: SharedProxies[Proxy] = SharedProxies(factory)
+    building = _build_in_background(proxies, f"{DATABASE}/a/b/1")
+    wait_until(lambda: len(proxies) == 1, timeout=WAIT_SECONDS)
+    same_database = Told()
+
+    assert proxies.acquire(f"{DATABASE}/a/b/2", same_database) is None
+    other_database = _build_in_background(proxies, "tango://127.0.0.1:10001/a/b/1")
+    wait_until(lambda: len(proxies) == 2, "a build of another database", WAIT_SECONDS)
+    factory.release.set()
+    building.result(WAIT_SECONDS)
+    other_database.result(WAIT_SECONDS)
+
+    assert same_database.told == [None], "a device's success is no answer for another: ask"
+    assert proxies.acquire(f"{DATABASE}/a/b/2", _never) is not None
+    assert factory.built.count(f"{DATABASE}/a/b/2") == 1
+
+
+def _failing_build(
+    shared: bool,
+) -> tuple[SharedProxies[Proxy], Future[Proxy | None], threading.Event]:
+    """Proxies whose build of ``DATABASE``'s a/b/1 fails once released, and that failure
+    holds for every device of the database if ``shared``."""
+    release = threading.Event()
+
+    def unreachable(trl: str) -> Proxy:
+        assert release.wait(WAIT_SECONDS)
+        raise TimeoutError(f"the database of {trl} does not answer")
+
+    proxies: SharedProxies[Proxy] = SharedProxies(unreachable, shared_failure=lambda _: shared)
+    building = _build_in_background(proxies, f"{DATABASE}/a/b/1")
+    wait_until(lambda: len(proxies) == 1, timeout=WAIT_SECONDS)
+    return proxies, building, release
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_a_failure_is_told_to_other_devices_only_if_it_holds_for_the_database(
+    shared: bool,
+) -> None:
+    proxies, building, release = _failing_build(shared)
+    same_device, other_device = Told(), Told()
+    assert proxies.acquire(f"{DATABASE}/a/b/1", same_device) is None
+    assert proxies.acquire(f"{DATABASE}/a/b/2", other_device) is None
+    release.set()
+
+    with pytest.raises(TimeoutError) as raised:
+        building.result(WAIT_SECONDS)
+    assert same_device.told == [raised.value]
+    assert other_device.told == [raised.value if shared else None]
+    assert len(proxies) == 0

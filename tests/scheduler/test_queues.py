@@ -45,6 +45,15 @@ def test_size_that_cannot_hold_an_event_is_refused(size: int) -> None:
         EventQueue[int](size=size)
 
 
+@pytest.mark.parametrize(
+    ("size", "given"),
+    [(2.5, r"2.5 \(float\)"), ("3", r"'3' \(str\)"), (True, "True"), (None, "None")],
+)
+def test_size_that_is_not_a_whole_number_is_refused(size: object, given: str) -> None:
+    with pytest.raises(TypeError, match=f"queue_size must be a whole number .*got {given}"):
+        EventQueue[int](size=size)  # type: ignore[arg-type]
+
+
 @given(
     size=st.integers(min_value=1, max_value=8),
     operations=st.lists(st.one_of(st.integers(), st.none()), max_size=60),

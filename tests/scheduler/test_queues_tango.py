@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,12 +10,10 @@ import pytest
 import tango
 
 from milonga import CallbackScheduler
+from milonga.sandbox import TangoSandbox
 from milonga.scheduler import DEFAULT_QUEUE_SIZE
 from milonga.testing import SandboxServers, wait_until
-
-COUNTER = "tests.devices.counter"
-CHANGE = tango.EventType.CHANGE_EVENT
-WAIT_SECONDS = 15.0
+from tests.scheduler.helpers import CHANGE, COUNTER, WAIT_SECONDS
 
 
 def _value(event: tango.EventData) -> int | None:
@@ -59,7 +56,7 @@ def test_stuck_stream_keeps_the_newest_events_and_counts_the_rest(
     wait_until(lambda: scheduler.stats().dropped == overflow, timeout=WAIT_SECONDS)
     (queue,) = scheduler.stats().queues
     assert (queue.depth, queue.size) == (DEFAULT_QUEUE_SIZE, DEFAULT_QUEUE_SIZE)
-    assert queue.streams == ("test/queues/1/value.change",)
+    assert queue.streams == (f"{counters[0]}/value.change",)
     release.set()
     wait_until(lambda: values[-1:] == [50], timeout=WAIT_SECONDS)
 
@@ -95,7 +92,7 @@ def test_streams_sharing_a_queue_are_served_from_it_in_arrival_order(
     wait_until(lambda: len(seen) == 5, timeout=WAIT_SECONDS)
     assert seen[2:] == [("test/queues/1", 1), ("test/queues/2", 1), ("test/queues/1", 2)]
     (queue,) = scheduler.stats().queues
-    assert sorted(queue.streams) == ["test/queues/1/value.change", "test/queues/2/value.change"]
+    assert sorted(queue.streams) == [f"{first}/value.change", f"{second}/value.change"]
     assert queue.processed == 5
 
 
@@ -104,36 +101,42 @@ def test_one_worker_serves_a_quiet_stream_ahead_of_a_flooded_one(
 ) -> None:
     flooded, quiet = counters
     calls: list[str] = []
+    gate = threading.Event()
+    gate.set()
 
-    def slow(event: tango.EventData) -> None:
+    def held(event: tango.EventData) -> None:
         calls.append("flooded")
-        time.sleep(0.05)
+        assert gate.wait(WAIT_SECONDS)
 
     scheduler.register_event_callback(
         flooded,
         "value",
         CHANGE,
-        slow,
+        held,
         queue_factory=lambda: scheduler.allocate_queue(queue_size=64),
     ).result(WAIT_SECONDS)
     scheduler.register_event_callback(
         quiet, "value", CHANGE, lambda event: calls.append("quiet")
     ).result(WAIT_SECONDS)
-    wait_until(lambda: calls.count("quiet") == 1, timeout=WAIT_SECONDS)
+    wait_until(lambda: calls == ["flooded", "quiet"], timeout=WAIT_SECONDS)
+    gate.clear()  # the next flooded callback holds the only worker
     flooded_proxy = tango.DeviceProxy(flooded)
     for _ in range(40):
         flooded_proxy.Increment()
-    wait_until(lambda: scheduler.stats().depth >= 30, timeout=WAIT_SECONDS)
-
-    started_before = len(calls)
+    wait_until(lambda: _depth(scheduler, flooded) == 39, timeout=WAIT_SECONDS)
     tango.DeviceProxy(quiet).Increment()
-    wait_until(lambda: calls.count("quiet") == 2, timeout=WAIT_SECONDS)
+    wait_until(lambda: _depth(scheduler, quiet) == 1, timeout=WAIT_SECONDS)
 
-    # The flooded callback running when the quiet event arrived, and at most one picked
-    # while that event was still in flight; on Tango's own thread it would wait for all.
-    ahead = calls[started_before:].index("quiet")
-    assert ahead <= 2, calls
-    assert scheduler.stats().depth >= 25
+    gate.set()  # the worker picks again, with 39 flooded events and 1 quiet one waiting
+
+    wait_until(lambda: len(calls) >= 5, timeout=WAIT_SECONDS)
+    assert calls[3:5] == ["quiet", "flooded"], "on Tango's own thread, 39 would run first"
+
+
+def _depth(scheduler: CallbackScheduler, device_trl: str) -> int:
+    """How many events of ``device_trl``'s value.change stream wait in its queue."""
+    stream = f"{device_trl}/value.change"
+    return next(queue.depth for queue in scheduler.stats().queues if stream in queue.streams)
 
 
 def test_a_proxy_and_a_name_of_one_device_share_one_stream(
@@ -152,4 +155,33 @@ def test_a_proxy_and_a_name_of_one_device_share_one_stream(
 
     wait_until(lambda: len(by_name) == 1, timeout=WAIT_SECONDS)
     (queue,) = scheduler.stats().queues
-    assert queue.streams == ("test/queues/1/value.change",)
+    assert queue.streams == (f"{counters[0]}/value.change",)
+
+
+def test_one_device_name_in_two_databases_is_two_streams(
+    sandbox_servers: SandboxServers, scheduler: CallbackScheduler
+) -> None:
+    here = sandbox_servers.add_device("Sched/twin", "Counter", "test/twin/1", {"Start": 1})
+    sandbox_servers.start("Sched/twin", COUNTER)
+    with TangoSandbox() as elsewhere:
+        elsewhere.add_device("Sched/twin", "Counter", "test/twin/1", {"Start": 2})
+        elsewhere.start_server("Sched/twin", COUNTER)
+        there = elsewhere.trl("test/twin/1")
+        values: list[int | None] = []
+        ids = [
+            scheduler.register_event_callback(
+                trl, "value", CHANGE, lambda e: values.append(_value(e))
+            )
+            for trl in (here, there)
+        ]
+        wait_until(lambda: sorted(values, key=str) == [1, 2], timeout=WAIT_SECONDS)
+
+        labels = sorted(stream for queue in scheduler.stats().queues for stream in queue.streams)
+
+        assert labels == sorted(
+            f"tango://{sandbox.tango_host}/test/twin/1/value.change"
+            for sandbox in (sandbox_servers.sandbox, elsewhere)
+        )
+        for callback_id in ids:
+            scheduler.unregister_callback(callback_id.result(WAIT_SECONDS))
+        scheduler.shutdown()  # before the second database and its server stop

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import json
 import logging
-import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -20,66 +15,17 @@ from milonga.scheduler import DEFAULT_QUEUE_SIZE, SchedulerShutDownError
 from milonga.scheduler.scheduler import ASYNC_SUBSCRIPTION
 from milonga.testing import SandboxServers, wait_until
 from tests.conftest import PYTANGO10
+from tests.scheduler.helpers import (
+    ARCHIVE,
+    CHANGE,
+    COUNTER,
+    WAIT_SECONDS,
+    Recorder,
+    client_callbacks,
+    client_topics,
+)
 
-COUNTER = "tests.devices.counter"
-CHANGE = tango.EventType.CHANGE_EVENT
-ARCHIVE = tango.EventType.ARCHIVE_EVENT
-WAIT_SECONDS = 15.0
 HAS_EVENT_REASON = hasattr(tango, "EventReason")  # PyTango 10.1 and later
-
-
-class Recorder:
-    """A callback that keeps every event and the thread it ran on."""
-
-    def __init__(self) -> None:
-        self.events: list[tango.EventData] = []
-        self.threads: set[str] = set()
-        self._changed = threading.Condition()
-
-    def __call__(self, event: tango.EventData) -> None:
-        with self._changed:
-            self.events.append(event)
-            self.threads.add(threading.current_thread().name)
-            self._changed.notify_all()
-
-    @property
-    def values(self) -> list[int]:
-        readings: list[Any] = [e.attr_value for e in self.events if not e.err]
-        return [reading.value for reading in readings if reading is not None]
-
-    def wait_for_last(self, value: int) -> None:
-        self.wait_for(lambda r: r.values[-1:] == [value])
-
-    def wait_for(self, condition: Callable[[Recorder], bool]) -> None:
-        with self._changed:
-            assert self._changed.wait_for(lambda: condition(self), WAIT_SECONDS), (
-                f"condition not met; events so far: {self.values}"
-            )
-
-
-def _client_topics() -> dict[str, dict[str, Any]]:
-    """This process's event subscriptions as cppTango counts them, by device/attr.event."""
-    client = json.loads(tango.ApiUtil.instance().query_event_system())["client"] or {}
-    return {
-        topic.split("/", 3)[-1]: entry for topic, entry in client.get("event_callbacks", {}).items()
-    }
-
-
-def _client_callbacks() -> dict[str, int]:
-    return {topic: entry["callback_count"] for topic, entry in _client_topics().items()}
-
-
-@pytest.fixture
-def scheduler() -> Iterator[CallbackScheduler]:
-    with CallbackScheduler(name="test-sched") as sched:
-        yield sched
-
-
-@pytest.fixture
-def counter(sandbox_servers: SandboxServers) -> str:
-    trl = sandbox_servers.add_device("Sched/1", "Counter", "test/sched/1", {"Start": 5})
-    sandbox_servers.start("Sched/1", COUNTER)
-    return trl
 
 
 def test_callbacks_get_the_current_value_then_events_on_workers(
@@ -122,7 +68,7 @@ def test_last_callback_unregistered_unsubscribes(
         for callback in (first, second)
     ]
     second.wait_for(lambda r: r.values == [5])
-    assert _client_callbacks().get("test/sched/1/value.idl5_change") == 1
+    assert client_callbacks().get("test/sched/1/value.idl5_change") == 1
 
     scheduler.unregister_callback(ids[0])
     tango.DeviceProxy(counter).Increment()
@@ -130,7 +76,7 @@ def test_last_callback_unregistered_unsubscribes(
     scheduler.unregister_callback(ids[1])
 
     wait_until(
-        lambda: "test/sched/1/value.idl5_change" not in _client_callbacks(), timeout=WAIT_SECONDS
+        lambda: "test/sched/1/value.idl5_change" not in client_callbacks(), timeout=WAIT_SECONDS
     )
     assert first.values == [5]
     with pytest.raises(KeyError, match="not registered"):
@@ -152,7 +98,7 @@ def test_a_callback_registered_again_soon_reuses_the_subscription(
     tango.DeviceProxy(counter).Increment()
 
     second.wait_for(lambda r: r.values == [6, 7])
-    topic = _client_topics()["test/sched/1/value.idl5_change"]
+    topic = client_topics()["test/sched/1/value.idl5_change"]
     assert (topic["callback_count"], topic["event_count"]) == (1, 2)
 
 
@@ -162,19 +108,17 @@ def test_streams_of_one_device_end_independently(
 ) -> None:
     changes, archived = Recorder(), Recorder()
     change_id = scheduler.register_event_callback(counter, "value", CHANGE, changes)
-    archive_id = scheduler.register_event_callback(
-        counter, "value", tango.EventType.ARCHIVE_EVENT, archived
-    )
+    archive_id = scheduler.register_event_callback(counter, "value", ARCHIVE, archived)
     scheduler.unregister_callback(change_id.result(WAIT_SECONDS))
     wait_until(
-        lambda: "test/sched/1/value.idl5_change" not in _client_callbacks(), timeout=WAIT_SECONDS
+        lambda: "test/sched/1/value.idl5_change" not in client_callbacks(), timeout=WAIT_SECONDS
     )
 
     tango.DeviceProxy(counter).Increment()
 
     archived.wait_for(lambda r: r.values == [5, 6])
     scheduler.unregister_callback(archive_id.result(WAIT_SECONDS))
-    wait_until(lambda: not _client_callbacks(), timeout=WAIT_SECONDS)
+    wait_until(lambda: not client_callbacks(), timeout=WAIT_SECONDS)
     threads = threading.enumerate()
     assert [t.name for t in threads if t.name.endswith("-timer")] == ["test-sched-timer"]
     assert not [t for t in threads if isinstance(t, threading.Timer)], "no thread per stream"
@@ -206,12 +150,12 @@ def test_connected_stream_serves_new_callbacks_without_resubscribing(
         callback_id = scheduler.register_event_callback(counter, "value", CHANGE, recorder)
         recorder.wait_for(lambda r: r.values == [5])
         scheduler.unregister_callback(callback_id.result(WAIT_SECONDS))
-    assert _client_callbacks()["test/sched/1/value.idl5_change"] == 1
+    assert client_callbacks()["test/sched/1/value.idl5_change"] == 1
 
     scheduler.disconnect_event_stream(counter, "value", CHANGE)
 
     wait_until(
-        lambda: "test/sched/1/value.idl5_change" not in _client_callbacks(), timeout=WAIT_SECONDS
+        lambda: "test/sched/1/value.idl5_change" not in client_callbacks(), timeout=WAIT_SECONDS
     )
 
 
@@ -273,50 +217,6 @@ def test_a_burst_of_registrations_pushes_no_event_out_of_the_queue(
     assert scheduler.stats().dropped == 0
 
 
-@contextlib.contextmanager
-def silent_database() -> Iterator[int]:
-    """A port on 127.0.0.1 that accepts connections and never answers, like a Tango
-    database host that hangs; closed on exit."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    accepted: list[socket.socket] = []
-
-    def accept_until_closed() -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                accepted.append(listener.accept()[0])
-
-    acceptor = threading.Thread(target=accept_until_closed, name="silent-database")
-    acceptor.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.shutdown(socket.SHUT_RDWR)
-        listener.close()
-        acceptor.join()
-        for connection in accepted:
-            connection.close()
-
-
-@pytest.mark.skipif(not ASYNC_SUBSCRIPTION, reason="PyTango < 10.1 subscribes synchronously")
-def test_streams_of_a_silent_database_hold_up_no_other_registration(counter: str) -> None:
-    with silent_database() as port, CallbackScheduler(name="test-silent") as scheduler:
-        # cppTango builds one DeviceProxy at a time per process, so only a registration
-        # that needs no new proxy can go ahead while a database does not answer.
-        scheduler.connect_event_stream(counter, "value", CHANGE).result(WAIT_SECONDS)
-        unreachable = Recorder()
-        for attribute in ("a", "b", "c", "d", "e"):  # more than the subscriber threads
-            scheduler.register_event_callback(
-                f"tango://127.0.0.1:{port}/far/away/1", attribute, CHANGE, unreachable
-            )
-        healthy = Recorder()
-
-        scheduler.register_event_callback(counter, "value", ARCHIVE, healthy).result(WAIT_SECONDS)
-
-        healthy.wait_for(lambda r: r.values == [5])
-        assert unreachable.events == []  # the far device's proxy is still being built
-    assert not [t for t in threading.enumerate() if t.name.startswith("test-silent")]
-
-
 def test_shutdown_from_a_registrations_done_callback_stops_everything(counter: str) -> None:
     scheduler = CallbackScheduler(name="test-done-shutdown")
     outcome: list[str] = []
@@ -343,7 +243,7 @@ def test_shutdown_from_a_registrations_done_callback_stops_everything(counter: s
     )
     if PYTANGO10:  # ApiUtil.query_event_system is new in PyTango 10.3
         wait_until(
-            lambda: "test/sched/1/value.idl5_change" not in _client_callbacks(),
+            lambda: "test/sched/1/value.idl5_change" not in client_callbacks(),
             "the subscription to end",
             timeout=WAIT_SECONDS,
         )
@@ -393,36 +293,34 @@ def test_raising_callback_is_logged_and_others_carry_on(
     assert "boom in user code" in (failures[0].exc_text or "")
 
 
-def test_slow_stream_does_not_delay_another_with_two_threads(
+def test_a_slow_callback_does_not_hold_up_another_stream_with_two_threads(
     sandbox_servers: SandboxServers,
 ) -> None:
     slow_trl = sandbox_servers.add_device("Sched/fair", "Counter", "test/fair/slow")
     fast_trl = sandbox_servers.add_device("Sched/fair", "Counter", "test/fair/fast")
     sandbox_servers.start("Sched/fair", COUNTER)
-    slow_calls: list[int] = []
+    running, release = threading.Event(), threading.Event()
     fast = Recorder()
 
     def slow(event: tango.EventData) -> None:
-        slow_calls.append(1)
-        time.sleep(0.3)
+        running.set()
+        release.wait(WAIT_SECONDS)
 
     with CallbackScheduler(thread_count=2) as scheduler:
         scheduler.register_event_callback(slow_trl, "value", CHANGE, slow).result(WAIT_SECONDS)
         scheduler.register_event_callback(fast_trl, "value", CHANGE, fast).result(WAIT_SECONDS)
+        assert running.wait(WAIT_SECONDS)
         slow_proxy, fast_proxy = tango.DeviceProxy(slow_trl), tango.DeviceProxy(fast_trl)
-        latencies = []
-        for index in range(1, 21):
-            slow_proxy.Increment()  # 10 Hz into a 300 ms callback
-            if index % 4 == 0:
-                pushed = time.monotonic()
+        try:
+            for index in range(1, 6):
+                slow_proxy.Increment()  # piles up behind the callback that does not return
                 fast_proxy.Increment()
-                fast.wait_for_last(index // 4)
-                latencies.append(time.monotonic() - pushed)
-            time.sleep(0.1)
-
-    assert len(slow_calls) < 20, "the slow stream should be behind"
-    # Raw PyTango delays the fast stream by ~200 ms more per slow event: seconds by now.
-    assert max(latencies) < 0.25, latencies
+                fast.wait_for_last(index)
+            # On Tango's own thread, the fast stream would wait for the slow callback.
+            assert not release.is_set()
+            assert scheduler.stats().depth == 5
+        finally:
+            release.set()
 
 
 def test_device_defined_after_registration_starts_flowing(
@@ -475,18 +373,21 @@ def test_shutdown_finishes_the_running_callback_and_leaves_nothing(counter: str)
     registration = scheduler.register_event_callback(counter, "value", CHANGE, blocking)
     callback_id = registration.result(WAIT_SECONDS)
     assert started.wait(WAIT_SECONDS)
-    stopper = threading.Thread(target=scheduler.shutdown)
-    stopper.start()
-    stopper.join(0.2)
-    assert stopper.is_alive(), "shutdown must wait for the callback in progress"
 
+    def shut_down() -> None:
+        scheduler.shutdown()
+        finished.append(False)  # after the callback's True if shutdown waited for it
+
+    stopper = threading.Thread(target=shut_down)
+    stopper.start()
+    wait_until(lambda: scheduler.is_shut_down, "the shutdown to begin", WAIT_SECONDS)
     release.set()
     stopper.join(WAIT_SECONDS)
 
     assert not stopper.is_alive()
-    assert finished == [True]
+    assert finished == [True, False], "shutdown must wait for the callback in progress"
     assert not [t for t in threading.enumerate() if t.name.startswith("shutdown-test")]
-    assert "test/sched/1/value.idl5_change" not in _client_callbacks()
+    assert "test/sched/1/value.idl5_change" not in client_callbacks()
     scheduler.shutdown()  # idempotent
     scheduler.unregister_callback(callback_id)  # cleanup code may still run: nothing to do
     scheduler.disconnect_event_stream(counter, "value", CHANGE)
@@ -515,4 +416,39 @@ def test_shutdown_right_after_the_last_unregistration_still_unsubscribes(counter
         scheduler.unregister_callback(callback_id.result(WAIT_SECONDS))
         scheduler.shutdown()
 
-        assert "test/sched/1/value.idl5_change" not in _client_callbacks()
+        assert "test/sched/1/value.idl5_change" not in client_callbacks()
+
+
+MANY = 10
+"""Devices whose subscriptions are in flight together: when milonga unsubscribed before
+cppTango had finished subscribing, cppTango lost one of them in about one shutdown in five."""
+ROUNDS = 30
+
+
+@pytest.fixture
+def many_counters(sandbox_servers: SandboxServers) -> list[str]:
+    trls = [
+        sandbox_servers.add_device("Sched/many", "Counter", f"test/many/{index}")
+        for index in range(MANY)
+    ]
+    sandbox_servers.start("Sched/many", COUNTER)
+    return trls
+
+
+def _many_topics() -> list[str]:
+    return [topic for topic in client_callbacks() if topic.startswith("test/many/")]
+
+
+def test_shutdown_right_after_registering_is_quiet_and_leaves_no_subscription(
+    many_counters: list[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="milonga.scheduler")
+    for _ in range(ROUNDS):
+        with CallbackScheduler(name="quick-shutdown") as scheduler:
+            for trl in many_counters:
+                scheduler.register_event_callback(trl, "value", CHANGE, Recorder())
+
+        said = [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG]
+        assert not said, "a shutdown racing subscriptions in flight must be quiet"
+        if PYTANGO10:  # ApiUtil.query_event_system is new in PyTango 10.3
+            assert _many_topics() == []

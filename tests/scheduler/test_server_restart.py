@@ -13,7 +13,7 @@ from milonga.testing import SandboxServers
 CHANGE = tango.EventType.CHANGE_EVENT
 COUNTER = "tests.devices.counter"
 # Tango notices a lost server by its missing heartbeat and resubscribes on a 10 s cadence.
-RESUBSCRIBE_SECONDS = 45.0
+RESUBSCRIBE_SECONDS = 90.0
 
 
 class Timeline:
@@ -46,7 +46,9 @@ def test_callbacks_see_the_outage_then_events_again(sandbox_servers: SandboxServ
     timeline, late = Timeline(), Timeline()
 
     with CallbackScheduler(name="restart-test") as scheduler:
-        scheduler.register_event_callback(trl, "value", CHANGE, timeline).result(10)
+        scheduler.register_event_callback(trl, "value", CHANGE, timeline).result(
+            RESUBSCRIBE_SECONDS
+        )
         tango.DeviceProxy(trl).Increment()
         timeline.wait_for([3, 4])
 

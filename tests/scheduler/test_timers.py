@@ -9,7 +9,7 @@ import pytest
 
 from milonga.scheduler.timers import DelayedActions
 
-WAIT_SECONDS = 10.0
+WAIT_SECONDS = 60.0
 
 
 def _threads_named(name: str) -> list[threading.Thread]:

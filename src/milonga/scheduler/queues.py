@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from milonga.scheduler.arguments import positive_count
+
 T = TypeVar("T")
 
 DEFAULT_QUEUE_SIZE = 32
@@ -18,7 +20,8 @@ Size a queue up with ``allocate_queue(queue_size=...)`` where every event counts
 
 
 class QueueSizeError(ValueError):
-    """A queue was asked for with a size that cannot hold an event."""
+    """A queue was asked for with a size below 1, which cannot hold an event.  A size that
+    is not a whole number raises TypeError."""
 
 
 @dataclass(eq=False)
@@ -35,11 +38,12 @@ class EventQueue(Generic[T]):
     _entries: deque[T] = field(default_factory=deque, repr=False)
 
     def __post_init__(self) -> None:
-        if self.size < 1:
-            raise QueueSizeError(
-                f"queue_size must be at least 1, got {self.size}; "
-                f"use the default ({DEFAULT_QUEUE_SIZE}) or a larger number"
-            )
+        self.size = positive_count(
+            "queue_size",
+            self.size,
+            f"use the default ({DEFAULT_QUEUE_SIZE}) or a larger number",
+            too_small=QueueSizeError,
+        )
 
     def __len__(self) -> int:
         return len(self._entries)

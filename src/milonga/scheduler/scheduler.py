@@ -21,14 +21,21 @@ from typing import NamedTuple, TypeVar
 
 import tango
 
+from milonga.scheduler.arguments import describe, positive_count, require_callable
 from milonga.scheduler.dispatch import Dispatcher, Run
 from milonga.scheduler.failures import CallbackFailureLog
 from milonga.scheduler.internal_threads import current_holder
 from milonga.scheduler.proxies import SharedProxies
 from milonga.scheduler.queues import DEFAULT_QUEUE_SIZE, EventQueue
 from milonga.scheduler.stats import QueueStats, SchedulerStats
-from milonga.scheduler.streams import StreamKey, stream_key, subscription_failed
+from milonga.scheduler.streams import (
+    StreamKey,
+    database_unreachable,
+    stream_key,
+    subscription_failed,
+)
 from milonga.scheduler.timers import DelayedActions
+from milonga.tango_errors import root_cause
 
 EventCallback = Callable[[tango.EventData], None]
 QueueFactory = Callable[[], "EventQueue[QueuedEvent]"]
@@ -42,6 +49,13 @@ UNUSED_STREAM_GRACE_SECONDS = 1.0
 A callback registered again within this time reuses the subscription.  A new subscription
 costs round trips to the server, and events the server pushes in its first milliseconds
 can be lost without an error event, before ZeroMQ has passed the subscription on.
+"""
+SUBSCRIPTION_END_SECONDS = 30.0
+"""How long an unsubscription waits at most for cppTango to finish making the subscription.
+
+cppTango makes an asynchronous subscription on a thread of its own and calls the stream's
+callback when it is done, whether it worked or not: after a few round trips, or a Tango
+timeout (3 s) or two if the server does not answer.
 """
 ASYNC_SUBSCRIPTION = hasattr(tango, "EventSubMode")
 
@@ -83,7 +97,7 @@ class _Stream:
     subscription: int | None = None
     last_event: tango.EventData | None = None
     connection: Future[None] = field(default_factory=Future)
-    retry_delay: float = FIRST_RETRY_SECONDS
+    retry_delay: float = field(default_factory=lambda: FIRST_RETRY_SECONDS)
     unused_until: float = 0.0
     retrying: bool = False
     subscribing: threading.Lock = field(default_factory=threading.Lock)
@@ -91,6 +105,9 @@ class _Stream:
     delivering: threading.Lock = field(default_factory=threading.Lock)
     """Held while an event is recorded and queued, or a callback added: a callback added
     while an event arrives gets that event once, before the next."""
+    called: threading.Event = field(default_factory=threading.Event)
+    """Set when Tango first calls the stream's callback: cppTango has finished making the
+    subscription, so unsubscribing it can no longer fail."""
 
 
 class CallbackScheduler:
@@ -108,14 +125,19 @@ class CallbackScheduler:
         name: str | None = None,
         logger: logging.Logger | None = None,
     ) -> None:
-        if thread_count < 1:
-            raise ValueError(f"thread_count must be at least 1, got {thread_count}")
+        thread_count = positive_count(
+            "thread_count",
+            thread_count,
+            "give one worker for each callback that may be slow at the same time, plus one",
+        )
         self.name = name or f"CallbackScheduler-{next(_instances)}"
         self._logger = logger or logging.getLogger("milonga.scheduler")
         self._failures = CallbackFailureLog(self._logger)
         self._lock = threading.RLock()
         self._streams: dict[StreamKey, _Stream] = {}
-        self._proxies: SharedProxies[tango.DeviceProxy] = SharedProxies(tango.DeviceProxy)
+        self._proxies: SharedProxies[tango.DeviceProxy] = SharedProxies(
+            tango.DeviceProxy, shared_failure=database_unreachable
+        )
         self._later = DelayedActions(f"{self.name}-timer")
         self._closed = False
         self._dispatcher: Dispatcher[QueuedEvent] = Dispatcher()
@@ -175,12 +197,16 @@ class CallbackScheduler:
         """Call ``callback`` with each event of the stream, starting with its current value.
 
         The future resolves to the callback's id once the stream is connected; cancel it
-        to withdraw a registration still pending.  ``queue_factory`` applies only if this
-        call connects the stream.
+        to withdraw a registration still pending.  It fails with the error if subscribing
+        fails in a way no retry can mend.  ``queue_factory`` applies only if this call
+        connects the stream.  Arguments of the wrong type or form raise TypeError or
+        ValueError at once.
         """
+        key = stream_key(device, attr_name, event_type)
+        require_callable("callback", callback, "a function taking one tango.EventData")
         registered: Future[CallbackID] = Future()
         with self._lock:
-            stream, created = self._stream(stream_key(device, attr_name, event_type), queue_factory)
+            stream, created = self._stream(key, queue_factory)
             callback_id = CallbackID(stream.key, next(_serials))
             with stream.delivering:
                 stream.callbacks = {**stream.callbacks, callback_id: callback}
@@ -219,11 +245,13 @@ class CallbackScheduler:
     ) -> Future[None]:
         """Keep the stream subscribed, even without callbacks, until `disconnect_event_stream`.
 
-        Events arriving while it has no callbacks are discarded.
+        Events arriving while it has no callbacks are discarded.  The future and the
+        arguments behave as in `register_event_callback`.
         """
+        key = stream_key(device, attr_name, event_type)
         connected: Future[None] = Future()
         with self._lock:
-            stream, created = self._stream(stream_key(device, attr_name, event_type), queue_factory)
+            stream, created = self._stream(key, queue_factory)
             stream.persistent = True
         if created and not ASYNC_SUBSCRIPTION:
             self._connect(stream)
@@ -311,15 +339,23 @@ class CallbackScheduler:
         """The stream for ``key`` and whether it is new.  Holds the lock.
 
         A new stream starts connecting on the subscriber threads with asynchronous
-        subscription; otherwise the caller connects it, outside the lock.
+        subscription; otherwise the caller connects it, outside the lock.  Raises
+        TypeError, and creates nothing, if ``queue_factory`` or what it returns is wrong.
         """
         if self._closed:
             raise SchedulerShutDownError(
                 f"scheduler {self.name} has been shut down; create a new CallbackScheduler"
             )
+        if queue_factory is not None:
+            require_callable("queue_factory", queue_factory, _QUEUE_FACTORY_EXPECTED)
         stream = self._streams.get(key)
         if stream is None:
             queue = queue_factory() if queue_factory is not None else self.allocate_queue()
+            if not isinstance(queue, EventQueue):
+                raise TypeError(
+                    f"queue_factory returned {describe(queue)} for stream {key}; expected "
+                    f"an EventQueue: {_QUEUE_FACTORY_EXPECTED}"
+                )
             stream = _Stream(key, queue)
             self._streams[key] = stream
             if ASYNC_SUBSCRIPTION:
@@ -327,44 +363,67 @@ class CallbackScheduler:
             return stream, True
         return stream, False
 
-    def _connect(self, stream: _Stream, proxy_failure: tango.DevFailed | None = None) -> None:
+    def _connect(self, stream: _Stream, proxy_failure: BaseException | None = None) -> None:
         """Subscribe through the scheduler's proxy of the device; retry while it is unknown.
 
-        With asynchronous subscription, a stream whose device's proxy another stream is
-        building does not hold a subscriber thread: `_proxy_built` connects it later,
-        with ``proxy_failure`` if that build failed.
+        With asynchronous subscription, a stream whose proxy waits for another build of
+        its database does not hold a subscriber thread: `_proxy_built` connects it later,
+        with ``proxy_failure`` if that build's failure holds for it too.  A failure that
+        is not a `tango.DevFailed` fails the stream's registrations (`_give_up`).
         """
-        with stream.subscribing:
-            if stream.closed:
-                return
-            try:
-                if proxy_failure is not None:
-                    raise proxy_failure
-                if stream.proxy is None:
-                    stream.proxy = self._proxies.acquire(
-                        stream.key.device_trl,
-                        functools.partial(self._proxy_built, stream)
-                        if ASYNC_SUBSCRIPTION
-                        else None,
-                    )
-                    if stream.proxy is None:
+        try:
+            with stream.subscribing:
+                if stream.closed:
+                    return
+                try:
+                    if proxy_failure is not None:
+                        raise proxy_failure
+                    proxy = self._acquire_proxy(stream)
+                    if proxy is None:
                         return
-                if stream.retrying:
-                    # A device defined only now may not run yet, and Tango would retry a
-                    # failed subscription only every 10 s: wait for it, with our own backoff.
-                    stream.proxy.ping()
-                self._subscribe(stream)
-            except tango.DevFailed as failure:
-                self._logger.debug("cannot subscribe to %s yet: %s", stream.key, failure)
-                self._deliver(stream, subscription_failed(stream.key, failure))
-                self._retry_later(stream)
+                    if stream.retrying:
+                        # A device defined only now may not run yet, and Tango would retry a
+                        # failed subscription only every 10 s: wait for it, with our backoff.
+                        proxy.ping()
+                    self._subscribe(stream)
+                except tango.DevFailed as failure:
+                    self._logger.debug("cannot subscribe to %s yet: %s", stream.key, failure)
+                    self._deliver(stream, subscription_failed(stream.key, failure))
+                    self._retry_later(stream)
+        except Exception as error:  # anything else: retrying would only fail again
+            self._give_up(stream, error)
+            return
         if stream.connected and not ASYNC_SUBSCRIPTION:
             # Outside the lock: the users' done-callbacks may do anything, shut down included.
             _resolve(stream.connection, None)
 
+    def _acquire_proxy(self, stream: _Stream) -> tango.DeviceProxy | None:
+        """``stream``'s proxy of its device, acquired now unless it has one; None while
+        another build of the database runs.  Holds ``stream.subscribing``."""
+        if stream.proxy is None:
+            stream.proxy = self._proxies.acquire(
+                stream.key.device_trl,
+                functools.partial(self._proxy_built, stream) if ASYNC_SUBSCRIPTION else None,
+            )
+        return stream.proxy
+
     def _proxy_built(self, stream: _Stream, failure: BaseException | None) -> None:
-        """The build of the proxy that ``stream`` waited for has ended: connect it."""
-        self._resubmit(stream, failure if isinstance(failure, tango.DevFailed) else None)
+        """The build that ``stream`` waited for has ended: connect it, with the build's
+        failure if that holds for it too."""
+        self._resubmit(stream, failure)
+
+    def _give_up(self, stream: _Stream, error: Exception) -> None:
+        """Fail the registrations of ``stream`` with ``error``, which no retry can mend (a
+        bug, or PyTango refusing what it was given), log it, and forget the stream."""
+        self._logger.error(
+            "cannot subscribe to %s: %s; its registrations fail with this error",
+            stream.key,
+            describe(error),
+            exc_info=error,
+        )
+        with self._lock:
+            if self._streams.get(stream.key) is stream:
+                self._disconnect(stream, error)
 
     def _subscribe(self, stream: _Stream) -> None:
         assert stream.proxy is not None
@@ -391,7 +450,7 @@ class CallbackScheduler:
             if not self._closed and not stream.closed:
                 self._later.call_later(delay, functools.partial(self._resubmit, stream))
 
-    def _resubmit(self, stream: _Stream, proxy_failure: tango.DevFailed | None = None) -> None:
+    def _resubmit(self, stream: _Stream, proxy_failure: BaseException | None = None) -> None:
         """Connect ``stream`` again on a subscriber thread, unless it or we are closed."""
         with self._lock, contextlib.suppress(RuntimeError):  # the interpreter is exiting
             if not self._closed and not stream.closed:
@@ -427,28 +486,56 @@ class CallbackScheduler:
             if unused and time.monotonic() >= stream.unused_until:
                 self._disconnect(stream)
 
-    def _disconnect(self, stream: _Stream) -> None:
-        """Forget ``stream`` and unsubscribe it on a subscriber thread.  Holds the lock."""
+    def _disconnect(self, stream: _Stream, error: BaseException | None = None) -> None:
+        """Forget ``stream`` and unsubscribe it on a subscriber thread; its pending
+        registrations fail with ``error`` if given, else are cancelled.  Holds the lock."""
         del self._streams[stream.key]
         with stream.delivering:  # no event of it gets queued once its queue is discarded
             stream.closed = True
-        stream.connection.cancel()
+        if error is None:
+            stream.connection.cancel()
+        else:
+            _resolve(stream.connection, None, error)
         if not any(other.queue is stream.queue for other in self._streams.values()):
             self._dispatcher.discard(stream.queue)
         self._subscriber.submit(self._unsubscribe, stream)
 
     def _unsubscribe(self, stream: _Stream) -> None:
+        """Unsubscribe the closed ``stream`` and release its proxy."""
         with stream.subscribing:
             proxy, subscription = stream.proxy, stream.subscription
             stream.proxy = stream.subscription = None
             if proxy is None:
                 return
             if subscription is not None:
-                try:
-                    proxy.unsubscribe_event(subscription)
-                except tango.DevFailed as failure:
-                    self._logger.warning("could not unsubscribe from %s: %s", stream.key, failure)
+                self._end_subscription(stream, proxy, subscription)
             self._proxies.release(stream.key.device_trl)
+
+    def _end_subscription(
+        self, stream: _Stream, proxy: tango.DeviceProxy, subscription: int
+    ) -> None:
+        """Unsubscribe ``subscription`` of the closed ``stream`` from cppTango, once cppTango
+        has finished making it.
+
+        cppTango makes an asynchronous subscription on a thread of its own.  Unsubscribing
+        before it has called the callback for the first time can fail with
+        API_EventNotFound and leave the subscription in cppTango, without its callback,
+        until the proxy goes; so wait for that call, `SUBSCRIPTION_END_SECONDS` at most.
+        """
+        if ASYNC_SUBSCRIPTION and not stream.called.wait(SUBSCRIPTION_END_SECONDS):
+            self._logger.debug(
+                "cppTango has not finished subscribing to %s in %g s; unsubscribing anyway",
+                stream.key,
+                SUBSCRIPTION_END_SECONDS,
+            )
+        try:
+            proxy.unsubscribe_event(subscription)
+        except tango.DevFailed as failure:
+            self._logger.warning(
+                "could not unsubscribe from %s: %s", stream.key, root_cause(failure)
+            )
+        except Exception:  # PyTango's own bookkeeping; the proxy's release still follows
+            self._logger.exception("could not unsubscribe from %s", stream.key)
 
     def _withdraw(self, registered: Future[CallbackID], callback_id: CallbackID) -> None:
         """Forget a registration whose future the user cancelled."""
@@ -465,6 +552,8 @@ class CallbackScheduler:
 
     def _on_tango_event(self, stream: _Stream, event: tango.EventData) -> None:
         """Tango's callback: record and queue the event, nothing else."""
+        if not stream.called.is_set():
+            stream.called.set()
         self._deliver(stream, event)
         if ASYNC_SUBSCRIPTION and not event.err and not stream.connected:
             self._mark_connected(stream)
@@ -524,24 +613,34 @@ class CallbackScheduler:
 T = TypeVar("T")
 
 
-def _resolve(future: Future[T], value: T) -> None:
-    """Set ``future``'s result unless it was cancelled or resolved meanwhile."""
+def _resolve(future: Future[T], value: T, error: BaseException | None = None) -> None:
+    """Settle ``future`` with ``error`` if given, else with ``value``, unless it was
+    cancelled or settled meanwhile."""
     with contextlib.suppress(RuntimeError, InvalidStateError):
-        if future.set_running_or_notify_cancel():
+        if not future.set_running_or_notify_cancel():
+            return
+        if error is None:
             future.set_result(value)
+        else:
+            future.set_exception(error)
 
 
 def _chain(connection: Future[None], dependent: Future[T], value: T) -> None:
-    """Resolve ``dependent`` to ``value`` when ``connection`` resolves; cancel it with it."""
+    """Settle ``dependent`` as ``connection`` settles: with ``value`` when it resolves, with
+    its error when it fails, cancelled when it is cancelled."""
 
     def follow(done: Future[None]) -> None:
         if done.cancelled():
             dependent.cancel()
         else:
-            _resolve(dependent, value)
+            _resolve(dependent, value, done.exception())
 
     connection.add_done_callback(follow)
 
 
+_QUEUE_FACTORY_EXPECTED = (
+    "a function without arguments returning scheduler.allocate_queue(...) or "
+    "scheduler.get_queue(...)"
+)
 _instances = itertools.count(1)
 _serials = itertools.count(1)  # process-wide, so that no two schedulers give out equal ids

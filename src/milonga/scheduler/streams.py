@@ -9,8 +9,13 @@ from dataclasses import dataclass
 
 import tango
 
+from milonga.scheduler.arguments import describe, printable_name
+
 DEFAULT_TANGO_HOST_PORT = 10000
 TRL_SCHEME = "tango://"
+DEVICE_FORMS = "'domain/family/member' or 'tango://host:port/domain/family/member'"
+UNREACHABLE_DATABASE = "API_CantConnectToDatabase"
+"""The reason of cppTango's error for a database it cannot connect to."""
 
 
 @dataclass(frozen=True)
@@ -22,8 +27,10 @@ class StreamKey:
     event_type: tango.EventType
 
     def __str__(self) -> str:
+        """The full name, database included: ``tango://host:port/dom/fam/member/attr.change``,
+        as cppTango names the streams it publishes."""
         kind = self.event_type.name.removesuffix("_EVENT").lower()
-        return f"{self.device_trl.split('/', 3)[-1]}/{self.attr_name}.{kind}"
+        return f"{self.attr_trl}.{kind}"
 
     @property
     def attr_trl(self) -> str:
@@ -35,32 +42,47 @@ def device_trl(device: tango.DeviceProxy | str) -> str:
 
     A bare name is resolved against ``TANGO_HOST``, as `tango.DeviceProxy` would.  The
     database host becomes its IP address, so every spelling of one host names one stream.
+    Raises TypeError for what is neither a proxy nor a string, and ValueError for a string
+    that is not a device name or TRL, or a bare name while ``TANGO_HOST`` is not set.
     """
     if isinstance(device, tango.DeviceProxy):
         return _trl(device.get_db_host(), str(device.get_db_port()), device.dev_name())
-    name = device.strip()
+    if not isinstance(device, str):
+        raise TypeError(
+            f"device must be a tango.DeviceProxy or a string such as {DEVICE_FORMS}, "
+            f"got {describe(device)}"
+        )
+    name = printable_name("device", device, DEVICE_FORMS).strip()
     if name.lower().startswith(TRL_SCHEME):
         host_port, _, device_name = name[len(TRL_SCHEME) :].partition("/")
         host, _, port = host_port.rpartition(":")
-        if not host or not port or device_name.count("/") != 2:
+        if not host or not _is_port(port) or device_name.count("/") != 2:
             raise ValueError(
                 f"device {device!r} is not a valid TRL; expected "
-                "'tango://host:port/domain/family/member'"
+                "'tango://host:port/domain/family/member' with a port from 1 to 65535"
             )
         return _trl(host, port, device_name)
     if name.count("/") != 2:
-        raise ValueError(
-            f"device {device!r} is not a device name; expected 'domain/family/member' "
-            "or 'tango://host:port/domain/family/member'"
-        )
-    tango_host = os.environ.get("TANGO_HOST", "").split(",")[0]
+        raise ValueError(f"device {device!r} is not a device name; expected {DEVICE_FORMS}")
+    tango_host = os.environ.get("TANGO_HOST", "").split(",")[0].strip()
     if not tango_host:
         raise ValueError(
             f"cannot tell which Tango database device {device!r} is in: TANGO_HOST is not "
             "set; set it or pass a full 'tango://host:port/domain/family/member'"
         )
     host, _, port = tango_host.partition(":")
-    return _trl(host, port or str(DEFAULT_TANGO_HOST_PORT), name)
+    port = port or str(DEFAULT_TANGO_HOST_PORT)
+    if not host.isprintable() or not _is_port(port):
+        raise ValueError(
+            f"TANGO_HOST {tango_host!r} is not 'host:port' with a port from 1 to 65535; "
+            f"correct it or pass device {device!r} as a full "
+            "'tango://host:port/domain/family/member'"
+        )
+    return _trl(host, port, name)
+
+
+def _is_port(port: str) -> bool:
+    return port.isascii() and port.isdigit() and 1 <= int(port) <= 65535
 
 
 def _trl(host: str, port: str, device_name: str) -> str:
@@ -72,15 +94,36 @@ def _address(host: str) -> str:
     """``host``'s IP address, or ``host`` itself if it cannot be resolved."""
     try:
         return socket.gethostbyname(host)
-    except OSError:
+    except (OSError, UnicodeError):  # UnicodeError: not a valid host name at all
         return host
 
 
 def stream_key(
     device: tango.DeviceProxy | str, attr_name: str, event_type: tango.EventType
 ) -> StreamKey:
-    """The key of the stream of ``event_type`` events of ``device``'s ``attr_name``."""
-    return StreamKey(device_trl(device), attr_name.lower(), event_type)
+    """The key of the stream of ``event_type`` events of ``device``'s ``attr_name``.
+
+    Raises TypeError or ValueError, naming the argument, for a device as `device_trl`
+    does, an attribute name that is not a printable string, or an event type that is not
+    a `tango.EventType`.
+    """
+    return StreamKey(
+        device_trl(device),
+        printable_name("attr_name", attr_name, "'position'").lower(),
+        checked_event_type(event_type),
+    )
+
+
+def checked_event_type(event_type: object) -> tango.EventType:
+    """``event_type`` if it is a `tango.EventType`; else a TypeError that names the member
+    a string such as ``"change"`` probably meant."""
+    if isinstance(event_type, tango.EventType):
+        return event_type
+    names = [name for name in dir(tango.EventType) if name.endswith("_EVENT")]
+    members = {name.removesuffix("_EVENT").lower(): name for name in names}
+    meant = members.get(str(event_type).lower().removesuffix("_event"))
+    use = f"tango.EventType.{meant}" if meant else "a member such as tango.EventType.CHANGE_EVENT"
+    raise TypeError(f"event_type must be a tango.EventType, got {describe(event_type)}; use {use}")
 
 
 def subscription_failed(key: StreamKey, failure: tango.DevFailed) -> tango.EventData:
@@ -94,3 +137,11 @@ def subscription_failed(key: StreamKey, failure: tango.DevFailed) -> tango.Event
     event.event = key.event_type.name.removesuffix("_EVENT").lower()
     event.reception_date = tango.TimeVal.now()
     return event
+
+
+def database_unreachable(failure: BaseException) -> bool:
+    """Whether ``failure`` says that the database could not be reached, so that it holds
+    for every device of that database, not only for the one a proxy was built for."""
+    return isinstance(failure, tango.DevFailed) and any(
+        error.reason == UNREACHABLE_DATABASE for error in failure.args
+    )
