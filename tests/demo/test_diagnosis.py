@@ -108,6 +108,64 @@ def test_missed_events_are_reported_as_lost(plain_polls: list[Poll]) -> None:
     assert "3 were lost on the way (missed events)" in text(render_diagnosis(diagnosis))
 
 
+def sampled_side(reply: Reply) -> str:
+    """The side of ``reply``'s process whose perf samples the figures use: HW publishes,
+    TOP subscribes."""
+    return "server" if reply.server.admin == HW else "client"
+
+
+def with_first_gaps(poll: Poll, micros: int) -> Poll:
+    """``poll`` with a gap of ``micros`` in the first perf sample of each process."""
+    replies = []
+    for reply in poll.replies:
+        data = json.loads(json.dumps(reply.data))
+        data[sampled_side(reply)]["perf"][0]["micros_since_last_event"] = micros
+        replies.append(Reply.answered(reply.server, json.dumps(data)))
+    return replace(poll, replies=tuple(replies))
+
+
+def first_sampled(polls: list[Poll]) -> int:
+    """The index of the first of ``polls`` with perf samples from each process."""
+    return next(
+        i
+        for i, poll in enumerate(polls)
+        if all((reply.data or {})[sampled_side(reply)]["perf"] for reply in poll.replies)
+    )
+
+
+SAMPLING_OFF_MICROS = 40_000_000
+"""A gap spanning the 40 s that sampling was off, as cppTango reports it when sampling is
+turned on again in a process that sampled before."""
+
+
+def test_the_first_gap_after_sampling_is_turned_on_is_left_out(plain_polls: list[Poll]) -> None:
+    first = first_sampled(plain_polls)
+    polls = list(plain_polls)
+    polls[first] = with_first_gaps(polls[first], SAMPLING_OFF_MICROS)
+
+    figures, recorded = diagnose(polls), diagnose(plain_polls)
+
+    # The recorded run started fresh processes, whose first samples have no gap at all.
+    assert figures.publisher(HW) == recorded.publisher(HW)
+    assert figures.consumer(TOP) == recorded.consumer(TOP)
+    assert [s.push_gaps for s in figures.streams] == [s.push_gaps for s in recorded.streams]
+
+
+def test_later_first_samples_of_a_poll_keep_their_gaps(plain_polls: list[Poll]) -> None:
+    later = first_sampled(plain_polls) + 1
+    polls = list(plain_polls)
+    polls[later] = with_first_gaps(polls[later], SAMPLING_OFF_MICROS)
+
+    figures = diagnose(polls)
+    pushed, handled = figures.publisher(HW), figures.consumer(TOP)
+
+    assert pushed is not None
+    assert pushed.gaps is not None
+    assert handled is not None
+    assert handled.gaps is not None
+    assert pushed.gaps.maximum == handled.gaps.maximum == SAMPLING_OFF_MICROS
+
+
 def test_the_diagnosis_names_cause_rates_latency_and_counts(plain_polls: list[Poll]) -> None:
     rendered = text(render_diagnosis(diagnose(plain_polls)))
 

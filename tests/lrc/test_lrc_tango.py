@@ -7,6 +7,7 @@ import logging
 import re
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -35,7 +36,10 @@ from tests.lrc.conftest import V2_SERVER, WAIT_SECONDS, Updates
 
 Devices = dict[str, tango.DeviceProxy]
 CHANGE = tango.EventType.CHANGE_EVENT
-RESUBSCRIBE_SECONDS = 45.0  # Tango notices a restart by its heartbeat: 10-30 s
+RESUBSCRIBE_SECONDS = 90.0
+"""A safety net: cppTango's keep-alive thread checks heartbeats every 10 s, so it notices a
+restarted server and resubscribes within about 20 s."""
+RESTART_ATTEMPTS = 3
 STUCK_CAP_SECONDS = 8 * WAIT_SECONDS  # longer than all the waits of a test together
 
 
@@ -625,6 +629,79 @@ def test_a_v1_device_republishing_its_lists_repeats_no_update(
     assert stepping.values("progress") == list(range(1, 101))
 
 
+class StreamNews:
+    """A raw Tango callback that notes whether each event of a stream is an error or a value.
+
+    It runs on Tango's own threads: when cppTango's keep-alive thread notices a restarted
+    server, it calls it at once with an error event, then, once it has resubscribed, with
+    the value it read from the new server.
+    """
+
+    def __init__(self) -> None:
+        self.kinds: list[str] = []
+        self._changed = threading.Condition()
+
+    def __call__(self, event: tango.EventData) -> None:
+        with self._changed:
+            self.kinds.append("error" if event.err else "value")
+            self._changed.notify_all()
+
+    def noticed_since(self, start: int) -> bool:
+        """Whether an error event came after the first ``start`` events."""
+        with self._changed:
+            return "error" in self.kinds[start:]
+
+    def wait_for_resubscription(self, start: int) -> None:
+        """Wait until, after the first ``start`` events, an error event came and then a value:
+        Tango noticed that the server was gone and subscribed to it again."""
+
+        def resubscribed() -> bool:
+            after = self.kinds[start:]
+            return "error" in after and after[-1] == "value"
+
+        with self._changed:
+            assert self._changed.wait_for(resubscribed, RESUBSCRIBE_SECONDS), (
+                f"Tango never resubscribed; events since the restart: {self.kinds[start:]}"
+            )
+
+
+def _finished_on_device(device: tango.DeviceProxy, command_id: str) -> bool:
+    return any(json.loads(entry)["uid"] == command_id for entry in device.lrcFinished or ())
+
+
+def _invoke_twice_unheard(
+    sandbox: TangoSandbox,
+    server: str,
+    device: tango.DeviceProxy,
+    scheduler: CallbackScheduler,
+    news: StreamNews,
+) -> tuple[Updates, int]:
+    """Restart ``server``, then run Echo "first" and Echo "second" on ``device`` to their end
+    before Tango notices the restart: the interface still listens to the old server, so
+    every update of both is lost.  Return the first's updates and how many events ``news``
+    had before the restart.
+
+    Tango notices at a check of its keep-alive thread, every 10 s.  If one came before both
+    commands ended, wait until Tango has resubscribed and start again, just after a check.
+    """
+    for _ in range(RESTART_ATTEMPTS):
+        start = len(news.kinds)
+        sandbox.restart_server(server)
+        first, second = Updates(), Updates()
+        calls = [
+            invoke_lrc(updates, device, "Echo", (text,), callback_scheduler=scheduler)
+            for updates, text in ((first, "first"), (second, "second"))
+        ]
+        last = calls[-1].command_id  # commands run in turn: the first ended before it
+        wait_until(partial(_finished_on_device, device, last), "both commands' end")
+        if not news.noticed_since(start):
+            return first, start
+        for call in calls:
+            call.unsubscribe_lrc_events()
+        news.wait_for_resubscription(start)
+    pytest.fail(f"Tango noticed the restart before the commands ended {RESTART_ATTEMPTS} times")
+
+
 def test_a_command_whose_updates_a_server_restart_lost_still_ends(
     sandbox_servers: SandboxServers, scheduler: CallbackScheduler
 ) -> None:
@@ -633,17 +710,17 @@ def test_a_command_whose_updates_a_server_restart_lost_still_ends(
     sandbox_servers.start(server, "tests.devices.lrc_device")
     device = tango.DeviceProxy(trl)
     connect_lrc_interface(device, scheduler)
-    sandbox_servers.sandbox.restart_server(server)
-    first, second = Updates(), Updates()
+    news = StreamNews()
+    held = device.subscribe_event("_lrcEvent", CHANGE, news)
+    try:
+        first, start = _invoke_twice_unheard(
+            sandbox_servers.sandbox, server, device, scheduler, news
+        )
 
-    # Until Tango notices the restart, the interface listens to the old server, so the
-    # updates of both are lost; on resubscribing, Tango sends only the second's last one.
-    invoke_lrc(first, device, "Echo", ("first",), callback_scheduler=scheduler)
-    invoke_lrc(second, device, "Echo", ("second",), callback_scheduler=scheduler)
-
-    wait_until(
-        lambda: TaskStatus.COMPLETED in first.values("status"),
-        "the first command's end",
-        timeout=RESUBSCRIBE_SECONDS,
-    )
+        # On resubscribing, Tango sends only the second's last update: the first learns
+        # its end from the device's records.
+        news.wait_for_resubscription(start)
+        first.wait_for_status(TaskStatus.COMPLETED)
+    finally:
+        device.unsubscribe_event(held)
     assert first.values("result") == ["first"]

@@ -17,6 +17,11 @@ COUNTER = "tests.devices.counter"
 WAIT_SECONDS = 60.0
 TANGO_MONITOR_TIMEOUT_SECONDS = 3.2
 DELETE_STARTED = "delete_device: shutting the scheduler down"
+# How long the forwarder's callback stays busy once delete_device has begun.  The outside
+# read of the second test must be sent within it, and then waits for the device's monitor
+# for about as long, which must stay under Tango's monitor timeout: 2 s leaves both sides
+# a wide margin.
+HOLD_SECONDS = 2.0
 
 
 def _start_forwarder(servers: SandboxServers, name: str, *, allow: bool) -> tango.DeviceProxy:
@@ -26,7 +31,7 @@ def _start_forwarder(servers: SandboxServers, name: str, *, allow: bool) -> tang
         f"Forwarder/{name}",
         "Forwarder",
         f"test/fwd/{name}",
-        {"Source": source, "AllowInternalThreads": allow, "HoldSeconds": 1.0},
+        {"Source": source, "AllowInternalThreads": allow, "HoldSeconds": HOLD_SECONDS},
     )
     servers.start(f"Forwarder/{name}", FORWARDER)
     forwarder = tango.DeviceProxy(servers.sandbox.trl(f"test/fwd/{name}"))

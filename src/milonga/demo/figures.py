@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from milonga.monitor import (
     ClientPerfSample,
     Poll,
-    ServerPerfSample,
     Snapshot,
     Statistics,
     Subscription,
+    Unsampled,
     summarise,
 )
 from milonga.monitor.snapshot import short_name
+from milonga.monitor.stats import event_gaps
 
 _TOPIC_KIND = re.compile(r"^idl\d+_")
 MICROS_PER_SECOND = 1_000_000.0
@@ -72,7 +73,7 @@ class ProcessFigures:
     server: str
     """The process's admin device."""
     gaps: Statistics | None
-    """Time between two events, in μs."""
+    """Time between two events, in μs, counted as the monitor's `Event Gaps` rows are."""
     latency: Statistics | None = None
     """Subscribers only: time from push to first callback, in μs."""
 
@@ -141,20 +142,35 @@ def _publishers(snapshot: Snapshot) -> dict[str, int]:
     return {short_name(stream): counter for stream, counter in snapshot.server.publishers.items()}
 
 
+def _handled(samples: Iterable[ClientPerfSample]) -> list[ClientPerfSample]:
+    """The samples of events that were handled, not discarded as duplicates."""
+    return [s for s in samples if not s.discarded]
+
+
 def _summary(values: Sequence[float]) -> Statistics | None:
     return summarise(values) if values else None
 
 
 class _Collected:
-    """Every poll's data, gathered per process: counters first and last seen, and samples."""
+    """Every poll's data, gathered per process: counters first and last seen, client
+    samples, and event gaps.
+
+    The gaps are the monitor's `Event Gaps` (`event_gaps`), poll by poll: the first gap
+    after sampling was turned on in a process is left out, as it spans the time sampling
+    was off (`Unsampled`).
+    """
 
     def __init__(self, polls: Iterable[Poll]) -> None:
         self.first_pushed: dict[tuple[str, str], int] = {}
         self.last_pushed: dict[tuple[str, str], int] = {}
         self.first_sub: dict[tuple[str, str], Subscription] = {}
         self.last_sub: dict[tuple[str, str], Subscription] = {}
-        self.server_perf: dict[str, list[ServerPerfSample]] = {}
         self.client_perf: dict[str, list[ClientPerfSample]] = {}
+        self.push_gaps: dict[str, list[float]] = {}
+        """Per process that pushed events: the gaps between them, in μs."""
+        self.handling_gaps: dict[str, list[float]] = {}
+        """Per process that handled events: the gaps between them, in μs."""
+        self._unsampled: dict[str, Unsampled] = {}
         for poll in polls:
             for admin, snapshot in _snapshots(poll).items():
                 self._add(admin, snapshot)
@@ -166,24 +182,27 @@ class _Collected:
         for stream, subscription in _subscriptions(snapshot).items():
             self.first_sub.setdefault((admin, stream), subscription)
             self.last_sub[(admin, stream)] = subscription
+        unsampled = self._unsampled.get(admin, Unsampled())
+        self._unsampled[admin] = unsampled.after(snapshot)
         if snapshot.server is not None and snapshot.server.perf:
-            self.server_perf.setdefault(admin, []).extend(snapshot.server.perf)
+            pushed = snapshot.server.perf
+            self.push_gaps.setdefault(admin, []).extend(
+                event_gaps(pushed, pushed, unsampled.server)
+            )
         if snapshot.client is not None and snapshot.client.perf:
-            self.client_perf.setdefault(admin, []).extend(snapshot.client.perf)
+            samples = snapshot.client.perf
+            self.client_perf.setdefault(admin, []).extend(samples)
+            self.handling_gaps.setdefault(admin, []).extend(
+                event_gaps(samples, _handled(samples), unsampled.client)
+            )
 
     def handled(self, admin: str) -> list[ClientPerfSample]:
-        """The samples of events ``admin``'s process handled (not discarded as duplicates)."""
-        return [s for s in self.client_perf.get(admin, []) if not s.discarded]
+        """The samples of events ``admin``'s process handled."""
+        return _handled(self.client_perf.get(admin, []))
 
     def publisher_of(self, stream: str) -> str | None:
         """The monitored admin device that publishes ``stream``, if any."""
         return next((admin for admin, s in self.last_pushed if s == stream), None)
-
-
-def _gaps(samples: Iterable[ServerPerfSample | ClientPerfSample]) -> Statistics | None:
-    return _summary(
-        [s.micros_since_last_event for s in samples if s.micros_since_last_event is not None]
-    )
 
 
 def _latency(samples: Iterable[ClientPerfSample]) -> Statistics | None:
@@ -200,10 +219,10 @@ def diagnose(polls: Sequence[Poll]) -> Diagnosis:
     """The figures of the monitored processes over ``polls``, oldest poll first."""
     data = _Collected(polls)
     publishers = tuple(
-        ProcessFigures(admin, _gaps(samples)) for admin, samples in data.server_perf.items()
+        ProcessFigures(admin, _summary(gaps)) for admin, gaps in data.push_gaps.items()
     )
     consumers = tuple(
-        ProcessFigures(admin, _gaps(data.handled(admin)), _latency(data.handled(admin)))
+        ProcessFigures(admin, _summary(data.handling_gaps[admin]), _latency(data.handled(admin)))
         for admin in data.client_perf
     )
     streams = (
@@ -232,7 +251,7 @@ def _stream_figures(
         pushed=data.last_pushed[(publisher, stream)] - data.first_pushed[(publisher, stream)],
         received=last.server_counter - first.server_counter,
         missed=last.missed_event_count - first.missed_event_count,
-        push_gaps=_gaps(data.server_perf.get(publisher, [])),
+        push_gaps=_summary(data.push_gaps.get(publisher, [])),
         processing=_summary([s.process_micros for s in mine]),
         latency=_latency(mine),
     )

@@ -22,6 +22,7 @@ from milonga.monitor import (
     render_poll,
     resolve_servers,
 )
+from milonga.monitor.poll import Cadence
 
 
 class Console:
@@ -119,10 +120,9 @@ class LiveMonitor:
 
     def _run(self) -> None:
         try:
-            # A steady cadence, as the monitor keeps: after an overrun, the next slot.
-            while not self._stop.wait(
-                self.period - (time.monotonic() - self._started) % self.period
-            ):
+            # The monitor's cadence: after an overrun, the next point of the same grid.
+            cadence = Cadence(self.period, self._started)
+            while not self._stop.wait(cadence.next(time.monotonic()).wait):
                 self._take_poll()
         except BaseException as error:  # shown to the main thread by wait_for or on exit
             with self._changed:

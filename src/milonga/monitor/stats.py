@@ -115,16 +115,18 @@ def _rows(candidates: Iterable[tuple[str, Sequence[float], bool]]) -> tuple[Perf
     )
 
 
-def _gaps(
+def event_gaps(
     samples: Sequence[ServerPerfSample | ClientPerfSample],
     counted: Iterable[ServerPerfSample | ClientPerfSample],
     sampling_just_started: bool,
 ) -> list[float]:
-    """The known gaps of the ``counted`` samples, in μs.
+    """The known gaps of the ``counted`` samples, in μs: the `Event Gaps` of one query's
+    ``samples`` (``counted`` is those of them that count, all or a subset).
 
     With ``sampling_just_started``, the first of ``samples`` is the first one taken since
     sampling was turned on: cppTango measures its gap from the last event it sampled
     before sampling was off, so that gap is no time between two events and is left out.
+    `milonga.monitor.Unsampled` tells, poll after poll, when that is the case.
     """
     first = samples[0] if sampling_just_started and samples else None
     return [
@@ -140,9 +142,9 @@ def summarise_server_perf(
     """The server table: the gaps between pushed events and how long each push took.
 
     ``sampling_just_started``: the first sample is the first since sampling was turned
-    on, and its gap is left out (see `_gaps`).
+    on, and its gap is left out (see `event_gaps`).
     """
-    gaps = _gaps(samples, samples, sampling_just_started)
+    gaps = event_gaps(samples, samples, sampling_just_started)
     pushes = [s.push_event_micros for s in samples]
     return PerfTable(
         rows=_rows([("Event Gaps", gaps, True), ("Push Time", pushes, True)]),
@@ -165,7 +167,7 @@ def summarise_client_perf(
     for sample in handled:
         by_attribute.setdefault(sample.attr_name or NO_ATTRIBUTE, []).append(sample.process_micros)
     candidates: list[tuple[str, Sequence[float], bool]] = [
-        ("Event Gaps", _gaps(samples, handled, sampling_just_started), True),
+        ("Event Gaps", event_gaps(samples, handled, sampling_just_started), True),
         ("Sleep Time", [s.sleep_micros for s in handled], True),
         (
             "Latency",

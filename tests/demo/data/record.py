@@ -2,7 +2,7 @@
 
 Run it from the repository root to refresh them: ``.venv/bin/python -m tests.demo.data.record``.
 It tells the demo's story at its normal length, as `milonga demo --fixed` does, in about a
-minute and a half, and writes:
+minute, and writes:
 
 - ``plain.jsonl``: every poll of the run without the scheduler, where `Scan()` times out;
 - ``fixed.jsonl``: every poll of the run with `CallbackScheduler` in both devices.
