@@ -171,8 +171,7 @@ class LrcSubscription:
             # CancelledError: the scheduler's shutdown cancelled a pending registration
             with contextlib.suppress(KeyError, futures.CancelledError):
                 self._scheduler.unregister_callback(registration.result())
-        if self._calling.acquire(blocking=False):  # else its holder sums up as it ends
-            self._done_calling()
+        self._sum_up_failures()  # unless a call is under way: its thread sums up as it ends
 
     # -- the invocation, in the constructor --------------------------------------------
 
@@ -412,11 +411,23 @@ class LrcSubscription:
             self._failures.report(_FAILURE_KEY, self._command, self._command_id)
 
     def _done_calling(self) -> None:
-        """Release `_calling`.  Once updates have stopped, the thread that held it for the
-        last time logs how many of the callback's failures were left out, if any."""
-        if self.finished:
-            self._failures.forget(_FAILURE_KEY)
+        """Release `_calling`, then `_sum_up_failures`."""
         self._calling.release()
+        self._sum_up_failures()
+
+    def _sum_up_failures(self) -> None:
+        """Once updates have stopped, log how many of the callback's failures were left
+        out, if any, unless a call is under way (its thread does it as that call ends).
+
+        Whoever stops the updates and whoever ends the last call both come here after
+        their step, so one of them always finds the other done; summing up twice logs
+        nothing the second time.
+        """
+        if self.finished and self._calling.acquire(blocking=False):
+            try:
+                self._failures.forget(_FAILURE_KEY)
+            finally:
+                self._calling.release()
 
 
 def invoke_lrc(
