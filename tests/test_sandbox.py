@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
 import socket
@@ -9,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -16,6 +19,7 @@ import pytest
 import tango
 
 from milonga.sandbox import SandboxError, ServerStartError, TangoSandbox
+from milonga.sandbox.sandbox import LOCK_FILE
 from milonga.testing import SandboxServers, wait_until
 
 DEVICES = Path(__file__).parent / "devices"
@@ -289,7 +293,7 @@ def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
 
 ORPHANED_PROGRAM = textwrap.dedent(
     f"""
-    import signal
+    import os, signal, sys
     from milonga.sandbox import TangoSandbox
 
     sandbox = TangoSandbox()
@@ -297,24 +301,99 @@ ORPHANED_PROGRAM = textwrap.dedent(
     sandbox.add_device("Orphan/1", "Counter", "test/orphan/1")
     sandbox.start_server("Orphan/1", {COUNTER!r})
     print(sandbox.directory, flush=True)
+    if sys.argv[1:] == ["fork"]:
+        forked = os.fork()
+        if forked == 0:  # lives on until its standard input closes
+            os.read(0, 1)
+            os._exit(0)
+        print(forked, flush=True)
     signal.pause()
     """
 )
 
 
-def test_processes_and_directory_go_when_the_program_is_killed() -> None:
+@pytest.mark.parametrize("fork", [False, True], ids=["alone", "with-a-forked-child"])
+def test_processes_and_directory_go_when_the_program_is_killed(fork: bool) -> None:
     program = subprocess.Popen(
-        [sys.executable, "-c", ORPHANED_PROGRAM], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", ORPHANED_PROGRAM, *(["fork"] if fork else [])],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    forked: list[psutil.Process] = []
     try:
         assert program.stdout is not None
         directory = Path(program.stdout.readline().strip())
-        children = psutil.Process(program.pid).children(recursive=True)
+        if fork:
+            forked.append(psutil.Process(int(program.stdout.readline())))
+        children = [
+            p for p in psutil.Process(program.pid).children(recursive=True) if p not in forked
+        ]
         assert directory.is_dir()
         assert len(children) >= 2, "a database and a device server"
     finally:
         os.kill(program.pid, signal.SIGKILL)
-        program.communicate()
+        program.wait()
 
-    wait_until(lambda: not _alive(children), "the sandbox's processes to stop", WAIT_SECONDS)
-    wait_until(lambda: not directory.exists(), "the temporary directory to go", WAIT_SECONDS)
+    try:
+        wait_until(lambda: not _alive(children), "the sandbox's processes to stop", WAIT_SECONDS)
+        wait_until(lambda: not directory.exists(), "the temporary directory to go", WAIT_SECONDS)
+        assert _alive(forked) == forked, "the forked child should outlive the program"
+    finally:
+        program.communicate()  # closes the forked child's standard input: it ends
+        wait_until(lambda: not _alive(forked), "the forked child to end", WAIT_SECONDS)
+
+
+@contextlib.contextmanager
+def _forked_child() -> Iterator[None]:
+    """A copy of this process made by os.fork(), as multiprocessing makes one, that lives
+    until the block ends."""
+    wait_fd, release_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(release_fd)
+            os.read(wait_fd, 1)  # end-of-file once the parent closes release_fd
+        finally:
+            os._exit(0)
+    os.close(wait_fd)
+    try:
+        yield
+    finally:
+        os.close(release_fd)
+        os.waitpid(pid, 0)
+
+
+def _lock_is_free(lock: int) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    return True
+
+
+def test_a_forked_child_does_not_keep_a_stopped_sandbox_alive() -> None:
+    sandbox = TangoSandbox()
+    sandbox.start()
+    try:
+        directory = sandbox.directory
+        lock = os.open(directory / LOCK_FILE, os.O_RDONLY)
+        try:
+            with _forked_child():
+                sandbox.stop()
+                # The reaper could take the lock and end by itself: nothing else holds it.
+                assert _lock_is_free(lock), "the forked child holds the directory's lock"
+                assert not directory.exists()
+        finally:
+            os.close(lock)
+    finally:
+        sandbox.stop()
+
+
+def test_a_kept_directory_is_free_once_stopped_whatever_was_forked(tmp_path: Path) -> None:
+    with TangoSandbox(tmp_path) as first, _forked_child():
+        first.stop()
+
+        with TangoSandbox(tmp_path) as second:  # at once, while the forked child lives
+            assert second.database().get_info()

@@ -35,10 +35,12 @@ def raising() -> dict[int, Handler]:
     """Handlers that make Ctrl-C raise KeyboardInterrupt, SIGTERM and SIGHUP `Terminated`,
     so that they all clean up; a signal the program was started to ignore (nohup) stays
     ignored."""
-    return {
-        signum: signal.default_int_handler if signum == signal.SIGINT else raise_terminated
-        for signum in _not_ignored()
-    }
+    return {signum: _raising_handler(signum) for signum in _not_ignored()}
+
+
+def _raising_handler(signum: int) -> Callable[[int, FrameType | None], object]:
+    """The `raising` handler of stop signal ``signum``."""
+    return signal.default_int_handler if signum == signal.SIGINT else raise_terminated
 
 
 def _not_ignored() -> list[int]:
@@ -46,15 +48,29 @@ def _not_ignored() -> list[int]:
     return [signum for signum in STOP_SIGNALS if signal.getsignal(signum) != signal.SIG_IGN]
 
 
-class _HeldSignal:
-    """A handler that only notes the first stop signal it gets."""
+class _HeldUntilStarted:
+    """A stop-signal handler that notes the first stop signal it gets until `start` is
+    called, and from then on raises as the `raising` handlers do.
+
+    Switching one flag, rather than the handlers, leaves no moment at which a signal is
+    neither held nor raised: Python runs the handler between two bytecodes, so it runs
+    either before the flag is set, and `start` sees what it held, or after, and raises.
+    """
 
     def __init__(self) -> None:
-        self.signum: int | None = None
+        self.held: int | None = None
+        self._started = False
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
-        if self.signum is None:
-            self.signum = signum
+        if self._started:
+            _raising_handler(signum)(signum, frame)
+        elif self.held is None:
+            self.held = signum
+
+    def start(self) -> bool:
+        """Raise on the next stop signal; return False if one has already come."""
+        self._started = True
+        return self.held is None
 
 
 def run_command(prog: str, load: Callable[[], Callable[[], int]]) -> int:
@@ -66,16 +82,17 @@ def run_command(prog: str, load: Callable[[], Callable[[], int]]) -> int:
     held back until ``load()`` returns, because an exception raised inside an import can
     be printed and swallowed there (numpy's, under PyTango's): then, before the tool
     starts anything, this says so in one line on standard error and returns 130 after
-    Ctrl-C, 143 after SIGTERM or SIGHUP.  Otherwise the tool runs with the `raising`
-    handlers, and its status is returned.
+    Ctrl-C, 143 after SIGTERM or SIGHUP.  Otherwise the tool runs with stop signals
+    raising as under the `raising` handlers, and its status is returned; a signal that
+    comes once ``load()`` has returned is either held that way or raised as the tool
+    starts, never lost.
     """
-    held = _HeldSignal()
-    with handling(dict.fromkeys(_not_ignored(), held)):
+    handler = _HeldUntilStarted()
+    with handling(dict.fromkeys(_not_ignored(), handler)):
         tool = load()
-        if held.signum is None:
-            with handling(raising()):
-                return tool()
-    interrupted = held.signum == signal.SIGINT
+        if handler.start():
+            return tool()
+    interrupted = handler.held == signal.SIGINT
     if sys.stderr is not None:
         what = "interrupted" if interrupted else "terminated"
         print(f"{prog}: {what} while starting; it started nothing", file=sys.stderr)

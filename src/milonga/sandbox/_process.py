@@ -8,12 +8,58 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 GRACEFUL_STOP_SECONDS = 5.0
 TAIL_LINES = 30
 REAPER_SCRIPT = Path(__file__).with_name("_reaper.py")
+
+_PRIVATE_FDS: set[int] = set()
+"""The descriptors of this process that a copy of it made by ``os.fork()`` (as
+multiprocessing makes them) must not keep: the running sandboxes' lifelines and directory
+locks.  Kept, they would keep the sandbox's children alive after it is killed, and its
+directory locked after it stops."""
+_PRIVATE_FDS_LOCK = threading.RLock()
+"""Held while descriptors are opened or closed, and across each fork: a fork never
+happens between opening a descriptor and noting it."""
+
+
+def open_private(opener: Callable[[], tuple[int, ...]]) -> tuple[int, ...]:
+    """Call ``opener`` and return the descriptors it opened, which only this process holds:
+    a forked copy closes them at once.  Close them with `close_private`."""
+    with _PRIVATE_FDS_LOCK:
+        fds = opener()
+        _PRIVATE_FDS.update(fds)
+    return fds
+
+
+def close_private(*fds: int) -> None:
+    """Close descriptors that `open_private` opened."""
+    with _PRIVATE_FDS_LOCK:
+        for fd in fds:
+            _PRIVATE_FDS.discard(fd)
+            os.close(fd)
+
+
+def _close_private_in_forked_child() -> None:
+    """In a process just forked: close what only its parent may hold, and let go of the
+    lock the fork was made under."""
+    for fd in _PRIVATE_FDS:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _PRIVATE_FDS.clear()
+    _PRIVATE_FDS_LOCK.release()
+
+
+# Once per process: a forked child inherits both the registration and this module.
+os.register_at_fork(
+    before=_PRIVATE_FDS_LOCK.acquire,
+    after_in_parent=_PRIVATE_FDS_LOCK.release,
+    after_in_child=_close_private_in_forked_child,
+)
 
 
 class Lifeline:
@@ -22,17 +68,19 @@ class Lifeline:
     Only the sandbox process holds the write end, and nothing is ever written to it.  Each
     child inherits the read end and blocks reading it; the read returns end-of-file the
     moment the sandbox process ends, however it ends (SIGKILL included), because the kernel
-    then closes the write end.  PR_SET_PDEATHSIG would fire when the *thread* that started
-    a child ends, which would kill servers started from a short-lived thread.
+    then closes the write end; a copy of the sandbox process made by ``os.fork()`` closes
+    both ends at once (see `open_private`), so it keeps no child alive.  PR_SET_PDEATHSIG
+    would fire when the *thread* that started a child ends, which would kill servers
+    started from a short-lived thread.
     """
 
     def __init__(self) -> None:
-        self.read_fd, self._write_fd = os.pipe()  # neither is inherited unless passed
+        # Neither end is inherited across exec unless passed, nor kept by a fork.
+        self.read_fd, self._write_fd = open_private(os.pipe)
 
     def close(self) -> None:
         """Tell every child still running that the sandbox is gone; call it once."""
-        os.close(self._write_fd)
-        os.close(self.read_fd)
+        close_private(self._write_fd, self.read_fd)
 
 
 class ChildProcess:

@@ -22,7 +22,14 @@ from typing import Any
 
 import tango
 
-from milonga.sandbox._process import ChildProcess, Lifeline, Reaper, read_log
+from milonga.sandbox._process import (
+    ChildProcess,
+    Lifeline,
+    Reaper,
+    close_private,
+    open_private,
+    read_log,
+)
 from milonga.terminated import STOP_SIGNALS, handling
 
 DATABASE_START_SECONDS = 60.0
@@ -145,7 +152,7 @@ class TangoSandbox:
             shutil.rmtree(self._directory, ignore_errors=True)
         self._directory = None
         if self._directory_lock is not None:
-            os.close(self._directory_lock)  # every process that shared the lock has ended
+            close_private(self._directory_lock)  # every process that shared it has ended
             self._directory_lock = None
         if self._lifeline is not None:
             self._lifeline.close()
@@ -431,11 +438,12 @@ def _lock_directory(directory: Path) -> int:
     """Lock ``directory`` for this sandbox; return the lock's file descriptor.
 
     The lock is an exclusive ``flock`` on ``LOCK_FILE``, whose text is the process id of
-    the sandbox that holds it.  Raises SandboxError if another sandbox holds it.
+    the sandbox that holds it; the sandbox's children share it, forked copies of this
+    process do not.  Raises SandboxError if another sandbox holds it.
     """
     path = directory / LOCK_FILE
     try:
-        lock = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        (lock,) = open_private(lambda: (os.open(path, os.O_RDWR | os.O_CREAT, 0o644),))
     except OSError as error:
         raise SandboxError(
             f"cannot use {directory} as the sandbox directory: cannot create {path} "
@@ -445,7 +453,7 @@ def _lock_directory(directory: Path) -> int:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.read(lock, 32).decode(errors="replace").strip()
-        os.close(lock)
+        close_private(lock)
         raise SandboxError(
             f"{directory} is in use by another sandbox (process {holder or 'unknown'}), "
             "and two sandboxes must not share a database; stop that one first, or give "
