@@ -393,6 +393,8 @@ def test_a_server_busy_when_the_monitor_stops_has_sampling_turned_off(
     assert perf_is_off(sandbox, ice_device, RELAY)
     assert LEFT_ON not in stderr
     assert "asked again" not in stderr
+    # Tied to the 1 s timeout: the longest a call under way lasts, 1 + 3 + 1 s.
+    assert f"waiting up to 5 s for dserver/{ice} (from {ice_device}) to answer" in stderr
 
 
 def test_a_further_signal_ends_the_wait_for_a_frozen_server(

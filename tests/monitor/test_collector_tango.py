@@ -22,7 +22,7 @@ from milonga.monitor import (
 )
 from milonga.monitor.collector import check_query_support
 from milonga.sandbox import TangoSandbox
-from milonga.testing import SandboxServers
+from milonga.testing import SandboxServers, wait_until
 from tests.monitor.conftest import (
     COUNTER,
     PUBLISHER,
@@ -175,6 +175,74 @@ def test_a_frozen_server_holds_up_neither_the_others_nor_the_exit(
     assert not [t for t in threading.enumerate() if t.name.startswith("milonga-monitor")]
 
 
+def test_a_process_is_looked_up_in_the_database_even_while_its_server_is_busy(
+    event_servers: EventServers, sandbox_servers: SandboxServers
+) -> None:
+    sandbox = event_servers.sandbox
+    ice, ice_device = start_ice(sandbox_servers)
+    (server,) = resolve_servers([sandbox.trl(ice_device)])
+    pid = sandbox.database().get_device_info(f"dserver/{ice}").pid
+    collector = Collector([server])
+    try:
+        collector.poll()  # connected while it answers
+        with frozen(sandbox, ice):
+            busy = collector.poll()  # leaves its query under way
+            processes = collector.processes()
+    finally:
+        collector.close()
+
+    (reply,) = busy.replies
+    assert reply.error is not None
+    assert reply.error.startswith("no answer for ")
+    # Only the database is asked: neither the server nor the query under way to it matter.
+    assert (processes[server.admin] or "").startswith(f"pid {pid}, started ")
+
+
+def test_a_server_with_a_call_under_way_is_not_called_again(
+    event_servers: EventServers, sandbox_servers: SandboxServers
+) -> None:
+    sandbox = event_servers.sandbox
+    ice, ice_device = start_ice(sandbox_servers)
+    (server,) = resolve_servers([sandbox.trl(ice_device)])
+    collector = Collector([server])
+    try:
+        collector.poll()  # connected while it answers
+        with frozen(sandbox, ice):
+            collector.poll()  # leaves its query under way, holding its one worker
+            errors = collector.set_perf_monitoring(False)
+    finally:
+        collector.close()
+
+    # Not queued behind the query, to be sent once that ends whatever came meanwhile.
+    assert not errors[server.admin].sent
+    assert not errors[server.admin].answered
+
+
+def test_patience_sends_no_call_that_could_outlast_it(
+    event_servers: EventServers, sandbox_servers: SandboxServers
+) -> None:
+    """So that stopping the monitor never waits for calls beyond its patience."""
+    sandbox = event_servers.sandbox
+    ice, ice_device = start_ice(sandbox_servers)
+    (server,) = resolve_servers([sandbox.trl(ice_device)])
+    collector = Collector([server])
+    try:
+        collector.poll()  # connected while it answers
+        with frozen(sandbox, ice):
+            collector.poll()  # leaves a query under way for the whole call limit
+            patient = collector.set_perf_monitoring(False, patience=collector.call_limit)
+            next_one = collector.set_perf_monitoring(False)
+    finally:
+        collector.close()
+
+    assert collector.call_limit == 5.0  # the 1 s timeout, cppTango's 3 s, the timeout
+    assert not patient[server.admin].answered
+    assert patient[server.admin].reason.startswith("no answer for ")
+    # Nothing was under way any more: the next call was sent (and is not answered).
+    assert next_one[server.admin].sent
+    assert not next_one[server.admin].answered
+
+
 class InterruptedWhileAsking(Collector):
     """A `Collector` that, once `armed`, sends Ctrl-C to the main thread as its worker
     starts asking ``server``: a user interrupting a poll under way."""
@@ -206,12 +274,21 @@ def test_a_poll_interrupted_while_a_server_is_frozen_leaves_one_call_to_it(
             collector.armed.set()
             with pytest.raises(KeyboardInterrupt):
                 collector.poll()  # interrupted while it waits for the frozen server
-            after = collector.poll()
+            # The interrupted poll's call to the other server may still be ending.
+            polls = [collector.poll()]
+
+            def answered_again() -> bool:
+                if polls[-1].replies[1].error is None:
+                    return True
+                polls.append(collector.poll())
+                return False
+
+            wait_until(answered_again, "a poll that the answering server answers")
     finally:
         collector.close()
 
     # A second query to the frozen server would have taken the other server's worker.
-    frozen_reply, answer = after.replies
+    frozen_reply, answer = polls[-1].replies
     assert answer.error is None
     assert answer.snapshot is not None
     assert frozen_reply.error is not None

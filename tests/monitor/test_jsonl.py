@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -116,3 +117,37 @@ def test_a_reply_is_kept_as_decoded_not_byte_for_byte() -> None:
     assert list(kept) == ["version", "server"]
     assert sent not in line  # spacing and the é differ
     assert "\\u00e9" in line
+
+
+def test_a_failed_line_is_left_when_another_writer_appended_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cutting a failed line off again must not take another writer's line with it."""
+    path = tmp_path / "polls.jsonl"
+    path.write_text("{}\n")
+    theirs = b'{"time": "another monitor"}\n'
+    real_write = os.write
+    writes = 0
+
+    def half_then_full_disk(fd: int, data: bytes) -> int:
+        """Our line: half of it goes in, another writer appends, then the disk is full."""
+        nonlocal writes
+        writes += 1
+        if writes > 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written = real_write(fd, data[: len(data) // 2])
+        other = os.open(path, os.O_WRONLY | os.O_APPEND)
+        try:
+            real_write(other, theirs)
+        finally:
+            os.close(other)
+        return written
+
+    with JsonLinesWriter(path, append=True) as writer:
+        monkeypatch.setattr(os, "write", half_then_full_disk)
+        with pytest.raises(OSError, match="another program wrote to the file") as raised:
+            writer.write(line_of(300))
+        monkeypatch.undo()
+
+    assert path.read_bytes().endswith(theirs)
+    assert raised.value.errno == errno.ENOSPC

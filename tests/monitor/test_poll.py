@@ -6,10 +6,12 @@ import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from milonga.monitor import JsonLinesWriter, MonitoredServer, Poll, PollHistory, Reply, poll_record
+from milonga.monitor.cli import late_warning
 from milonga.monitor.poll import Cadence
 from tests.monitor.data import text
 
@@ -165,8 +167,40 @@ def test_every_poll_is_taken_on_the_grid_and_late_only_after_an_overrun(
         points = (taken - start) / period
         assert wait >= 0.0
         assert abs(points - round(points)) < 1e-6 * max(1.0, points)  # on the grid
+        assert abs(cadence.due - taken) <= 1e-6 * max(1.0, taken)
         assert late >= 0.0
         assert abs(taken - late - due) <= 1e-6 * max(1.0, taken)  # late is how much later
         if late:
             assert ended > due - 1e-6 * max(1.0, ended)  # only after an overrun
             assert taken - period <= ended + 1e-6 * max(1.0, ended)  # the next point after it
+
+
+def test_a_late_snapshot_says_how_long_it_took_to_the_millisecond() -> None:
+    text = late_warning("2026-11-21T02:11:01", took=1.0004, period=1.0, late=1.0)
+
+    assert text == (
+        "the snapshot of 2026-11-21T02:11:01 took 1.001 s, longer than the 1 s polling "
+        "period: the next one is 1 s late"
+    )
+    assert "took 0.25 s, longer than the 0.2 s" in late_warning("T", 0.25, 0.2, 0.2)
+
+
+def shown_seconds(text: str, before: str, after: str) -> float:
+    return float(text.split(before, 1)[1].split(after, 1)[0])
+
+
+@given(periods, st.floats(min_value=1e-12, max_value=1e5), st.integers(1, 1000))
+def test_a_late_snapshot_never_reads_as_taking_the_period(
+    period: float, overrun: float, missed: int
+) -> None:
+    took = period + overrun
+    text = late_warning("T", took, period, missed * period)
+
+    shown_took = shown_seconds(text, " took ", " s, ")
+    shown_period = shown_seconds(text, "longer than the ", " s polling")
+    assert shown_took > shown_period
+    assert shown_took == pytest.approx(took, abs=1.5e-3 + 1e-9 * took)
+    assert shown_period == pytest.approx(period, abs=5e-4 + 1e-9 * period)
+    assert shown_seconds(text, "next one is ", " s late") == pytest.approx(
+        missed * period, abs=5e-4 + 1e-9 * missed * period
+    )

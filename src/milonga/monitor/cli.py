@@ -237,10 +237,25 @@ def _run(args: argparse.Namespace, prog: str, out: TextIO, err: TextIO) -> int:
             return session.run()
 
 
-EXIT_WAIT_SECONDS = 10.0
-"""How long the monitor, as it stops, waits for servers that do not answer to turn their
-sampling off: a call under way to a frozen server ends within 5 s (the 1 s timeout,
-cppTango's 3 s reconnection, the timeout again), which leaves time for one more call."""
+def late_warning(when: str, took: float, period: float, late: float) -> str:
+    """What to say about the snapshot of ``when``, which ended ``took`` seconds after it
+    was due, more than the polling ``period``: the next one is ``late`` seconds late.
+
+    Times are shown to the millisecond, ``took`` always at least one more than
+    ``period``, so that the two never read as equal.
+    """
+    period_ms = round(period * 1000)
+    took_ms = max(round(took * 1000), period_ms + 1)
+    return (
+        f"the snapshot of {when} took {_seconds(took_ms)} s, longer than the "
+        f"{_seconds(period_ms)} s polling period: the next one is "
+        f"{_seconds(round(late * 1000))} s late"
+    )
+
+
+def _seconds(milliseconds: int) -> str:
+    """``milliseconds`` as seconds, without trailing zeros: 1000 is 1, 1250 is 1.25."""
+    return f"{milliseconds / 1000:.3f}".rstrip("0").rstrip(".")
 
 
 class _OutputError(Exception):
@@ -314,7 +329,7 @@ class _Session:
         cadence = Cadence(period, time.monotonic())
         polls = 0
         while True:
-            started = time.monotonic()
+            due = cadence.due  # a sleep that overran counts too: it makes the next late
             poll = self._snapshot()
             polls += 1
             if count is not None and polls >= count:
@@ -322,12 +337,7 @@ class _Session:
             ended = time.monotonic()
             wait, late = cadence.next(ended)
             if late:
-                self._say(
-                    "warning",
-                    f"the snapshot of {poll.time.isoformat()} took {ended - started:.3g} s, "
-                    f"longer than the {period:g} s polling period: the next one is "
-                    f"{late:.3g} s late",
-                )
+                self._say("warning", late_warning(poll.time.isoformat(), ended - due, period, late))
             time.sleep(wait)
 
     def _snapshot(self) -> Poll:
@@ -452,21 +462,24 @@ class _Session:
 
     def _turn_sampling_off(self, handlers: dict[int, Handler]) -> None:
         """Turn sampling off in every server in which it may be on, and warn about each
-        where that fails.  Those that do not answer at once are waited for, up to
-        `EXIT_WAIT_SECONDS`, unless a signal that ``handlers`` act on ends the wait."""
+        where that fails.  Those that do not answer at once are waited for, up to the
+        collector's `Collector.call_limit` (5 s with the 1 s timeout): their calls under
+        way have ended then, so the whole stop fits well within the 10 s that service
+        managers allow before SIGKILL.  A signal that ``handlers`` act on ends the wait."""
         servers = [server for server in self.collector.servers if server.admin in self.sampling]
         errors = self.collector.set_perf_monitoring(False, servers)
         slow = [s for s in servers if s.admin in errors and not errors[s.admin].answered]
         if slow:
+            patience = self.collector.call_limit
             with contextlib.suppress(KeyboardInterrupt, Terminated), handling(handlers):
                 self._say(
                     "note",
-                    f"waiting up to {EXIT_WAIT_SECONDS:g} s for "
+                    f"waiting up to {patience:g} s for "
                     f"{', '.join(server.label for server in slow)} to answer, to turn "
                     f"performance sampling off in {'it' if len(slow) == 1 else 'them'}; "
                     "Ctrl-C stops waiting",
                 )
-                late = self.collector.set_perf_monitoring(False, slow, patience=EXIT_WAIT_SECONDS)
+                late = self.collector.set_perf_monitoring(False, slow, patience=patience)
                 errors = {admin: error for admin, error in errors.items() if error.answered}
                 errors.update(late)
         self._warn_left_on(errors)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar, cast
+from typing import TypeVar
 
 import tango
 
@@ -28,6 +28,8 @@ QUERY_COMMAND = "QueryEventSystem"
 PERF_COMMAND = "EnableEventSystemPerfMon"
 REQUIRED_TANGO = "cppTango 10.0 or newer (PyTango 10.0 or newer)"
 DEFAULT_TIMEOUT_SECONDS = 1.0
+RECONNECT_SECONDS = 3.0
+"""How long cppTango tries to reconnect to a server that stopped answering a call."""
 
 _T = TypeVar("_T")
 _TRL = re.compile(
@@ -111,11 +113,7 @@ def _admin_of(name: str, databases: dict[str, tango.Database]) -> tuple[str, str
     if trl and trl["nodb"]:
         return _admin_without_database(name, trl)
     try:
-        if prefix not in databases:
-            databases[prefix] = (
-                tango.Database(trl["host"], int(trl["port"])) if trl else tango.Database()
-            )
-        db = databases[prefix]
+        db = _database(trl, databases)
         if "/" not in device:
             device = db.get_device_from_alias(device)
         info = db.get_device_info(device)
@@ -124,6 +122,17 @@ def _admin_of(name: str, databases: dict[str, tango.Database]) -> tuple[str, str
     admin = f"dserver/{info.ds_full_name}"
     key = server_key(db.get_db_host(), db.get_db_port(), admin)
     return prefix + admin, key, info.class_name == "DServer"
+
+
+def _database(trl: re.Match[str] | None, databases: dict[str, tango.Database]) -> tango.Database:
+    """The database at the host:port of ``trl``, TANGO_HOST's without one; made once per
+    TRL prefix and kept in ``databases``.  Raises `tango.DevFailed` if it cannot be reached."""
+    prefix = trl["prefix"] if trl else ""
+    if prefix not in databases:
+        databases[prefix] = (
+            tango.Database(trl["host"], int(trl["port"])) if trl else tango.Database()
+        )
+    return databases[prefix]
 
 
 def _check_text(name: str) -> None:
@@ -265,6 +274,11 @@ class Collector:
     servers stuck in cppTango's 3 s reconnection attempts, however many, hold up no
     other.  A server that fails to answer is asked again at the next poll, which is how a
     restarted server is picked up.  Use it as a context manager, or `close` it.
+
+    The threads are not capped: the pool makes them only as calls need them, and a
+    frozen server holds its own for up to `call_limit`, so a capped pool would let a
+    few frozen servers hold up the others.  Process lookups (`processes`) have a thread
+    of their own, as they only ask the databases.
     """
 
     def __init__(
@@ -284,6 +298,20 @@ class Collector:
         self._closing = threading.Event()
         self._workers = max_workers or max(1, len(self._lines))
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="milonga-monitor")
+        # Process lookups only ask the databases, one at a time, apart from the servers.
+        self._lookups = ThreadPoolExecutor(1, thread_name_prefix="milonga-monitor-database")
+        self._databases: dict[str, tango.Database] = {}  # used by the lookup thread only
+
+    @property
+    def call_limit(self) -> float:
+        """The longest a call lasts: on a frozen server, the timeout, cppTango's
+        reconnection and the timeout again (5.0 s measured with the 1 s timeout)."""
+        return 2 * self.timeout + RECONNECT_SECONDS
+
+    @property
+    def _retry_limit(self) -> float:
+        """The longest a call after one that failed lasts: cppTango reconnects first."""
+        return self.timeout + RECONNECT_SECONDS
 
     def check_support(self) -> list[MonitoredServer]:
         """Check that every answering server has `QUERY_COMMAND`; return those not answering.
@@ -327,7 +355,9 @@ class Collector:
 
         A server that does not answer in time, or is still busy with an earlier call,
         gives an error whose ``answered`` is False.  With ``patience``, such a server is
-        asked again once its call under way has ended, for up to ``patience`` seconds.
+        asked again once its call under way has ended, within ``patience`` seconds: see
+        `_each`.  With ``patience`` at least `call_limit`, every call to them has ended
+        on return, so that `close` need not wait.
         """
         wanted = {server.admin for server in (self.servers if servers is None else servers)}
         chosen = [server for server in self.servers if server.admin in wanted]
@@ -346,14 +376,20 @@ class Collector:
         """The process running each of ``servers`` (all by default), by admin device, as
         its Tango database recorded it when the server started: ``pid N, started T``.
 
-        A restarted server is another process.  None where that cannot be told: the
-        server runs without a database, or the database did not answer.
+        A restarted server is another process.  Only the databases are asked, one lookup
+        at a time in a thread of their own, so the servers' calls, frozen or not, play no
+        part.  None where that cannot be told: the server runs without a database, or the
+        database did not answer within ``timeout`` (a lookup still under way then is
+        left to end on its own; those not started are dropped).
         """
         chosen = self.servers if servers is None else tuple(servers)
-        results = self._each(_process_of, chosen)
+        futures = [self._lookups.submit(self._process_of, server) for server in chosen]
+        wait(futures, timeout=self.timeout)
+        for future in futures:
+            future.cancel()  # only those not started yet
         return {
-            server.admin: result if isinstance(result, str) else None
-            for server, result in zip(chosen, results, strict=True)
+            server.admin: future.result() if future.done() and not future.cancelled() else None
+            for server, future in zip(chosen, futures, strict=True)
         }
 
     def close(self) -> None:
@@ -364,6 +400,7 @@ class Collector:
         """
         self._closing.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        self._lookups.shutdown(wait=True, cancel_futures=True)
 
     def __enter__(self) -> Collector:
         return self
@@ -387,37 +424,66 @@ class Collector:
 
         A server still busy with an earlier call is not called, and one that has not
         answered after ``timeout`` (per turn of the workers) is not waited for: both give
-        a `CallError` whose ``answered`` is False.  With ``patience``, each of those is
-        called again once its call under way has ended, until ``patience`` seconds have
-        passed.
+        a `CallError` whose ``answered`` is False.  With ``patience``, the calls under way
+        to those are waited for, up to ``patience`` seconds, and each server is called
+        again as soon as its call has ended, as long as a call sent then (which may have
+        to reconnect) ends within ``patience`` too.
         """
         started = time.monotonic()
         deadline = started + patience
+        last_call = deadline - self._retry_limit
         results = dict(zip((s.admin for s in servers), self._round(call, servers), strict=True))
+        too_late: set[str] = set()  # free again, but a call now might outlast the patience
         while True:
-            waiting = [server for server in servers if _not_answered(results[server.admin])]
+            waiting = [
+                server
+                for server in servers
+                if _not_answered(results[server.admin]) and server.admin not in too_late
+            ]
             ready = self._wait_until_free(waiting, deadline) if waiting else []
             if not ready:
                 break
+            if time.monotonic() > last_call:
+                too_late.update(server.admin for server in ready)
+                continue
             results.update(zip((s.admin for s in ready), self._round(call, ready), strict=True))
-        for server in waiting:  # how long each has not answered, over every round
-            sent = cast(CallError, results[server.admin]).sent
-            results[server.admin] = self._unanswered(server, started, sent=sent)
+        for server in servers:  # how long each has not answered, over every round
+            result = results[server.admin]
+            if isinstance(result, CallError) and not result.answered:
+                results[server.admin] = self._unanswered(server, started, sent=result.sent)
         return [results[server.admin] for server in servers]
 
     def _round(
         self, call: Callable[[tango.DeviceProxy], _T], servers: Sequence[MonitoredServer]
     ) -> list[_T | CallError]:
-        """One call to each of ``servers``, waited for at most ``timeout`` per turn."""
+        """One call to each of ``servers``, waited for at most ``timeout`` per turn.
+
+        A server with a call under way is not called, and takes no worker: the one worker
+        per server is then busy with that call, and a call queued behind it would only
+        run once it ends, unasked for.
+        """
         started = time.monotonic()
-        futures = [self._pool.submit(self._call_on, server, call) for server in servers]
+        with self._ended:
+            under_way = {server.admin: self._lines[server.admin].sent for server in servers}
+        futures = {
+            server.admin: self._pool.submit(self._call_on, server, call)
+            for server in servers
+            if under_way[server.admin] is None
+        }
         # With fewer workers than servers, calls wait their turn: each gets the timeout.
         turns = -(-len(futures) // self._workers)
-        wait(futures, timeout=self.timeout * turns)
-        return [
-            future.result() if future.done() else self._unanswered(server, started, sent=True)
-            for server, future in zip(servers, futures, strict=True)
-        ]
+        wait(futures.values(), timeout=self.timeout * turns)
+        results: list[_T | CallError] = []
+        for server in servers:
+            future = futures.get(server.admin)
+            if future is None:
+                sent = under_way[server.admin] or started
+                results.append(self._unanswered(server, sent, sent=False))
+            elif future.done():
+                results.append(future.result())
+            else:
+                results.append(self._unanswered(server, started, sent=True))
+        return results
 
     def _call_on(
         self, server: MonitoredServer, call: Callable[[tango.DeviceProxy], _T]
@@ -486,6 +552,19 @@ class Collector:
         line.failure = failure
         return failure
 
+    def _process_of(self, server: MonitoredServer) -> str | None:
+        """The process running ``server`` as its database knows it, in the lookup thread;
+        None if it runs without one, or the database fails."""
+        trl = _TRL.match(server.admin)
+        if trl and trl["nodb"]:
+            return None
+        try:
+            database = _database(trl, self._databases)
+            info = database.get_device_info(trl["name"] if trl else server.admin)
+        except tango.DevFailed:
+            return None
+        return f"pid {info.pid}, started {info.started_date}"
+
     def _proxy(self, server: MonitoredServer) -> tango.DeviceProxy:
         """The server's proxy; ``timeout`` is set once a call has connected it.
 
@@ -508,12 +587,3 @@ def _in_poll(error: CallError) -> str:
     if error.answered:
         return error.reason
     return f"{error.reason}; it is asked again once that call has ended"
-
-
-def _process_of(proxy: tango.DeviceProxy) -> str | None:
-    """The process running ``proxy``'s device as its database knows it, if it has one."""
-    database = proxy.get_device_db()
-    if database is None:
-        return None
-    info = database.get_device_info(proxy.dev_name())
-    return f"pid {info.pid}, started {info.started_date}"

@@ -8,7 +8,6 @@ for characters beyond ASCII, may differ).  Pure code, no Tango.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import stat
@@ -58,16 +57,22 @@ class JsonLinesWriter:
         self._prefix = b""
 
     def _write_whole(self, fd: int, data: bytes) -> None:
-        """Write all of ``data`` at the end of the file, or, on a regular file, none of it."""
+        """Write all of ``data`` at the end of the file, or, on a regular file, none of it.
+
+        Several programs may append to one file (``-a``).  A part written before a failure
+        is cut off only while it is still the end of the file; once another program has
+        appended after it, cutting would take that program's lines too, so the part stays
+        and the error says so.  (One that appends between that check and the cut still
+        loses its line: the two steps are not one system call.)
+        """
         start = os.fstat(fd).st_size if self._regular else None
+        written = 0
         try:
-            written = os.write(fd, data)
-            while written < len(data):  # only near a limit: the next write says which
+            while written < len(data):  # more than one write only near a limit
                 written += os.write(fd, data[written:])
-        except OSError:
-            if start is not None:
-                with contextlib.suppress(OSError):  # the write's error is the one to tell
-                    os.ftruncate(fd, start)
+        except OSError as error:
+            if start is not None and written:
+                _cut_off(fd, start, written, error)
             raise
 
     def close(self) -> None:
@@ -96,3 +101,18 @@ def _ends_a_line(path: str | os.PathLike[str]) -> bool:
             return size == 0 or os.pread(file.fileno(), 1, size - 1) == NEWLINE
     except OSError:
         return True
+
+
+def _cut_off(fd: int, start: int, written: int, error: OSError) -> None:
+    """Cut the ``written`` bytes at ``start`` off the file again if nothing follows them;
+    otherwise add to ``error`` that they were left."""
+    try:
+        if os.fstat(fd).st_size == start + written:
+            os.ftruncate(fd, start)
+            return
+    except OSError:
+        return  # the write's error is the one to tell
+    error.strerror = (
+        f"{error.strerror}; another program wrote to the file after the {written} bytes "
+        "of this line that went in, so they were left there as an incomplete line"
+    )

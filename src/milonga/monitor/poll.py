@@ -160,11 +160,17 @@ class Cadence:
         self.start = start
         self._index = 0  # of the poll under way, due at start + index * period
 
+    @property
+    def due(self) -> float:
+        """When the poll under way was due: later polls end more than ``period`` after
+        this when `next` says they are late."""
+        return self.start + self._index * self.period
+
     def next(self, now: float) -> NextPoll:
         """When to take the poll after the one under way, which ended at ``now``."""
         due = self._index + 1
         self._index = max(due, math.ceil((now - self.start) / self.period))
         return NextPoll(
-            wait=max(0.0, self.start + self._index * self.period - now),
+            wait=max(0.0, self.due - now),
             late=(self._index - due) * self.period,
         )
