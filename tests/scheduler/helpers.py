@@ -62,3 +62,13 @@ def client_topics() -> dict[str, dict[str, Any]]:
 def client_callbacks() -> dict[str, int]:
     """How many callbacks cppTango has for each topic of this process, by device/attr.event."""
     return {topic: entry["callback_count"] for topic, entry in client_topics().items()}
+
+
+def client_pending() -> list[str]:
+    """The subscriptions cppTango has not finished making in this process, as
+    device/attr, in lower case."""
+    client = json.loads(tango.ApiUtil.instance().query_event_system())["client"] or {}
+    return [
+        f"{entry['device']}/{entry['attribute']}".lower()
+        for entry in client.get("not_connected", [])
+    ]

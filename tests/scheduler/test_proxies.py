@@ -9,7 +9,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from milonga.scheduler.proxies import SharedProxies, database_of
+from milonga.scheduler.proxies import (
+    BACKOFF_CAP_SECONDS,
+    BACKOFF_FACTOR,
+    SharedProxies,
+    database_of,
+)
 from milonga.testing import wait_until
 
 WAIT_SECONDS = 60.0
@@ -209,3 +214,67 @@ def test_a_failure_is_told_to_other_devices_only_if_it_holds_for_the_database(
     assert same_device.told == [raised.value]
     assert other_device.told == [raised.value if shared else None]
     assert len(proxies) == 0
+
+
+class Clock:
+    """A clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Unreachable(Exception):
+    """Stands for a failure that holds for the whole database."""
+
+
+def test_a_build_that_cannot_reach_its_database_backs_off_that_database() -> None:
+    clock = Clock()
+    builds: list[str] = []
+
+    def slow_failing_build(trl: str) -> Proxy:
+        builds.append(trl)
+        clock.now += 10.0  # the build took 10 s
+        raise Unreachable(trl)
+
+    proxies: SharedProxies[Proxy] = SharedProxies(
+        slow_failing_build, lambda failure: isinstance(failure, Unreachable), clock
+    )
+    with pytest.raises(Unreachable):
+        proxies.acquire(f"{DATABASE}/a/b/1")
+
+    assert proxies.backoff_left(f"{DATABASE}/x/y/z") == BACKOFF_FACTOR * 10.0
+    with pytest.raises(Unreachable):  # another device of it: no build during the backoff
+        proxies.acquire(f"{DATABASE}/a/b/2", _never)
+    assert builds == [f"{DATABASE}/a/b/1"]
+    assert proxies.backoff_left("tango://127.0.0.1:10001/a/b/1") == 0.0
+
+    clock.now += BACKOFF_FACTOR * 10.0
+    with pytest.raises(Unreachable):
+        proxies.acquire(f"{DATABASE}/a/b/2")
+    assert len(builds) == 2
+
+
+def test_a_backoff_is_capped_and_ends_with_a_build_that_works() -> None:
+    clock = Clock()
+    reachable = threading.Event()
+
+    def build(trl: str) -> Proxy:
+        if reachable.is_set():
+            return Proxy(trl)
+        clock.now += 3600.0
+        raise Unreachable(trl)
+
+    proxies: SharedProxies[Proxy] = SharedProxies(
+        build, lambda failure: isinstance(failure, Unreachable), clock
+    )
+    with pytest.raises(Unreachable):
+        proxies.acquire(f"{DATABASE}/a/b/1")
+    assert proxies.backoff_left(f"{DATABASE}/a/b/1") == BACKOFF_CAP_SECONDS
+
+    clock.now += BACKOFF_CAP_SECONDS
+    reachable.set()
+    assert proxies.acquire(f"{DATABASE}/a/b/1") is not None
+    assert proxies.backoff_left(f"{DATABASE}/a/b/1") == 0.0

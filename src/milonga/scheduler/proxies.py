@@ -10,16 +10,32 @@ in the process wait for its own to time out.  Only one proxy of a given database
 therefore built at a time, whatever the device: a hanging database then delays the
 others' builds by one timeout, not by one timeout per device of it.  Callers that ask
 meanwhile need not wait: they can be told when the build has ended.
+
+A build that fails for the whole database (it cannot be reached) starts a backoff: no
+proxy of that database is built for `BACKOFF_FACTOR` times as long as the failed build
+took, `BACKOFF_CAP_SECONDS` at most, and asking meanwhile raises that failure again at
+once.  A database that never answers then holds cppTango's lock a fifth of the time at
+most, however many streams retry it.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 P = TypeVar("P")
+
+BACKOFF_FACTOR = 4.0
+"""How many times as long as a build that could not reach its database no other build of
+that database starts."""
+BACKOFF_CAP_SECONDS = 60.0
+"""The longest backoff, so that a database back in service is noticed within a minute."""
+
+_logger = logging.getLogger("milonga.scheduler")
 
 WhenBuilt = Callable[[BaseException | None], None]
 """Called once a build that another thread ran has ended: with its failure if that holds
@@ -44,6 +60,15 @@ class _Build:
     """A build in progress, and who to tell when it ends: (device TRL, whom) pairs."""
 
     waiting: list[tuple[str, WhenBuilt]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """No proxy of a database is built before ``until`` (on the proxies' clock), because
+    a build could not reach it, failing with ``failure``."""
+
+    until: float
+    failure: BaseException
 
 
 class _BuildEnd:
@@ -72,19 +97,23 @@ class SharedProxies(Generic[P]):
     build per database at a time.
 
     ``shared_failure`` tells whether a failed build's error holds for every device of
-    its database (the database cannot be reached), rather than for its device alone.
+    its database (the database cannot be reached), rather than for its device alone;
+    such a failure starts the database's `Backoff`.  ``clock`` times builds and backoffs.
     """
 
     def __init__(
         self,
         factory: Callable[[str], P],
         shared_failure: Callable[[BaseException], bool] = _never_shared,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._factory = factory
         self._shared_failure = shared_failure
+        self._clock = clock
         self._lock = threading.Lock()
         self._shared: dict[str, _Shared[P]] = {}
         self._builds: dict[str, _Build] = {}  # by database
+        self._backoffs: dict[str, Backoff] = {}  # by database
 
     def acquire(self, device_trl: str, when_built: WhenBuilt | None = None) -> P | None:
         """The device's proxy, built now if it does not exist; each proxy returned needs
@@ -94,7 +123,8 @@ class SharedProxies(Generic[P]):
         While another thread builds a proxy of the same database: with ``when_built``,
         return None at once and call ``when_built`` on that thread when the build ends;
         without it, wait for the build, then raise its failure if it holds for this
-        device too, or ask again.
+        device too, or ask again.  During the database's `backoff`, raise the failure
+        that started it, without building.
         """
         database = database_of(device_trl)
         while True:
@@ -103,6 +133,9 @@ class SharedProxies(Generic[P]):
                 if shared is not None:
                     shared.users += 1
                     return shared.proxy
+                backoff = self._backoffs.get(database)
+                if backoff is not None and self._clock() < backoff.until:
+                    raise backoff.failure.with_traceback(None)
                 build = self._builds.get(database)
                 if build is None:
                     self._builds[database] = _Build()
@@ -118,20 +151,48 @@ class SharedProxies(Generic[P]):
     def _build(self, device_trl: str, database: str) -> P:
         """Build the proxy of ``device_trl``, then tell those who asked meanwhile."""
         failure: BaseException | None = None
+        started = self._clock()
         try:
             proxy = self._factory(device_trl)
         except BaseException as error:
             failure = error
+        shared = failure is not None and self._shared_failure(failure)
         with self._lock:
             build = self._builds.pop(database)
             if failure is None:
                 self._shared[device_trl] = _Shared(proxy)
-        shared = failure is not None and self._shared_failure(failure)
+                self._backoffs.pop(database, None)
+            elif shared:
+                self._back_off(database, device_trl, self._clock() - started, failure)
         for device, tell in build.waiting:
             tell(failure if device == device_trl or shared else None)
         if failure is not None:
             raise failure
         return proxy
+
+    def _back_off(
+        self, database: str, device_trl: str, build_seconds: float, failure: BaseException
+    ) -> None:
+        """Start ``database``'s backoff after a build of ``device_trl`` that could not
+        reach it in ``build_seconds``.  Holds the lock."""
+        delay = min(BACKOFF_FACTOR * build_seconds, BACKOFF_CAP_SECONDS)
+        self._backoffs[database] = Backoff(self._clock() + delay, failure)
+        _logger.debug(
+            "database %s unreachable: building a proxy of %s failed after %.2f s; "
+            "no proxy of it is built for %.2f s",
+            database or "(TANGO_HOST)",
+            device_trl,
+            build_seconds,
+            delay,
+            extra={"build_seconds": build_seconds, "backoff_seconds": delay},
+        )
+
+    def backoff_left(self, device_trl: str) -> float:
+        """Seconds until a proxy of the device's database may be built again; 0 unless
+        it is in a `Backoff`."""
+        with self._lock:
+            backoff = self._backoffs.get(database_of(device_trl))
+        return 0.0 if backoff is None else max(0.0, backoff.until - self._clock())
 
     def release(self, device_trl: str) -> None:
         """One user of the device's proxy is done with it; the last one drops it."""

@@ -50,12 +50,16 @@ A callback registered again within this time reuses the subscription.  A new sub
 costs round trips to the server, and events the server pushes in its first milliseconds
 can be lost without an error event, before ZeroMQ has passed the subscription on.
 """
-SUBSCRIPTION_END_SECONDS = 30.0
-"""How long an unsubscription waits at most for cppTango to finish making the subscription.
+SHUTDOWN_SUBSCRIPTION_WAIT_SECONDS = 2.0
+"""How long `CallbackScheduler.shutdown` waits, for all streams together, for cppTango to
+finish making the subscriptions it must end.
 
 cppTango makes an asynchronous subscription on a thread of its own and calls the stream's
 callback when it is done, whether it worked or not: after a few round trips, or a Tango
-timeout (3 s) or two if the server does not answer.
+timeout (3 s) or two if the server does not answer.  Unsubscribing before that call can
+fail with API_EventNotFound and leave the subscription in cppTango, and dropping the proxy
+then can crash the process; a subscription still unfinished at the deadline is ended at
+that call, on a thread of its own.
 """
 ASYNC_SUBSCRIPTION = hasattr(tango, "EventSubMode")
 
@@ -108,6 +112,12 @@ class _Stream:
     called: threading.Event = field(default_factory=threading.Event)
     """Set when Tango first calls the stream's callback: cppTango has finished making the
     subscription, so unsubscribing it can no longer fail."""
+    ending: threading.Lock = field(default_factory=threading.Lock)
+    """Held while ``called`` is set or ``end_deferred`` read or changed."""
+    end_deferred: bool = False
+    """Whether the closed stream's unsubscription waits for Tango's first call."""
+    orphaned: bool = False
+    """Whether `CallbackScheduler.shutdown` gave up waiting for that call."""
 
 
 class CallbackScheduler:
@@ -135,6 +145,7 @@ class CallbackScheduler:
         self._failures = CallbackFailureLog(self._logger)
         self._lock = threading.RLock()
         self._streams: dict[StreamKey, _Stream] = {}
+        self._ending: set[_Stream] = set()  # closed, unsubscribing at Tango's first call
         self._proxies: SharedProxies[tango.DeviceProxy] = SharedProxies(
             tango.DeviceProxy, shared_failure=database_unreachable
         )
@@ -303,6 +314,7 @@ class CallbackScheduler:
         In a device server's ``delete_device``, call it inside `allow_internal_threads` if a
         callback may push events on that device.
         """
+        deadline = time.monotonic() + SHUTDOWN_SUBSCRIPTION_WAIT_SECONDS
         with self._lock:
             if self._closed:
                 return
@@ -321,6 +333,7 @@ class CallbackScheduler:
         for stream in streams:
             self._unsubscribe(stream)
             stream.connection.cancel()
+        self._end_deferred_subscriptions(deadline)
         holder = current_holder()
         for worker in self._workers:
             if worker is threading.current_thread():
@@ -443,9 +456,11 @@ class CallbackScheduler:
             stream.connected = True
 
     def _retry_later(self, stream: _Stream) -> None:
+        """Connect ``stream`` again after its own backoff, or its database's if longer."""
         delay = stream.retry_delay
         stream.retry_delay = min(delay * 2, RETRY_CAP_SECONDS)
         stream.retrying = True
+        delay = max(delay, self._proxies.backoff_left(stream.key.device_trl))
         with self._lock:
             if not self._closed and not stream.closed:
                 self._later.call_later(delay, functools.partial(self._resubmit, stream))
@@ -501,33 +516,94 @@ class CallbackScheduler:
         self._subscriber.submit(self._unsubscribe, stream)
 
     def _unsubscribe(self, stream: _Stream) -> None:
-        """Unsubscribe the closed ``stream`` and release its proxy."""
+        """Unsubscribe the closed ``stream`` and release its proxy, without waiting.
+
+        cppTango makes an asynchronous subscription on a thread of its own; unsubscribing
+        before it has called the callback for the first time can fail with
+        API_EventNotFound and leave the subscription in cppTango, without its callback.
+        Until that call, the unsubscription is deferred to it (`_first_call`), or to
+        `shutdown`'s deadline.
+        """
         with stream.subscribing:
-            proxy, subscription = stream.proxy, stream.subscription
-            stream.proxy = stream.subscription = None
-            if proxy is None:
+            if stream.proxy is None:
                 return
-            if subscription is not None:
-                self._end_subscription(stream, proxy, subscription)
-            self._proxies.release(stream.key.device_trl)
+            if stream.subscription is not None and not self._called_or_deferred(stream):
+                return
+            self._end(stream, unsubscribe=True)
+
+    def _called_or_deferred(self, stream: _Stream) -> bool:
+        """Whether cppTango has called ``stream``'s callback; if not, defer its
+        unsubscription to that call.  Holds ``stream.subscribing``."""
+        if not ASYNC_SUBSCRIPTION:
+            return True
+        with stream.ending:
+            if stream.called.is_set():
+                return True
+            stream.end_deferred = True
+        with self._lock:
+            self._ending.add(stream)
+        return False
+
+    def _end(self, stream: _Stream, *, unsubscribe: bool) -> None:
+        """Unsubscribe ``stream`` if ``unsubscribe``, and release its proxy, which drops
+        it if no other stream uses it.  Holds ``stream.subscribing``."""
+        proxy, subscription = stream.proxy, stream.subscription
+        stream.proxy = stream.subscription = None
+        with self._lock:
+            self._ending.discard(stream)
+        if proxy is None:
+            return
+        if subscription is not None and unsubscribe:
+            self._end_subscription(stream, proxy, subscription)
+        self._proxies.release(stream.key.device_trl)
+
+    def _first_call(self, stream: _Stream) -> None:
+        """On Tango's thread, at its first call of ``stream``'s callback: hand a deferred
+        unsubscription to the subscriber threads, or to a thread of its own once they are
+        gone; while `shutdown` still waits for this call, it ends the subscription."""
+        with stream.ending:
+            stream.called.set()
+            deferred = stream.end_deferred and (stream.orphaned or not self._closed)
+            if deferred:
+                stream.end_deferred = False
+        if not deferred:
+            return
+        try:
+            self._subscriber.submit(self._unsubscribe, stream)
+        except RuntimeError:  # the pool is shut down
+            with contextlib.suppress(RuntimeError):  # the interpreter is exiting
+                threading.Thread(
+                    target=self._unsubscribe,
+                    args=(stream,),
+                    name=f"{self.name}-unsubscribe",
+                    daemon=True,
+                ).start()
+
+    def _end_deferred_subscriptions(self, deadline: float) -> None:
+        """At shutdown: end every deferred unsubscription once cppTango has called its
+        stream, waiting until ``deadline`` (`time.monotonic`) at most for all of them
+        together; past that, leave each to `_first_call`."""
+        with self._lock:
+            ending = list(self._ending)
+        for stream in ending:
+            stream.called.wait(max(0.0, deadline - time.monotonic()))
+            with stream.ending:
+                mine = stream.called.is_set() and stream.end_deferred
+                stream.end_deferred = stream.end_deferred and not mine
+                stream.orphaned = not stream.called.is_set()
+            if mine:
+                with stream.subscribing:
+                    self._end(stream, unsubscribe=True)
+            elif stream.orphaned:
+                self._logger.debug(
+                    "cppTango has not finished subscribing to %s; it is ended when it has",
+                    stream.key,
+                )
 
     def _end_subscription(
         self, stream: _Stream, proxy: tango.DeviceProxy, subscription: int
     ) -> None:
-        """Unsubscribe ``subscription`` of the closed ``stream`` from cppTango, once cppTango
-        has finished making it.
-
-        cppTango makes an asynchronous subscription on a thread of its own.  Unsubscribing
-        before it has called the callback for the first time can fail with
-        API_EventNotFound and leave the subscription in cppTango, without its callback,
-        until the proxy goes; so wait for that call, `SUBSCRIPTION_END_SECONDS` at most.
-        """
-        if ASYNC_SUBSCRIPTION and not stream.called.wait(SUBSCRIPTION_END_SECONDS):
-            self._logger.debug(
-                "cppTango has not finished subscribing to %s in %g s; unsubscribing anyway",
-                stream.key,
-                SUBSCRIPTION_END_SECONDS,
-            )
+        """Unsubscribe ``subscription`` of the closed ``stream`` from cppTango."""
         try:
             proxy.unsubscribe_event(subscription)
         except tango.DevFailed as failure:
@@ -553,7 +629,7 @@ class CallbackScheduler:
     def _on_tango_event(self, stream: _Stream, event: tango.EventData) -> None:
         """Tango's callback: record and queue the event, nothing else."""
         if not stream.called.is_set():
-            stream.called.set()
+            self._first_call(stream)
         self._deliver(stream, event)
         if ASYNC_SUBSCRIPTION and not event.err and not stream.connected:
             self._mark_connected(stream)
