@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from milonga.monitor import (
     Collector,
     MonitoredServer,
     MonitorSetupError,
+    Poll,
     PollHistory,
     query_process,
     query_server,
@@ -175,10 +178,13 @@ def test_a_frozen_server_holds_up_neither_the_others_nor_the_exit(
     assert not [t for t in threading.enumerate() if t.name.startswith("milonga-monitor")]
 
 
-def test_a_process_is_looked_up_in_the_database_even_while_its_server_is_busy(
-    event_servers: EventServers, sandbox_servers: SandboxServers
-) -> None:
-    sandbox = event_servers.sandbox
+@contextlib.contextmanager
+def query_under_way(
+    sandbox: TangoSandbox, sandbox_servers: SandboxServers
+) -> Iterator[tuple[Collector, MonitoredServer, Poll, int]]:
+    """A `Collector` of one server of its own, connected while it answered; inside the
+    block that server is frozen with a query to it under way, holding its one worker.
+    Yields the collector, the server, the poll that left the query, and the server's pid."""
     ice, ice_device = start_ice(sandbox_servers)
     (server,) = resolve_servers([sandbox.trl(ice_device)])
     pid = sandbox.database().get_device_info(f"dserver/{ice}").pid
@@ -186,10 +192,16 @@ def test_a_process_is_looked_up_in_the_database_even_while_its_server_is_busy(
     try:
         collector.poll()  # connected while it answers
         with frozen(sandbox, ice):
-            busy = collector.poll()  # leaves its query under way
-            processes = collector.processes()
+            yield collector, server, collector.poll(), pid
     finally:
         collector.close()
+
+
+def test_a_process_is_looked_up_in_the_database_even_while_its_server_is_busy(
+    event_servers: EventServers, sandbox_servers: SandboxServers
+) -> None:
+    with query_under_way(event_servers.sandbox, sandbox_servers) as (collector, server, busy, pid):
+        processes = collector.processes()
 
     (reply,) = busy.replies
     assert reply.error is not None
@@ -201,17 +213,8 @@ def test_a_process_is_looked_up_in_the_database_even_while_its_server_is_busy(
 def test_a_server_with_a_call_under_way_is_not_called_again(
     event_servers: EventServers, sandbox_servers: SandboxServers
 ) -> None:
-    sandbox = event_servers.sandbox
-    ice, ice_device = start_ice(sandbox_servers)
-    (server,) = resolve_servers([sandbox.trl(ice_device)])
-    collector = Collector([server])
-    try:
-        collector.poll()  # connected while it answers
-        with frozen(sandbox, ice):
-            collector.poll()  # leaves its query under way, holding its one worker
-            errors = collector.set_perf_monitoring(False)
-    finally:
-        collector.close()
+    with query_under_way(event_servers.sandbox, sandbox_servers) as (collector, server, _, _):
+        errors = collector.set_perf_monitoring(False)
 
     # Not queued behind the query, to be sent once that ends whatever came meanwhile.
     assert not errors[server.admin].sent
@@ -222,18 +225,10 @@ def test_patience_sends_no_call_that_could_outlast_it(
     event_servers: EventServers, sandbox_servers: SandboxServers
 ) -> None:
     """So that stopping the monitor never waits for calls beyond its patience."""
-    sandbox = event_servers.sandbox
-    ice, ice_device = start_ice(sandbox_servers)
-    (server,) = resolve_servers([sandbox.trl(ice_device)])
-    collector = Collector([server])
-    try:
-        collector.poll()  # connected while it answers
-        with frozen(sandbox, ice):
-            collector.poll()  # leaves a query under way for the whole call limit
-            patient = collector.set_perf_monitoring(False, patience=collector.call_limit)
-            next_one = collector.set_perf_monitoring(False)
-    finally:
-        collector.close()
+    # The query under way lasts the whole call limit.
+    with query_under_way(event_servers.sandbox, sandbox_servers) as (collector, server, _, _):
+        patient = collector.set_perf_monitoring(False, patience=collector.call_limit)
+        next_one = collector.set_perf_monitoring(False)
 
     assert collector.call_limit == 5.0  # the 1 s timeout, cppTango's 3 s, the timeout
     assert not patient[server.admin].answered
