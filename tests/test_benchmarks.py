@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import tango
 
-from benchmarks import monitor, raw_pytango, scheduler
+from benchmarks import findings, monitor, raw_pytango, scheduler
 from benchmarks.__main__ import main
 from benchmarks.harness import (
     REGISTRY,
@@ -200,6 +200,7 @@ def test_the_raw_pytango_baselines_are_registered_before_the_scheduler_benchmark
         "slow_callback_latency",
         "sync_read_subscribe_200",
         "monitor_snapshot",
+        "monitor_findings",
         "scheduler_fairness",
         "scheduler_noop_rate",
         "scheduler_handoff",
@@ -411,6 +412,14 @@ def test_a_burst_is_counted_to_its_last_event_however_late_that_arrives() -> Non
     assert counter.latest == last > burst, "the dropped tail was replaced by a mark"
     assert run["rate"] > 0
     assert 0 < counter.delivered == burst - run["lost"] < burst
+
+
+def test_monitor_findings_times_the_findings_of_a_healthy_system() -> None:
+    """`cpu_per_poll` raises if the system it is given has a finding."""
+    reports = findings.system_reports(3, polls=4)
+
+    assert findings.cpu_per_poll(reports) > 0
+    assert all(entry.report is not None for entry in reports[-1].entries)
 
 
 def test_monitor_snapshot_times_one_and_all_servers() -> None:

@@ -10,9 +10,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from milonga.demo.comparison import DemoRun, ScanOutcome, render_comparison
-from milonga.demo.figures import diagnose, stream_of_topic
-from milonga.demo.report import duration, render_diagnosis
+from milonga.demo.figures import diagnose
+from milonga.demo.report import render_diagnosis
 from milonga.monitor import Poll, Reply
+from milonga.monitor.figures import stream_of_topic
+from milonga.monitor.stats import duration
 
 HW = "dserver/MyServer/hw"
 TOP = "dserver/MyServer/top"

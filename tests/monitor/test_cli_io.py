@@ -45,6 +45,8 @@ WITH_FILE_SIZE_LIMIT = [
         (["--poll-period", "1e-9"], "expected a number of seconds from 0.1 to 86400"),
         (["--poll-period", "nan"], "expected a number of seconds from 0.1 to 86400"),
         (["-o", ""], "expected a file name, got an empty one"),
+        (["--fail-on", "error"], "--fail-on sets the exit status when the monitor stops by"),
+        (["--fail-on", "info", "--count", "1"], "invalid choice: 'info'"),
     ],
 )
 def test_absurd_options_are_refused(option: list[str], expected: str) -> None:

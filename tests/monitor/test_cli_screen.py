@@ -8,13 +8,11 @@ import fcntl
 import io
 import os
 import signal
-import sys
 from collections.abc import Iterator
 
 import pytest
 
-from milonga.monitor.cli import _Session, _stuck, build_parser
-from milonga.monitor.collector import Collector
+from milonga.monitor.loop import Screen, _stuck
 
 PIPE_BYTES = 4096  # the smallest pipe Linux makes: one page
 
@@ -55,18 +53,10 @@ def test_a_signal_just_after_a_snapshot_went_out_leaves_the_screen(
 ) -> None:
     read_end, write_end = pipe
     out = SignalAfterFlush(os.fdopen(os.dup(write_end), "wb"), encoding="utf-8")
-    with Collector([]) as collector:
-        session = _Session(
-            collector,
-            build_parser().parse_args(["a/b/c"]),
-            writer=None,
-            out=out,
-            err=sys.stderr,
-            prog="tango-event-monitor",
-        )
-        with pytest.raises(KeyboardInterrupt):
-            session._write_screen("the snapshot\n")
+    screen = Screen(out, lambda update: "never rendered")
+    with pytest.raises(KeyboardInterrupt):
+        screen.show("the snapshot\n")
 
-    assert not session.output_closed
+    assert not screen.closed
     assert os.read(read_end, 100) == b"the snapshot\n"
     out.close()

@@ -475,3 +475,41 @@ def test_a_snapshot_longer_than_the_period_is_reported(
     assert late.startswith("tango-event-monitor: warning: the snapshot of ")
     assert "the next one is " in late
     assert late.endswith(" s late")
+
+
+@pytest.mark.parametrize(("fail_on", "expected_status"), [("warning", 3), ("error", 3), (None, 0)])
+def test_fail_on_gives_status_3_after_a_server_that_does_not_answer(
+    event_servers: EventServers,
+    sandbox_servers: SandboxServers,
+    tmp_path: Path,
+    fail_on: str | None,
+    expected_status: int,
+) -> None:
+    sandbox_servers.add_device("MonitorFailOn/1", "Counter", "test/monitor/failon")  # not started
+    output = tmp_path / "polls.jsonl"
+    option = [] if fail_on is None else ["--fail-on", fail_on]
+
+    result = run_monitor(
+        [COUNTER, "test/monitor/failon", "--count", "2", "-o", str(output), *FAST, *option],
+        environment(event_servers.sandbox),
+    )
+
+    assert result.returncode == expected_status, result.stderr
+    assert "Traceback" not in result.stderr
+    (down, *_) = [s for s in split_snapshots(result.stdout.splitlines()) if "- Findings" in s]
+    assert any(line.startswith("    error: server-not-answering: ") for line in down)
+    kinds = [[f["kind"] for f in json.loads(line)["findings"]] for line in output.open()]
+    assert kinds == [["server-not-answering"]] * 2
+
+
+@pytest.mark.parametrize("fail_on", ["warning", "error"])
+def test_fail_on_gives_status_0_on_a_healthy_system(
+    event_servers: EventServers, fail_on: str
+) -> None:
+    result = run_monitor(
+        [COUNTER, RELAY, "--count", "3", "--fail-on", fail_on, *FAST],
+        environment(event_servers.sandbox),
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "- Findings" not in result.stdout

@@ -24,6 +24,7 @@ from milonga.monitor import (
     set_perf_monitoring,
 )
 from milonga.monitor.collector import check_query_support
+from milonga.monitor.stats import Metric
 from milonga.sandbox import TangoSandbox
 from milonga.testing import SandboxServers, wait_until
 from tests.monitor.conftest import (
@@ -127,8 +128,9 @@ def test_a_poll_follows_events_from_publisher_to_subscriber(event_servers: Event
     assert received.event_count is not None
     assert received.event_count.delta == 10
     assert publisher.report.server_perf is not None
-    push_time = {row.name: row for row in publisher.report.server_perf.rows}["Push Time"]
-    assert push_time.statistics.count == 10
+    push_time = publisher.report.server_perf.get(Metric.PUSH_TIME)
+    assert push_time is not None
+    assert push_time.count == 10
     assert subscriber.report.client_perf is not None
     assert all(r.snapshot and r.snapshot.perf_monitoring is False for r in after.replies)
 

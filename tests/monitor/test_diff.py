@@ -24,6 +24,7 @@ from milonga.monitor import (
     Unsampled,
     diff,
 )
+from milonga.monitor.stats import Metric
 from tests.monitor.data import COUNTER_STREAM, COUNTER_TOPIC, snapshot
 from tests.monitor.strategies import snapshots
 
@@ -222,7 +223,7 @@ def _gap_counts(report: Report) -> tuple[int, int] | None:
     if report.server_perf is None or report.client_perf is None:
         return None
     gaps = [report.server_perf.rows[0], report.client_perf.rows[0]]
-    assert [row.name for row in gaps] == ["Event Gaps", "Event Gaps"]
+    assert [row.metric for row in gaps] == [Metric.EVENT_GAPS, Metric.EVENT_GAPS]
     assert all(row.statistics.maximum == 100_000 for row in gaps)
     return gaps[0].statistics.count, gaps[1].statistics.count
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from milonga.monitor import JsonLinesWriter, MonitoredServer, Poll, Reply, poll_record
+from milonga.monitor.findings import Cleared, Finding, Findings, Severity, Subject
 from tests.monitor.data import TANGO_HOST
 
 SERVER = MonitoredServer("dserver/MonitorPub/1")
@@ -151,3 +152,62 @@ def test_a_failed_line_is_left_when_another_writer_appended_after_it(
 
     assert path.read_bytes().endswith(theirs)
     assert raised.value.errno == errno.ENOSPC
+
+
+SILENT = Finding(
+    "server-not-answering",
+    Severity.ERROR,
+    Subject(SERVER.admin),
+    "dserver/MonitorPub/1 did not answer 2 snapshots in a row: x",
+    {"polls": 2},
+)
+LATE = Finding(
+    "slow-callback",
+    Severity.WARNING,
+    Subject(SERVER.admin, "test/monitor/counter/value.change"),
+    "slow",
+    {"processing_median_us": 300000.0, "push_gap_us": 100000.0, "stream": "value"},
+)
+
+
+def test_findings_come_after_time_and_replies_which_stay_as_they_were() -> None:
+    poll = Poll(TIME, (Reply.failed(SERVER, "x"),))
+    findings = Findings(TIME, (SILENT,), (Cleared(LATE, since=TIME, polls=3),))
+
+    record = json.loads(poll_record(poll, findings))
+
+    assert list(record) == ["time", "replies", "findings"]
+    assert record["time"] == "2026-03-17T00:00:00"
+    assert record["replies"] == {"dserver/MonitorPub/1": {"error": "x"}}
+    assert record["findings"] == [
+        {
+            "kind": "server-not-answering",
+            "severity": "error",
+            "subject": {"server": "dserver/MonitorPub/1", "stream": None},
+            "message": "dserver/MonitorPub/1 did not answer 2 snapshots in a row: x",
+            "evidence": {"polls": 2},
+        }
+    ], "cleared findings are left out"
+
+
+def test_findings_are_an_empty_list_when_none_hold() -> None:
+    poll = Poll(TIME, (Reply.failed(SERVER, "x"),))
+    cleared = Findings(TIME, cleared=(Cleared(SILENT, since=TIME, polls=1),))
+
+    assert json.loads(poll_record(poll))["findings"] == []
+    assert json.loads(poll_record(poll, cleared))["findings"] == []
+
+
+def test_the_writer_writes_the_findings_of_its_poll(tmp_path: Path) -> None:
+    path = tmp_path / "polls.jsonl"
+    poll = Poll(TIME, (Reply.failed(SERVER, "x"),))
+    findings = Findings(TIME, (LATE, SILENT))
+
+    with JsonLinesWriter(path) as writer:
+        writer.write(poll, findings)
+
+    assert path.read_text() == poll_record(poll, findings) + "\n"
+    assert [f["kind"] for f in json.loads(path.read_text())["findings"]] == [
+        "slow-callback",
+        "server-not-answering",
+    ]

@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from milonga.monitor import JsonLinesWriter, MonitoredServer, Poll, PollHistory, Reply, poll_record
-from milonga.monitor.cli import late_warning
+from milonga.monitor.loop import late_warning
 from milonga.monitor.poll import Cadence
 from tests.monitor.data import text
 
@@ -113,6 +113,7 @@ def test_the_record_holds_the_servers_objects_or_errors() -> None:
             "dserver/MonitorPub/1": {"data": json.loads(text("publisher_1.json"))},
             "dserver/MonitorSub/1": {"error": NOT_EXPORTED},
         },
+        "findings": [],
     }
 
 

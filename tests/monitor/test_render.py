@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from milonga.monitor import (
     Change,
+    ClientPerfSample,
     MonitoredServer,
     PerfRow,
     PerfTable,
@@ -30,8 +31,16 @@ from milonga.monitor import (
     render_poll,
     render_report,
 )
-from milonga.monitor.render import FULL_TABLE_NOTE, MIN_FILL, WIDTH, render_table, rule
-from milonga.monitor.stats import SAMPLE_LIMIT, summarise, time_unit
+from milonga.monitor.findings import Cleared, Finding, Findings, Severity, Subject
+from milonga.monitor.render import (
+    FULL_TABLE_NOTE,
+    MIN_FILL,
+    NO_ATTRIBUTE,
+    WIDTH,
+    render_table,
+    rule,
+)
+from milonga.monitor.stats import SAMPLE_LIMIT, Metric, summarise, summarise_client_perf, time_unit
 from tests.monitor.data import snapshot
 from tests.monitor.strategies import snapshots
 
@@ -141,15 +150,10 @@ PERF_REPORT = PollReport(
                 server_perf=PerfTable(
                     (
                         PerfRow(
-                            "Event Gaps",
+                            Metric.EVENT_GAPS,
                             stats(60, 764690, 660260, 100410, 50, 40048410, (100200, 101080)),
-                            in_micros=True,
                         ),
-                        PerfRow(
-                            "Push Time",
-                            stats(60, 47.17, 2.48, 40, 4, 116, (30, 65)),
-                            in_micros=True,
-                        ),
+                        PerfRow(Metric.PUSH_TIME, stats(60, 47.17, 2.48, 40, 4, 116, (30, 65))),
                     ),
                     samples=60,
                 ),
@@ -174,39 +178,28 @@ PERF_REPORT = PollReport(
                 client_perf=PerfTable(
                     (
                         PerfRow(
-                            "Event Gaps",
+                            Metric.EVENT_GAPS,
                             stats(20, 991470, 688670, 300910, 130, 14413120, (300420, 301520)),
-                            in_micros=True,
                         ),
                         PerfRow(
-                            "Sleep Time",
+                            Metric.SLEEP_TIME,
                             stats(20, 720680, 702400, 20, 10, 14412920, (10, 120)),
-                            in_micros=True,
                         ),
                         PerfRow(
-                            "Latency",
+                            Metric.LATENCY,
                             stats(20, 1.71e6, 0.25e6, 1.70e6, 0, 3.61e6, (0.02e6, 3.39e6)),
-                            in_micros=True,
                         ),
+                        PerfRow(Metric.CALLBACKS, stats(20, 1.05, 0.05, 1, 1, 2, (1, 1))),
+                        PerfRow(Metric.WAKE_COUNT, stats(20, 1.40, 0.39, 1, 1, 9, (1, 1))),
                         PerfRow(
-                            "Callbacks called",
-                            stats(20, 1.05, 0.05, 1, 1, 2, (1, 1)),
-                            in_micros=False,
-                        ),
-                        PerfRow(
-                            "Wake Count",
-                            stats(20, 1.40, 0.39, 1, 1, 9, (1, 1)),
-                            in_micros=False,
-                        ),
-                        PerfRow(
-                            "mode Processing Time",
+                            Metric.PROCESSING_TIME,
                             stats(1, 127, 0, 127, 127, 127),
-                            in_micros=True,
+                            attribute="mode",
                         ),
                         PerfRow(
-                            "position Processing Time",
+                            Metric.PROCESSING_TIME,
                             stats(19, 300830, 80, 300830, 300390, 301500, (300450, 301360)),
-                            in_micros=True,
+                            attribute="position",
                         ),
                     ),
                     samples=20,
@@ -363,7 +356,7 @@ def test_a_server_label_wider_than_the_rules_keeps_its_dashes() -> None:
 def test_a_table_that_filled_the_sample_buffer_says_events_may_be_missing(
     samples: int, noted: bool
 ) -> None:
-    row = PerfRow("Push Time", stats(samples, 40, 1, 40, 4, 116), in_micros=True)
+    row = PerfRow(Metric.PUSH_TIME, stats(samples, 40, 1, 40, 4, 116))
     table = PerfTable((row,), samples=samples)
 
     lines = render_report(Report(server_perf=table, client_perf=table))
@@ -387,10 +380,32 @@ def test_every_change_is_rendered_in_its_section(before: Snapshot, after: Snapsh
     ) + len(report.published)
 
 
+def test_a_table_names_processing_rows_by_attribute_and_hides_latency_per_attribute() -> None:
+    handled = [
+        ClientPerfSample(attr, 100_000, 10, 50, 200, 1, 1, discarded=False)
+        for attr in ("position", "", "mode")
+    ]
+
+    table = summarise_client_perf(handled)
+    labels = [line.strip().split("  ")[0] for line in render_table(table)[1:]]
+
+    assert table.get(Metric.LATENCY, "position") is not None
+    assert labels == [
+        "Event Gaps [ms]",
+        "Sleep Time [μs]",
+        "Latency [μs]",
+        "Callbacks called",
+        "Wake Count",
+        f"{NO_ATTRIBUTE} Processing Time [μs]",
+        "mode Processing Time [μs]",
+        "position Processing Time [μs]",
+    ]
+
+
 def test_a_row_in_seconds_because_of_one_outlier_keeps_its_milliseconds() -> None:
     gaps = summarise([100_000] * 9 + [20_000_000])  # 100 ms, and one 20 s pause
 
-    (_, row) = render_table(PerfTable((PerfRow("Event Gaps", gaps, in_micros=True),), 10))
+    (_, row) = render_table(PerfTable((PerfRow(Metric.EVENT_GAPS, gaps),), 10))
 
     assert row.split()[:7] == ["Event", "Gaps", "[s]", "2.09±1.99", "0.100", "10", "0.100"]
 
@@ -412,13 +427,13 @@ def test_every_cell_shows_at_least_three_significant_digits(
     mean, error, median, low, high, p1, p10, p90, p99 = values
     error = abs(error)
     row = PerfRow(
-        "Gaps",
+        Metric.EVENT_GAPS if in_micros else Metric.WAKE_COUNT,
         Statistics(500, mean, error, median, low, high, p1, p10, p90, p99),
-        in_micros=in_micros,
     )
     size = time_unit(mean)[1] if in_micros else 1.0
 
-    cells = render_table(PerfTable((row,), 500))[1].split()[2 if in_micros else 1 :]
+    # Skip the label: two words, and the unit of a duration.
+    cells = render_table(PerfTable((row,), 500))[1].split()[3 if in_micros else 2 :]
 
     shown_mean, shown_error = cells[0].split("±")
     numbers = [shown_mean, shown_error, cells[1], *cells[3:]]
@@ -438,3 +453,89 @@ def _close_to_three_digits(shown: float, exact: float) -> bool:
 def _significant_digits(text: str) -> int:
     digits = text.lstrip("-").replace(".", "").lstrip("0")
     return len(digits)
+
+
+SEEN = datetime(2026, 3, 17, 12, 0, 30)
+SLOW = Finding(
+    "slow-callback",
+    Severity.WARNING,
+    Subject(TOP.admin, "foo/bar/hw/position.change"),
+    "dserver/MyServer/top spends 300 ms (median) handling each event of foo/bar/hw/position.change, "
+    "longer than the 100 ms between two pushes by dserver/MyServer/hw; every other subscription "
+    "of that process waits behind it.",
+    {"processing_median_us": 300000, "push_gap_us": 100000},
+)
+LOST = Finding(
+    "missed-events",
+    Severity.ERROR,
+    Subject(TOP.admin, "foo/bar/hw/mode.idl5_change"),
+    "3 events of foo/bar/hw/mode.change were missed.",
+    {"missed": 3},
+)
+DOWN = Finding("server-not-answering", Severity.ERROR, Subject(HW.admin), "no answer", {})
+GONE = PollReport(
+    SEEN,
+    (
+        ServerEntry(HW, Report()),
+        ServerEntry(TOP, Report(went_down=(f"{PREFIX}foo/bar/hw/mode.idl5_change",))),
+    ),
+)
+
+
+def test_findings_end_the_entry_of_their_server_wrapped_to_the_width() -> None:
+    findings = Findings(
+        SEEN, (LOST, SLOW), (Cleared(DOWN, since=datetime(2026, 3, 17, 12, 0, 10), polls=2),)
+    )
+
+    assert render_poll(GONE, findings) == textwrap.dedent(
+        """\
+        ==================================================2026-03-17T12:00:30===================================================
+        -----------------------------------------dserver/MyServer/hw (from foo/bar/hw)------------------------------------------
+        - Findings
+            cleared: server-not-answering (held for 2 snapshots since 2026-03-17T12:00:10)
+        ----------------------------------------dserver/MyServer/top (from foo/bar/top)-----------------------------------------
+        - Counters went down (restarted, or dropped and subscribed again)
+            foo/bar/hw/mode.idl5_change
+        - Findings
+            error: missed-events: 3 events of foo/bar/hw/mode.change were missed.
+            warning: slow-callback: dserver/MyServer/top spends 300 ms (median) handling each event of
+                foo/bar/hw/position.change, longer than the 100 ms between two pushes by dserver/MyServer/hw; every other
+                subscription of that process waits behind it.
+        ==================================================2026-03-17T12:00:30===================================================
+        """
+    )
+
+
+def test_a_cleared_finding_names_its_stream_and_how_long_it_held() -> None:
+    cleared = Findings(SEEN, cleared=(Cleared(SLOW, since=datetime(2026, 3, 17, 12), polls=1),))
+
+    assert render_poll(GONE, cleared).splitlines()[-3:-1] == [
+        "- Findings",
+        "    cleared: slow-callback on foo/bar/hw/position.change (held for 1 snapshot since "
+        "2026-03-17T12:00:00)",
+    ]
+
+
+def test_no_findings_leave_the_snapshot_as_it_was() -> None:
+    others = Findings(SEEN, (Finding("server-restarted", Severity.WARNING, Subject("x"), "", {}),))
+
+    assert render_poll(GONE, Findings(SEEN)) == render_poll(GONE, others) == render_poll(GONE)
+
+
+@given(st.text("ab -/.:", max_size=400), st.sampled_from(list(Severity)))
+def test_a_finding_keeps_every_word_within_the_width(message: str, severity: Severity) -> None:
+    finding = Finding("falling-behind", severity, Subject(HW.admin), message, {})
+
+    lines = render_poll(
+        PollReport(SEEN, (ServerEntry(HW, None, error="e"),)), Findings(SEEN, (finding,))
+    )
+    section = lines.splitlines()[5:-1]
+
+    assert " ".join(" ".join(section).split()) == (
+        f"{severity.label}: falling-behind: {' '.join(message.split())}".strip()
+    )
+    assert section[0].startswith("    " + severity.label)
+    for line in section:
+        assert len(line) <= WIDTH or len(line.split()) == 1
+    for line in section[1:]:
+        assert line.startswith("        ")

@@ -12,9 +12,13 @@ from hypothesis import strategies as st
 
 from milonga.monitor import ClientPerfSample, ServerPerfSample, summarise
 from milonga.monitor.stats import (
-    NO_ATTRIBUTE,
     SAMPLE_LIMIT,
+    Metric,
+    PerfTable,
+    SampleBatch,
+    summarise_client_batches,
     summarise_client_perf,
+    summarise_server_batches,
     summarise_server_perf,
     time_unit,
 )
@@ -103,7 +107,10 @@ def test_the_server_table_has_gaps_without_the_first_and_push_times() -> None:
 
     table = summarise_server_perf(publisher.server.perf)
 
-    assert [row.name for row in table.rows] == ["Event Gaps", "Push Time"]
+    assert [(row.metric, row.attribute) for row in table.rows] == [
+        (Metric.EVENT_GAPS, None),
+        (Metric.PUSH_TIME, None),
+    ]
     assert [row.statistics.count for row in table.rows] == [119, 120]
     assert all(row.in_micros for row in table.rows)
 
@@ -115,23 +122,27 @@ def test_the_client_table_leaves_discarded_events_out_of_the_timings() -> None:
 
     table = summarise_client_perf(subscriber.client.perf)
 
-    rows = {row.name: row for row in table.rows}
+    rows = {(row.metric, row.attribute): row for row in table.rows}
     assert list(rows) == [
-        "Event Gaps",
-        "Sleep Time",
-        "Latency",
-        "Callbacks called",
-        "Wake Count",
-        "value Processing Time",
+        (Metric.EVENT_GAPS, None),
+        (Metric.SLEEP_TIME, None),
+        (Metric.LATENCY, None),
+        (Metric.CALLBACKS, None),
+        (Metric.WAKE_COUNT, None),
+        (Metric.PROCESSING_TIME, "value"),
+        (Metric.LATENCY, "value"),
     ]
     assert table.samples == 122
-    assert rows["Sleep Time"].statistics.count == 120  # 2 discarded
-    assert rows["Latency"].statistics.count == 120
-    assert rows["Callbacks called"].statistics.minimum == 1
-    assert rows["Wake Count"].statistics.count == 122  # woken for discarded ones too
-    assert not rows["Wake Count"].in_micros
+    assert rows[Metric.SLEEP_TIME, None].statistics.count == 120  # 2 discarded
+    assert rows[Metric.LATENCY, None].statistics.count == 120
+    assert table.get(Metric.LATENCY) == table.get(Metric.LATENCY, "value")  # the only one
+    assert rows[Metric.CALLBACKS, None].statistics.minimum == 1
+    assert rows[Metric.WAKE_COUNT, None].statistics.count == 122  # woken for discarded ones
+    assert not rows[Metric.WAKE_COUNT, None].in_micros
     # The relay's callback sleeps 2 ms.
-    assert 2000 <= rows["value Processing Time"].statistics.median < 20000
+    processing = table.get(Metric.PROCESSING_TIME, "value")
+    assert processing is not None
+    assert 2000 <= processing.median < 20000
 
 
 def test_a_row_without_samples_is_left_out() -> None:
@@ -139,11 +150,11 @@ def test_a_row_without_samples_is_left_out() -> None:
 
     table = summarise_client_perf([sample])
 
-    names = [row.name for row in table.rows]
-    assert "Event Gaps" not in names
-    assert "Latency" not in names
-    assert f"{NO_ATTRIBUTE} Processing Time" in names
-    assert summarise_server_perf([ServerPerfSample(None, 4)]).rows[0].name == "Push Time"
+    metrics = [row.metric for row in table.rows]
+    assert Metric.EVENT_GAPS not in metrics
+    assert Metric.LATENCY not in metrics
+    assert table.get(Metric.PROCESSING_TIME, "") is not None  # no attribute
+    assert summarise_server_perf([ServerPerfSample(None, 4)]).rows[0].metric is Metric.PUSH_TIME
 
 
 @pytest.mark.parametrize(("count", "full"), [(SAMPLE_LIMIT - 1, False), (SAMPLE_LIMIT, True)])
@@ -165,10 +176,65 @@ def test_the_first_gap_after_sampling_starts_is_left_out_on_both_sides() -> None
     server = summarise_server_perf(pushed, sampling_just_started=True)
     client = summarise_client_perf(handled, sampling_just_started=True)
 
-    server_rows = {row.name: row.statistics for row in server.rows}
-    client_rows = {row.name: row.statistics for row in client.rows}
-    assert (server_rows["Event Gaps"].count, server_rows["Event Gaps"].maximum) == (1, 100_000)
-    assert server_rows["Push Time"].count == 2  # only the gap is unknown
-    assert (client_rows["Event Gaps"].count, client_rows["Event Gaps"].maximum) == (1, 100_000)
-    assert client_rows["Sleep Time"].count == 2
+    server_gaps = server.get(Metric.EVENT_GAPS)
+    client_gaps = client.get(Metric.EVENT_GAPS)
+    assert server_gaps is not None
+    assert client_gaps is not None
+    assert (server_gaps.count, server_gaps.maximum) == (1, 100_000)
+    assert server.get(Metric.PUSH_TIME) == summarise([30, 20])  # only the gap is unknown
+    assert (client_gaps.count, client_gaps.maximum) == (1, 100_000)
+    assert client.get(Metric.SLEEP_TIME) == summarise([10, 10])
     assert summarise_server_perf(pushed).rows[0].statistics.count == 2
+
+
+def test_a_table_of_several_queries_leaves_out_the_first_gap_of_each_that_needs_it() -> None:
+    """Each query's first gap is judged on its own: one started sampling, one did not."""
+    started = SampleBatch([ServerPerfSample(9_000_000, 30), ServerPerfSample(100_000, 20)], True)
+    going_on = SampleBatch([ServerPerfSample(200_000, 40)], False)
+
+    table = summarise_server_batches([started, going_on])
+
+    assert table.get(Metric.EVENT_GAPS) == summarise([100_000, 200_000])
+    assert table.get(Metric.PUSH_TIME) == summarise([30, 20, 40])
+    assert (table.samples, table.full) == (3, False)
+
+
+def test_a_table_of_several_queries_is_full_if_one_query_filled_the_buffer() -> None:
+    full = SampleBatch([ServerPerfSample(100, 10)] * SAMPLE_LIMIT)
+    small = SampleBatch([ServerPerfSample(100, 10)] * 10)
+
+    assert summarise_server_batches([full, small]).full
+    assert not summarise_server_batches([small] * 30).full  # 300 samples, but 10 per query
+
+
+@given(st.lists(st.lists(micros, max_size=20), min_size=1, max_size=5), st.data())
+def test_the_table_of_several_queries_is_that_of_their_samples_together(
+    gaps: list[list[int]], data: st.DataObject
+) -> None:
+    """Apart from the first gap of a query that started sampling, batches change nothing."""
+    batches = [
+        SampleBatch(
+            [
+                ClientPerfSample(
+                    data.draw(st.sampled_from(["a", "b", ""])),
+                    gap,
+                    10,
+                    gap // 3,
+                    data.draw(st.none() | micros),
+                    1,
+                    data.draw(st.integers(0, 3)),
+                    discarded=data.draw(st.booleans()),
+                )
+                for gap in query
+            ]
+        )
+        for query in gaps
+    ]
+
+    together = summarise_client_perf([s for batch in batches for s in batch.samples])
+
+    assert summarise_client_batches(batches) == PerfTable(
+        together.rows,
+        together.samples,
+        None if len(batches) == 1 else max(len(b.samples) for b in batches),
+    )

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from milonga.demo.figures import Diagnosis
-from milonga.demo.report import duration, events_per_second
+from milonga.demo.report import events_per_second
+from milonga.monitor.stats import duration
 
 
 @dataclass(frozen=True)

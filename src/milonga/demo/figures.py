@@ -9,7 +9,6 @@ Pure code, no Tango.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -22,10 +21,10 @@ from milonga.monitor import (
     Unsampled,
     summarise,
 )
+from milonga.monitor.figures import stream_of_topic
 from milonga.monitor.snapshot import short_name
 from milonga.monitor.stats import event_gaps
 
-_TOPIC_KIND = re.compile(r"^idl\d+_")
 MICROS_PER_SECOND = 1_000_000.0
 
 
@@ -118,12 +117,6 @@ class Diagnosis:
     def publisher(self, server: str) -> ProcessFigures | None:
         """The publishing figures of admin device ``server``, if it pushed events."""
         return next((p for p in self.publishers if p.server == server), None)
-
-
-def stream_of_topic(topic: str) -> str:
-    """The publisher's name of a subscriber's topic: ``d/a.idl5_change`` -> ``d/a.change``."""
-    name, _, kind = short_name(topic).rpartition(".")
-    return f"{name}.{_TOPIC_KIND.sub('', kind)}"
 
 
 def _snapshots(poll: Poll) -> dict[str, Snapshot]:

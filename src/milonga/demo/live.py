@@ -9,20 +9,21 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import TextIO
 
 from milonga.demo.errors import DemoError
 from milonga.monitor import (
+    CallError,
     Collector,
     MonitorSetupError,
     Poll,
-    PollHistory,
     render_poll,
     resolve_servers,
 )
-from milonga.monitor.poll import Cadence
+from milonga.monitor.cli import PROG
+from milonga.monitor.loop import PollLoop, PollUpdate
 
 
 class Console:
@@ -45,11 +46,13 @@ class Console:
 class LiveMonitor:
     """Polls the servers of ``devices`` with performance sampling on, as a context manager.
 
-    Entering turns sampling on and starts polling at once, then every ``period`` seconds.
-    Each poll is printed to ``console`` (if given) exactly as `tango-event-monitor` prints
-    it, and added to `polls`.  Leaving normally takes one last poll, so that the samples
-    since the previous one are shown too (unless a poll was taken less than half a period
-    ago), and turns sampling off again; leaving on an exception only stops polling.
+    Entering turns sampling on and takes a first poll, then polls every ``period`` seconds
+    on a thread, with the monitor's own loop (`PollLoop`).  Each poll is printed to
+    ``console`` (if given) exactly as `tango-event-monitor` prints it, findings included,
+    with its notes and warnings, and added to `polls`.  Leaving normally takes one last
+    poll, so that the samples since the previous one are shown too (unless a poll was taken
+    less than half a period ago); leaving on an exception takes none.  Either way sampling
+    is turned off again.
     """
 
     def __init__(self, devices: Sequence[str], period: float, console: Console | None) -> None:
@@ -57,30 +60,31 @@ class LiveMonitor:
         self.period = period
         self.polls: list[Poll] = []
         self._console = console
-        self._history = PollHistory()
-        self._collector: Collector | None = None
+        self._loop: PollLoop | None = None
         self._changed = threading.Condition()
-        self._stop = threading.Event()
+        self._running = False
         self._error: BaseException | None = None
-        self._started = self._last_poll = 0.0
+        self._last_poll = 0.0
         self._thread = threading.Thread(target=self._run, name="milonga-demo-monitor", daemon=True)
 
     def __enter__(self) -> LiveMonitor:
         try:
-            self._collector = Collector(resolve_servers(self.devices))
+            collector = Collector(resolve_servers(self.devices))
         except MonitorSetupError as error:
             raise DemoError(f"cannot monitor the demo's devices: {error}") from None
-        failures = self._collector.set_perf_monitoring(True)
-        if failures:
-            self._collector.close()
-            admin, why = next(iter(failures.items()))
-            raise DemoError(
-                f"{admin} refused to turn performance sampling on: {why.reason.splitlines()[0]}; "
-                "its server should be running PyTango 10.3 or newer, as the demo's are"
-            )
-        self._started = time.monotonic()
-        self._take_poll()
+        self._loop = PollLoop(
+            collector, [self], period=self.period, sampling=True, say=self._say, prog=PROG
+        )
+        self._running = True
         self._thread.start()
+        try:
+            with self._changed:
+                self._changed.wait_for(lambda: self.polls or not self._running)
+                if self._error is not None:
+                    raise self._error
+        except BaseException:
+            self._finish(last_poll=False)
+            raise
         return self
 
     def __exit__(
@@ -89,16 +93,8 @@ class LiveMonitor:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        self._thread.join()
-        assert self._collector is not None
-        try:
-            if exc is None:
-                if time.monotonic() - self._last_poll >= self.period / 2:
-                    self._take_poll()
-                self._collector.set_perf_monitoring(False)
-        finally:
-            self._collector.close()
+        recent = time.monotonic() - self._last_poll < self.period / 2
+        self._finish(last_poll=exc is None and not recent)
         if exc is None and self._error is not None:
             raise self._error
 
@@ -118,24 +114,48 @@ class LiveMonitor:
                     return False
                 self._changed.wait(left)
 
-    def _run(self) -> None:
-        try:
-            # The monitor's cadence: after an overrun, the next point of the same grid.
-            cadence = Cadence(self.period, self._started)
-            while not self._stop.wait(cadence.next(time.monotonic()).wait):
-                self._take_poll()
-        except BaseException as error:  # shown to the main thread by wait_for or on exit
-            with self._changed:
-                self._error = error
-                self._changed.notify_all()
-
-    def _take_poll(self) -> None:
-        assert self._collector is not None
-        poll = self._collector.poll()
-        report = self._history.add(poll)
+    def write(self, update: PollUpdate) -> None:
+        """The loop's output: print the poll and keep it."""
         if self._console is not None:
-            self._console.write(render_poll(report))
+            self._console.write(render_poll(update.report, update.findings))
         with self._changed:
-            self.polls.append(poll)
+            self.polls.append(update.poll)
             self._last_poll = time.monotonic()
             self._changed.notify_all()
+
+    def _run(self) -> None:
+        """The thread: the loop, until `_finish` stops it; its error is kept for the main
+        thread, which `wait_for` and leaving raise."""
+        assert self._loop is not None
+        try:
+            self._loop.run(on_sampling_failed=_refused)
+        except BaseException as error:
+            with self._changed:
+                self._error = error
+        finally:
+            with self._changed:
+                self._running = False
+                self._changed.notify_all()
+
+    def _finish(self, *, last_poll: bool) -> None:
+        """Stop the loop, which turns sampling off, and wait for it to end."""
+        assert self._loop is not None
+        self._loop.stop(last_poll=last_poll)
+        try:
+            self._thread.join()
+        finally:
+            self._loop.collector.close()
+
+    def _say(self, kind: str, text: str) -> None:
+        """The loop's notes and warnings, as the monitor prints them, when live."""
+        if self._console is not None:
+            self._console.say(f"{PROG}: {kind}: {text}")
+
+
+def _refused(failures: Mapping[str, CallError]) -> None:
+    """Raise `DemoError` for the first server that did not turn sampling on."""
+    admin, why = next(iter(failures.items()))
+    raise DemoError(
+        f"{admin} refused to turn performance sampling on: {why.reason.splitlines()[0]}; "
+        "its server should be running PyTango 10.3 or newer, as the demo's are"
+    )

@@ -7,25 +7,9 @@ import textwrap
 
 from milonga.demo.figures import Diagnosis, ProcessFigures
 from milonga.monitor import Statistics
-from milonga.monitor.stats import time_unit
+from milonga.monitor.stats import duration
 
 WIDTH = 100
-
-
-def duration(micros: float) -> str:
-    """``micros`` in the largest of s, ms and μs in which it is at least 1, rounded to three
-    significant figures for a sentence (``301 ms``, ``26.2 s``).
-
-    The monitor's table cells (`milonga.monitor.render.table_number`) differ on purpose:
-    they never drop below two decimals, and a row shares one unit, so a cell shows at
-    least three significant figures and often more (``301.23``).
-    """
-    unit, size = time_unit(micros)
-    value = micros / size
-    for digits in (2, 1):  # three significant figures, as far as the value allows
-        if round(value, digits) < 10 ** (3 - digits):
-            return f"{value:.{digits}f} {unit}"
-    return f"{value:.0f} {unit}"
 
 
 def events_per_second(figures: ProcessFigures | None) -> str:

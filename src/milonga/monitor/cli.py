@@ -4,41 +4,37 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import select
-import signal
+import functools
 import sys
 import textwrap
-import time
-from collections.abc import Iterator, Sequence
-from types import FrameType
+from collections.abc import Sequence
 from typing import TextIO
 
 from milonga import standard_streams
-from milonga.monitor.collector import (
-    PERF_COMMAND,
-    CallError,
-    Collector,
-    MonitorSetupError,
-    resolve_servers,
-)
+from milonga.monitor.collector import Collector, MonitorSetupError, resolve_servers
+from milonga.monitor.findings import Severity
 from milonga.monitor.jsonl import JsonLinesWriter, poll_record
-from milonga.monitor.poll import Cadence, MonitoredServer, Poll, PollHistory
+from milonga.monitor.loop import (
+    JsonLinesOutput,
+    Output,
+    OutputError,
+    PollLoop,
+    PollUpdate,
+    Say,
+    Screen,
+    WorstSeverity,
+)
 from milonga.monitor.render import render_poll
 from milonga.monitor.stats import SAMPLE_LIMIT
-from milonga.terminated import (
-    EXIT_INTERRUPTED,
-    EXIT_TERMINATED,
-    STOP_SIGNALS,
-    Handler,
-    Terminated,
-    handling,
-    raising,
-)
+from milonga.terminated import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, handling, raising
 
 PROG = "tango-event-monitor"
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_FINDINGS = 3
+"""With --fail-on: a finding that bad or worse held at some snapshot."""
+FAIL_ON_CHOICES = ("warning", "error")
 DEFAULT_PERIOD_SECONDS = 10.0
 MIN_PERIOD_SECONDS = 0.1
 """Ten queries a second per server at most: see `PERIOD_REASON`."""
@@ -74,15 +70,19 @@ output:
   (difference)' or removed, plus subscriptions waiting to connect and servers not
   answering. With --monitor, tables give event gaps, push, sleep and processing times,
   latency, callbacks and wake-ups as mean±standard error, median, count, minimum,
-  maximum and 1/10/90/99% percentiles (10/90% from 10 samples, 1/99% from 100).
+  maximum and 1/10/90/99% percentiles (10/90% from 10 samples, 1/99% from 100). Last
+  come the findings, what the monitor concludes from its snapshots: 'SEVERITY: KIND:
+  message' at every snapshot while one holds, then one 'cleared: KIND' line (see
+  docs/findings.md).
 
 note:
 {textwrap.indent(textwrap.fill(SAMPLES_WARNING.capitalize() + ".", width=86), "  ")}
 
 exit status:
   0 after --count snapshots, 1 if the output cannot be written (standard output or
-  error closed, FILE or the screen failing), 2 for bad arguments or devices, 130 after
-  Ctrl-C, 143 after SIGTERM or SIGHUP.
+  error closed, FILE or the screen failing), 2 for bad arguments or devices, 3 after
+  --count snapshots with --fail-on SEVERITY when a finding that bad or worse held at any
+  of them, 130 after Ctrl-C, 143 after SIGTERM or SIGHUP.
 """
 
 
@@ -154,8 +154,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_file_name,
         metavar="FILE",
         help='also write each snapshot to FILE as one JSON line: {"time": ..., "replies": '
-        '{ADMIN: {"data": QueryEventSystem reply} or {"error": text}}}. With "-o -" the '
-        "lines go to standard output instead of the text snapshots (a file named - is ./-)",
+        '{ADMIN: {"data": QueryEventSystem reply} or {"error": text}}, "findings": [...]}. '
+        'With "-o -" the lines go to standard output instead of the text snapshots (a file '
+        "named - is ./-)",
     )
     parser.add_argument(
         "-a",
@@ -168,6 +169,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive_int,
         metavar="N",
         help="stop after N snapshots (default: run until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--fail-on",
+        choices=FAIL_ON_CHOICES,
+        help="with --count: exit with status 3 if a finding of this severity or worse held "
+        "at any snapshot, for scripts and CI pipelines",
     )
 
 
@@ -216,6 +223,11 @@ def run(
 def _run(args: argparse.Namespace, prog: str, out: TextIO, err: TextIO) -> int:
     if args.append and not args.output:
         raise MonitorSetupError("--append adds to the file of --output; give -o FILE as well")
+    if args.fail_on is not None and args.count is None:
+        raise MonitorSetupError(
+            "--fail-on sets the exit status when the monitor stops by itself after --count "
+            "snapshots; give --count N as well"
+        )
     with Collector(resolve_servers(args.devices)) as collector:
         for server in collector.check_support():
             print(
@@ -233,327 +245,60 @@ def _run(args: argparse.Namespace, prog: str, out: TextIO, err: TextIO) -> int:
                 "writable directory"
             ) from None
         with writer or contextlib.nullcontext():
-            session = _Session(collector, args, writer=writer, out=out, err=err, prog=prog)
-            return session.run()
+            say = functools.partial(_say, prog, err)
+            return _monitor(collector, args, writer=writer, out=out, say=say, prog=prog)
 
 
-def late_warning(when: str, took: float, period: float, late: float) -> str:
-    """What to say about the snapshot of ``when``, which ended ``took`` seconds after it
-    was due, more than the polling ``period``: the next one is ``late`` seconds late.
-
-    Times are shown to the millisecond, ``took`` always at least one more than
-    ``period``, so that the two never read as equal.
-    """
-    period_ms = round(period * 1000)
-    took_ms = max(round(took * 1000), period_ms + 1)
-    return (
-        f"the snapshot of {when} took {_seconds(took_ms)} s, longer than the "
-        f"{_seconds(period_ms)} s polling period: the next one is "
-        f"{_seconds(round(late * 1000))} s late"
+def _monitor(
+    collector: Collector,
+    args: argparse.Namespace,
+    *,
+    writer: JsonLinesWriter | None,
+    out: TextIO,
+    say: Say,
+    prog: str,
+) -> int:
+    """Run the poll loop as ``args`` ask, with the screen on ``out`` and the JSON Lines
+    file of ``writer``, and return the exit status; a stop signal raises."""
+    worst = WorstSeverity()
+    outputs: list[Output] = [worst]
+    if writer is not None:
+        outputs.insert(0, JsonLinesOutput(writer, args.output))
+    as_lines = args.output == STANDARD_OUTPUT
+    loop = PollLoop(
+        collector,
+        outputs,
+        period=args.polling_period,
+        count=args.count,
+        sampling=args.monitor,
+        screen=Screen(out, _json_line if as_lines else _text),
+        say=say,
+        prog=prog,
     )
-
-
-def _seconds(milliseconds: int) -> str:
-    """``milliseconds`` as seconds, without trailing zeros: 1000 is 1, 1250 is 1.25."""
-    return f"{milliseconds / 1000:.3f}".rstrip("0").rstrip(".")
-
-
-class _OutputError(Exception):
-    """The screen or the file of --output cannot be written; the message says which and
-    what to do."""
-
-
-class _Session:
-    """One run of the monitor: the polling loop and the clean-up every exit path needs."""
-
-    def __init__(
-        self,
-        collector: Collector,
-        args: argparse.Namespace,
-        *,
-        writer: JsonLinesWriter | None,
-        out: TextIO,
-        err: TextIO,
-        prog: str,
-    ) -> None:
-        self.collector = collector
-        self.args = args
-        self.writer = writer
-        self.out = out
-        self.err = err
-        self.prog = prog
-        self.history = PollHistory()
-        self.output_closed = False
-        self.last_shown = False  # a stop signal came during the poll just shown
-        self.answered: set[str] = set()  # admin devices that have answered a poll
-        self.sampling: set[str] = set()  # admin devices in which sampling may be on
-        # By admin device: the process in which sampling was last turned on, if known.
-        self.processes: dict[str, str | None] = {}
-
-    def run(self) -> int:
-        """Poll until --count snapshots or a signal, and return the exit status.  However
-        it stops, sampling turned on by --monitor is turned off again, with a warning for
-        each server where that fails."""
-        status = EXIT_OK
-        finished = False
-        try:
-            if self.args.monitor:
-                self._say("note", SAMPLES_WARNING)
-                self._turn_sampling_on(self.collector.servers)
-            self._loop()
-            finished = True
-        except KeyboardInterrupt:
-            status = EXIT_INTERRUPTED
-        except Terminated:
-            status = EXIT_TERMINATED
-        except BrokenPipeError:  # the reader went away (`| head`): nobody to tell
-            status = EXIT_FAILED
-        except _OutputError as error:
-            self._say("error", str(error))
-            status = EXIT_FAILED
-        finally:
-            if self.args.monitor:
-                # A further signal must not leave sampling on: only the last poll, and the
-                # wait for servers that do not answer, heed it.
-                with handling(dict.fromkeys(STOP_SIGNALS, signal.SIG_IGN)) as handlers:
-                    if not (finished or self.last_shown or self.output_closed):
-                        self._last_poll(handlers)
-                    self._turn_sampling_off(handlers)
-        return status
-
-    def _loop(self) -> None:
-        """Take a snapshot every polling period until --count of them, on one grid of
-        times; say so when one takes so long that the next is late."""
-        period = self.args.polling_period
-        count = self.args.count
-        cadence = Cadence(period, time.monotonic())
-        polls = 0
-        while True:
-            due = cadence.due  # a sleep that overran counts too: it makes the next late
-            poll = self._snapshot()
-            polls += 1
-            if count is not None and polls >= count:
-                return
-            ended = time.monotonic()
-            wait, late = cadence.next(ended)
-            if late:
-                self._say("warning", late_warning(poll.time.isoformat(), ended - due, period, late))
-            time.sleep(wait)
-
-    def _snapshot(self) -> Poll:
-        """Take a snapshot and show it.  A stop signal during the poll waits until it is
-        shown, which makes it the last snapshot: no reply is lost to the signal."""
-        with _holding_signals() as (arrived, _):
-            poll = self.collector.poll()
-        self._record(poll)
-        self.last_shown = bool(arrived)
-        _act_on(arrived)
-        if self.args.monitor:
-            self._keep_perf_on(poll)
-        self.answered.update(
-            reply.server.admin for reply in poll.replies if reply.snapshot is not None
-        )
-        return poll
-
-    def _record(self, poll: Poll) -> None:
-        """Write ``poll`` to the file, then to the screen, and only then report a file that
-        failed.  A signal waits until both have it, unless it arrives while the screen is
-        being written: that may be blocked (`| less` at a page), so the signal acts at
-        once, and a screen that takes nothing more gets nothing more."""
-        with _deferring_signals() as handlers:
-            failure = self._write_file(poll)
-            with handling(handlers):
-                self._write_screen(self._screen_text(poll))
-        if failure is not None:
-            raise failure
-
-    def _screen_text(self, poll: Poll) -> str:
-        """The text snapshot of ``poll``, or its JSON line with ``-o -``."""
-        if self.args.output == STANDARD_OUTPUT:
-            return poll_record(poll) + "\n"
-        return render_poll(self.history.add(poll))
-
-    def _write_file(self, poll: Poll) -> _OutputError | None:
-        """Write ``poll`` to the file of --output, if any; return the error to report if
-        that fails, after which the file gets nothing more."""
-        if self.writer is None:
-            return None
-        try:
-            self.writer.write(poll)
-        except OSError as error:
-            self.writer = None  # said once; the screen goes on
-            return _OutputError(
-                f"cannot write to {self.args.output} ({error.strerror}); snapshots are no "
-                "longer written to it. Make sure it can be written (free space, a working "
-                "disk) or give another file with -o"
-            )
-        return None
-
-    def _write_screen(self, text: str) -> None:
-        """Write ``text`` to the screen.  A signal meanwhile sends the rest of the screen
-        output nowhere if the screen takes nothing more (a full pipe): a later write would
-        block too.  Arriving just after the text went out, it leaves the screen as it is."""
-        try:
-            self.out.write(text)
-            self.out.flush()
-        except (KeyboardInterrupt, Terminated):
-            if _stuck(self.out):
-                self._close_output()
-            raise
-        except BrokenPipeError:
-            self._close_output()
-            raise
-        except OSError as error:
-            self._close_output()
-            raise _OutputError(
-                f"cannot write to standard output ({error.strerror}); send it somewhere "
-                "that takes it, such as a file or a pipe"
-            ) from None
-
-    def _keep_perf_on(self, poll: Poll) -> None:
-        """Turn sampling on again in servers that answer with it off, and say why it was
-        off: each answers for the first time, restarted, or another client turned it off."""
-        off = [
-            reply.server
-            for reply in poll.replies
-            if reply.snapshot is not None and reply.snapshot.perf_monitoring is False
-        ]
-        before = {server.admin: self.processes.get(server.admin) for server in off}
-        for server in self._turn_sampling_on(off):
-            self._say("note", self._why_off(server, before[server.admin]))
-
-    def _why_off(self, server: MonitoredServer, before: str | None) -> str:
-        """Why sampling was off in ``server``, just turned on again; ``before`` is the
-        process it was turned on in the last time, if known.  Only a change of process
-        tells a restart: turning sampling off, or querying, is what any client may do."""
-        if server.admin not in self.answered:
-            return (
-                f"turned performance sampling on in {server.label}, which answers for the "
-                "first time"
-            )
-        now = self.processes.get(server.admin)
-        if before is None or now is None:
-            return (
-                f"performance sampling was off in {server.label}: it restarted, or another "
-                "client turned it off; turned it on again"
-            )
-        if before != now:
-            return (
-                f"performance sampling was off in {server.label}, which restarted ({before} "
-                f"before, {now} now); turned it on again"
-            )
-        return (
-            f"performance sampling was turned off in {server.label} by another client, "
-            f"such as another monitor stopping (the server is still {now}); turned it on "
-            "again"
-        )
-
-    def _turn_sampling_on(self, servers: Sequence[MonitoredServer]) -> list[MonitoredServer]:
-        """Turn sampling on in ``servers``; return those that did, whose processes are
-        recorded.  Each server in which it may be on is turned off again at exit."""
-        self.sampling.update(server.admin for server in servers)  # before asking: any exit
-        errors = self.collector.set_perf_monitoring(True, servers)
-        self.sampling.difference_update(
-            admin for admin, error in errors.items() if error.answered or not error.sent
-        )
-        on = [server for server in servers if server.admin not in errors]
-        self.processes.update(self.collector.processes(on))
-        return on
-
-    def _turn_sampling_off(self, handlers: dict[int, Handler]) -> None:
-        """Turn sampling off in every server in which it may be on, and warn about each
-        where that fails.  Those that do not answer at once are waited for, up to the
-        collector's `Collector.call_limit` (5 s with the 1 s timeout): their calls under
-        way have ended then, so the whole stop fits well within the 10 s that service
-        managers allow before SIGKILL.  A signal that ``handlers`` act on ends the wait."""
-        servers = [server for server in self.collector.servers if server.admin in self.sampling]
-        errors = self.collector.set_perf_monitoring(False, servers)
-        slow = [s for s in servers if s.admin in errors and not errors[s.admin].answered]
-        if slow:
-            patience = self.collector.call_limit
-            with contextlib.suppress(KeyboardInterrupt, Terminated), handling(handlers):
-                self._say(
-                    "note",
-                    f"waiting up to {patience:g} s for "
-                    f"{', '.join(server.label for server in slow)} to answer, to turn "
-                    f"performance sampling off in {'it' if len(slow) == 1 else 'them'}; "
-                    "Ctrl-C stops waiting",
-                )
-                late = self.collector.set_perf_monitoring(False, slow, patience=patience)
-                errors = {admin: error for admin, error in errors.items() if error.answered}
-                errors.update(late)
-        self._warn_left_on(errors)
-
-    def _last_poll(self, handlers: dict[int, Handler]) -> None:
-        """Show the samples taken since the last snapshot before sampling is turned off.
-        ``handlers`` act on signals meanwhile: a further one skips it."""
-        try:
-            with handling(handlers):
-                self._record(self.collector.poll())
-        except (KeyboardInterrupt, Terminated, BrokenPipeError):
-            pass
-        except _OutputError as error:
-            self._say("error", str(error))
-
-    def _warn_left_on(self, failures: dict[str, CallError]) -> None:
-        """Name each server in which sampling could not be turned off, and the remedy."""
-        for admin, failure in failures.items():
-            self._say(
-                "warning",
-                f"could not turn performance sampling off in {admin} ({failure}); if that "
-                "server still runs, sampling may stay on in it. Once it answers, run "
-                f"'{self.prog} {admin} --monitor --count 1' or call {PERF_COMMAND}(False) on "
-                f"{admin}",
-            )
-
-    def _say(self, kind: str, text: str) -> None:
-        print(f"{self.prog}: {kind}: {text}", file=self.err, flush=True)
-
-    def _close_output(self) -> None:
-        """Send the rest of the screen output, buffered text included, nowhere."""
-        self.output_closed = True
-        standard_streams.discard(self.out)
-
-
-@contextlib.contextmanager
-def _holding_signals() -> Iterator[tuple[list[int], dict[int, Handler]]]:
-    """Hold stop signals back inside the block; yield the list of those that arrive, and
-    the handlers that act on them, for parts of the block that must not wait."""
-    arrived: list[int] = []
-
-    def remember(signum: int, frame: FrameType | None) -> None:
-        arrived.append(signum)
-
-    active = {signum for signum in STOP_SIGNALS if signal.getsignal(signum) != signal.SIG_IGN}
-    with handling(dict.fromkeys(active, remember)) as handlers:
-        yield arrived, handlers
-
-
-def _stuck(stream: TextIO) -> bool:
-    """Whether a write to ``stream`` would block now, as to a pipe nobody reads (`| less`
-    waiting at a page); a stream without a file descriptor never blocks."""
+    if args.monitor:
+        say("note", SAMPLES_WARNING)
     try:
-        descriptor = stream.fileno()
-    except (OSError, ValueError):
-        return False
-    _, writable, _ = select.select([], [descriptor], [], 0)
-    return not writable
+        loop.run()
+    except (BrokenPipeError, OutputError):  # an OutputError has been said
+        return EXIT_FAILED
+    if args.fail_on is not None and (worst.worst or 0) >= Severity.parse(args.fail_on):
+        return EXIT_FINDINGS
+    return EXIT_OK
 
 
-def _act_on(arrived: list[int]) -> None:
-    """Act on stop signals held back: Ctrl-C alone raises KeyboardInterrupt, any other
-    `Terminated`."""
-    if arrived:
-        raise KeyboardInterrupt if set(arrived) == {signal.SIGINT} else Terminated
+def _say(prog: str, err: TextIO, kind: str, text: str) -> None:
+    """Tell the user ``text`` on ``err``, as a note, warning or error of ``prog``."""
+    print(f"{prog}: {kind}: {text}", file=err, flush=True)
 
 
-@contextlib.contextmanager
-def _deferring_signals() -> Iterator[dict[int, Handler]]:
-    """Hold stop signals back until the block is done, then act on them; yield the
-    handlers that act on them, for parts of the block that must not wait."""
-    with _holding_signals() as (arrived, handlers):
-        yield handlers
-    _act_on(arrived)
+def _text(update: PollUpdate) -> str:
+    """The text snapshot of ``update``, its findings included."""
+    return render_poll(update.report, update.findings)
+
+
+def _json_line(update: PollUpdate) -> str:
+    """The JSON line of ``update``, for ``-o -``."""
+    return poll_record(update.poll, update.findings) + "\n"
 
 
 if __name__ == "__main__":

@@ -10,10 +10,23 @@ the poll before and no longer do.  The rules that make them are in
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+import functools
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from milonga.monitor import rules
+from milonga.monitor.figures import (
+    MICROS_PER_SECOND,
+    FigureWindow,
+    StreamFigures,
+    sample_attribute,
+    stream_of_topic,
+)
+from milonga.monitor.poll import Poll, PollHistory, PollReport, ServerEntry
+from milonga.monitor.stats import Metric, PerfTable, Statistics
 
 Evidence = Mapping[str, int | float | str | None]
 """A finding's figures by name; durations in μs and seconds say so in their names."""
@@ -44,14 +57,26 @@ class Severity(enum.IntEnum):
             raise ValueError(f"expected a severity ({choices}), got {label!r}") from None
 
 
-@dataclass(frozen=True, order=True)
+@functools.total_ordering
+@dataclass(frozen=True)
 class Subject:
-    """What a finding is about: a server, and the stream or topic in it if there is one."""
+    """What a finding is about: a server, and the stream or topic in it if there is one.
+
+    Subjects sort by server, the server itself before its streams, then by stream.
+    """
 
     server: str
     """The admin device of the server, as the monitor names it."""
     stream: str | None = None
     """``device/attribute.kind`` without the ``tango://host:port/`` prefix."""
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Subject):
+            return NotImplemented
+        return self._order() < other._order()
+
+    def _order(self) -> tuple[str, bool, str]:
+        return (self.server, self.stream is not None, self.stream or "")
 
     def __str__(self) -> str:
         return self.server if self.stream is None else f"{self.server}: {self.stream}"
@@ -125,3 +150,289 @@ class Findings:
             tuple(f for f in self.active if f.subject.server == server),
             tuple(c for c in self.cleared if c.finding.subject.server == server),
         )
+
+
+RECENT_POLLS = 3
+"""Missed events are put down to a slow consumer if slow-callback or falling-behind held
+on their stream at this poll or the two before."""
+
+
+@dataclass
+class _Held:
+    """A finding that holds, and since when."""
+
+    finding: Finding
+    since: datetime
+    polls: int = 1
+
+
+class Diagnostician:
+    """The findings of each poll, from the poll reports given one after the other.
+
+    It keeps what the rules of `milonga.monitor.rules` need beyond one poll: each
+    stream's last few counters and each subscriber's last few latencies, each server's
+    last subscription changes, silent polls and sampling state, when each waiting
+    subscription was first seen, and which findings held and since when.  A server that
+    does not answer keeps this history, but its findings other than server-not-answering
+    clear: nothing can be told about it then.
+    """
+
+    def __init__(self) -> None:
+        self._held: dict[tuple[str, Subject], _Held] = {}
+        self._silent: dict[str, int] = {}
+        self._counters: dict[tuple[str, str], deque[tuple[int, int]]] = {}
+        """By subscriber and stream: (last pushed, last received) at the last polls at
+        which both ends answered, since a counter last went down."""
+        self._latencies: dict[str, deque[Statistics]] = {}
+        self._churn: dict[str, deque[rules.ChurnStep]] = {}
+        self._waiting: dict[str, dict[tuple[str, str, str, str | None], datetime]] = {}
+        """By server: when each entry of its not-connected list was first seen there."""
+        self._sampling: dict[str, tuple[bool, bool]] = {}
+        """By server: whether sampling was on in its server and client side at its last
+        answer."""
+        self._slow: deque[set[Subject]] = deque(maxlen=RECENT_POLLS)
+
+    def add(self, report: PollReport) -> Findings:
+        """The findings of ``report``'s poll: those that hold, and those that no longer do."""
+        found: dict[tuple[str, Subject], Finding] = {}
+
+        def keep(finding: Finding | None) -> None:
+            if finding is not None:
+                found.setdefault(finding.key, finding)
+
+        answers = [entry for entry in report.entries if entry.report is not None]
+        for entry in report.entries:
+            keep(self._not_answering(entry))
+        restarted = set()
+        for entry in answers:
+            finding = self._restarted(entry)
+            keep(finding)
+            if finding is not None:
+                restarted.add(entry.server.admin)
+        window = FigureWindow()
+        window.add(report)
+        streams = window.streams()
+        for stream in streams:
+            keep(rules.slow_callback(stream))
+            keep(self._falling_behind(stream))
+        for entry in answers:
+            keep(self._growing_latency(report.time, entry))
+        self._slow.append(
+            {key[1] for key in found if key[0] in {"slow-callback", "falling-behind"}}
+        )
+        for entry in answers:
+            for finding in self._missed(entry, restarted, streams):
+                keep(finding)
+            keep(self._churning(report.time, entry))
+            for finding in self._not_connected(report.time, entry):
+                keep(finding)
+            for finding in self._samples_shared(entry):
+                keep(finding)
+        return self._settle(report.time, found)
+
+    def _not_answering(self, entry: ServerEntry) -> Finding | None:
+        admin = entry.server.admin
+        if entry.report is not None:
+            self._silent.pop(admin, None)
+            return None
+        self._silent[admin] = polls = self._silent.get(admin, 0) + 1
+        return rules.server_not_answering(admin, entry.error or "", polls)
+
+    @staticmethod
+    def _restarted(entry: ServerEntry) -> Finding | None:
+        assert entry.report is not None
+        silent = entry.silent_polls if entry.last_answer is not None else 0
+        return rules.server_restarted(entry.server.admin, entry.report, silent)
+
+    def _falling_behind(self, stream: StreamFigures) -> Finding | None:
+        """Add ``stream``'s counters to its history, started again when one of them went
+        down (a restart, or a subscription made again)."""
+        if stream.counters is None:
+            return None
+        key = (stream.subscriber, stream.name)
+        history = self._counters.get(key)
+        if history is None:
+            history = self._counters[key] = deque(maxlen=rules.GROWTH_POLLS + 1)
+        elif history:
+            (pushed, received), (pushed_before, received_before) = stream.counters, history[-1]
+            if pushed < pushed_before or received < received_before:
+                history.clear()
+        history.append(stream.counters)
+        return rules.falling_behind(stream, [pushed - received for pushed, received in history])
+
+    def _growing_latency(self, time: datetime, entry: ServerEntry) -> Finding | None:
+        """Add the latency of ``entry``'s client table to its history, if it has one; the
+        history starts again whenever the client side answers with sampling off."""
+        assert entry.report is not None
+        assert entry.snapshot is not None
+        admin = entry.server.admin
+        client = entry.snapshot.client
+        if client is None or client.perf is None:
+            self._latencies.pop(admin, None)
+            return None
+        table = entry.report.client_perf
+        latency = None if table is None else table.get(Metric.LATENCY)
+        if table is None or latency is None:
+            return None
+        history = self._latencies.get(admin)
+        if history is None:
+            history = self._latencies[admin] = deque(maxlen=rules.GROWTH_POLLS + 1)
+        history.append(latency)
+        latencies = list(history)
+        if not rules.latency_grows(latencies):
+            return None
+        busy = None
+        if entry.last_answer is not None and time > entry.last_answer:
+            interval = (time - entry.last_answer).total_seconds() * MICROS_PER_SECOND
+            busy = _processing(table) / interval
+        return rules.growing_latency(admin, latencies, busy, _slowest(entry, table))
+
+    def _missed(
+        self, entry: ServerEntry, restarted: set[str], streams: Sequence[StreamFigures]
+    ) -> list[Finding]:
+        """missed-events of each subscription of ``entry`` whose missed count went up; the
+        poll's ``streams`` tell the publisher of each stream, if it is monitored."""
+        assert entry.report is not None
+        changes = [
+            change
+            for change in entry.report.subscription_changes
+            if change.missed_event_count is not None and change.missed_event_count.delta > 0
+        ]
+        if not changes:
+            return []
+        admin = entry.server.admin
+        publishers = {s.name: s.publisher for s in streams if s.subscriber == admin}
+        slow = set().union(*self._slow)
+        found = []
+        for change in changes:
+            assert change.missed_event_count is not None
+            stream = stream_of_topic(change.topic)
+            if (change.server_counter is not None and change.server_counter.delta < 0) or (
+                publishers.get(stream) in restarted
+            ):
+                cause = rules.MissedCause.PUBLISHER_RESTARTED
+            elif Subject(admin, stream) in slow:
+                cause = rules.MissedCause.CONSUMER_TOO_SLOW
+            else:
+                cause = rules.MissedCause.UNKNOWN
+            missed = change.missed_event_count.delta
+            found.append(rules.missed_events(admin, change.topic, missed, cause))
+        return found
+
+    def _churning(self, time: datetime, entry: ServerEntry) -> Finding | None:
+        """Add ``entry``'s subscription changes to its history (none at a first answer)."""
+        assert entry.report is not None
+        admin = entry.server.admin
+        step = rules.ChurnStep.of(entry.report) if entry.last_answer else rules.NO_CHURN
+        history = self._churn.get(admin)
+        if history is None:
+            history = self._churn[admin] = deque(maxlen=rules.CHURN_POLLS)
+        history.append(step)
+        return rules.subscription_churn(admin, list(history), _wakes(time, entry))
+
+    def _not_connected(self, time: datetime, entry: ServerEntry) -> list[Finding]:
+        """not-connected for each waiting subscription of ``entry`` first seen more than a
+        heartbeat period before ``time``; entries that left the list are forgotten."""
+        assert entry.snapshot is not None
+        admin = entry.server.admin
+        waiting = entry.snapshot.client.not_connected if entry.snapshot.client else ()
+        before = self._waiting.get(admin, {})
+        self._waiting[admin] = seen = {item.key: before.get(item.key, time) for item in waiting}
+        found = (
+            rules.not_connected(admin, item, (time - seen[item.key]).total_seconds())
+            for item in waiting
+        )
+        return [finding for finding in found if finding is not None]
+
+    def _samples_shared(self, entry: ServerEntry) -> list[Finding]:
+        """samples-shared for each side of ``entry`` with sampling on now and at the
+        server's previous answer."""
+        assert entry.snapshot is not None
+        assert entry.report is not None
+        admin = entry.server.admin
+        server, client = entry.snapshot.server, entry.snapshot.client
+        now = (
+            server is not None and server.perf is not None,
+            client is not None and client.perf is not None,
+        )
+        before = self._sampling.get(admin, (False, False))
+        self._sampling[admin] = now
+        found = []
+        if now[0] and before[0] and server is not None and server.perf is not None:
+            pushed = rules.events_pushed(entry.report)
+            found.append(rules.samples_shared(admin, "server", len(server.perf), pushed))
+        if now[1] and before[1] and client is not None and client.perf is not None:
+            received = rules.events_received(entry.report)
+            found.append(rules.samples_shared(admin, "client", len(client.perf), received))
+        return [finding for finding in found if finding is not None]
+
+    def _settle(self, time: datetime, found: dict[tuple[str, Subject], Finding]) -> Findings:
+        """Record which findings hold at ``time`` and which no longer do."""
+        cleared = tuple(
+            Cleared(held.finding, held.since, held.polls)
+            for key, held in sorted(self._held.items())
+            if key not in found
+        )
+        held_before = self._held
+        self._held = {}
+        for key, finding in found.items():
+            before = held_before.get(key)
+            self._held[key] = (
+                _Held(finding, time)
+                if before is None
+                else _Held(finding, before.since, before.polls + 1)
+            )
+        active = sorted(found.values(), key=lambda f: (-f.severity, f.subject, f.kind))
+        return Findings(time, tuple(active), cleared)
+
+
+def _wakes(time: datetime, entry: ServerEntry) -> rules.Wakes | None:
+    """The wake counts of ``entry``'s client table at the poll of ``time``, and the
+    wake-ups its channels' heartbeats explain since its previous answer; None without
+    wake counts or a previous answer."""
+    assert entry.report is not None
+    table = entry.report.client_perf
+    wakes = None if table is None else table.get(Metric.WAKE_COUNT)
+    client = entry.snapshot.client if entry.snapshot else None
+    if wakes is None or client is None or entry.last_answer is None:
+        return None
+    periods = (time - entry.last_answer).total_seconds() / rules.HEARTBEAT_SECONDS
+    return rules.Wakes(wakes, len(client.channels) * (periods + 1))
+
+
+def _processing(table: PerfTable) -> float:
+    """How long the sampled events of a client table took to handle in all, in μs."""
+    return sum(
+        row.statistics.mean * row.statistics.count
+        for row in table.rows
+        if row.metric is Metric.PROCESSING_TIME
+    )
+
+
+def _slowest(entry: ServerEntry, table: PerfTable) -> tuple[str, Statistics] | None:
+    """The stream of ``entry``'s subscriptions whose attribute took it longest to handle
+    in ``table`` (median processing time), with that time; None if no row names one."""
+    client = entry.snapshot.client if entry.snapshot else None
+    streams: dict[str, str] = {}
+    for topic in sorted(client.subscriptions if client else {}, reverse=True):
+        stream = stream_of_topic(topic)
+        streams[sample_attribute(stream)] = stream  # the first topic in order wins
+    timed = [
+        (row.statistics, streams[row.attribute.lower()])
+        for row in table.rows
+        if row.metric is Metric.PROCESSING_TIME
+        and row.attribute
+        and row.attribute.lower() in streams
+    ]
+    if not timed:
+        return None
+    processing, stream = max(timed, key=lambda item: item[0].median)
+    return stream, processing
+
+
+def findings_of(polls: Iterable[Poll]) -> list[Findings]:
+    """The findings of each of ``polls``, oldest first, as the monitor makes them: each
+    poll's report (`PollHistory`) given to one `Diagnostician`."""
+    history = PollHistory()
+    diagnostician = Diagnostician()
+    return [diagnostician.add(history.add(poll)) for poll in polls]

@@ -1,9 +1,11 @@
 """Polls as JSON Lines: one object per poll, the layout other tools already read.
 
-Each line is ``{"time": ISO-8601, "replies": {ADMIN: {"data": OBJECT} | {"error": TEXT}}}``
-where OBJECT is the server's `QueryEventSystem` reply, decoded and encoded again: the same
-keys in the same order and the same values, but not byte for byte (spacing, and escapes
-for characters beyond ASCII, may differ).  Pure code, no Tango.
+Each line is ``{"time": ISO-8601, "replies": {ADMIN: {"data": OBJECT} | {"error": TEXT}},
+"findings": [FINDING, ...]}`` where OBJECT is the server's `QueryEventSystem` reply,
+decoded and encoded again: the same keys in the same order and the same values, but not
+byte for byte (spacing, and escapes for characters beyond ASCII, may differ), and each
+FINDING is an active finding of that poll as `Finding.record` gives it.  Pure code, no
+Tango.
 """
 
 from __future__ import annotations
@@ -11,23 +13,37 @@ from __future__ import annotations
 import json
 import os
 import stat
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
-from milonga.monitor.poll import Poll
+from milonga.monitor.findings import Findings
+from milonga.monitor.poll import MonitoredServer, Poll, Reply
 
 NEWLINE = b"\n"
 
 
-def poll_record(poll: Poll) -> str:
-    """``poll`` as one line of JSON, without the newline; valid whatever the errors say."""
+def poll_record(poll: Poll, findings: Findings | None = None) -> str:
+    """``poll`` as one line of JSON, without the newline; valid whatever the errors say.
+
+    ``"findings"`` comes last and holds the active ones of ``findings``, the findings of
+    that poll: an empty list when none hold, or none are given.  Cleared findings are left
+    out: a reader sees them as no longer there.
+    """
     replies: dict[str, Any] = {}
     for reply in poll.replies:
         if reply.data is not None:
             replies[reply.server.admin] = {"data": reply.data}
         else:
             replies[reply.server.admin] = {"error": reply.error or "no reply"}
-    return json.dumps({"time": poll.time.isoformat(), "replies": replies})
+    active = () if findings is None else findings.active
+    return json.dumps(
+        {
+            "time": poll.time.isoformat(),
+            "replies": replies,
+            "findings": [finding.record() for finding in active],
+        }
+    )
 
 
 class JsonLinesWriter:
@@ -49,11 +65,13 @@ class JsonLinesWriter:
         self._regular = stat.S_ISREG(os.fstat(self._fd).st_mode)
         self._prefix = NEWLINE if append and self._regular and not _ends_a_line(path) else b""
 
-    def write(self, poll: Poll) -> None:
-        """Add ``poll``'s line; raises OSError, with the file as it was, if it fails."""
+    def write(self, poll: Poll, findings: Findings | None = None) -> None:
+        """Add the line of ``poll`` and its ``findings`` (see `poll_record`); raises
+        OSError, with the file as it was, if it fails."""
         if self._fd is None:
             raise ValueError(f"{self.path} is closed")
-        self._write_whole(self._fd, self._prefix + (poll_record(poll) + "\n").encode())
+        line = poll_record(poll, findings) + "\n"
+        self._write_whole(self._fd, self._prefix + line.encode())
         self._prefix = b""
 
     def _write_whole(self, fd: int, data: bytes) -> None:
@@ -116,3 +134,59 @@ def _cut_off(fd: int, start: int, written: int, error: OSError) -> None:
         f"{error.strerror}; another program wrote to the file after the {written} bytes "
         "of this line that went in, so they were left there as an incomplete line"
     )
+
+
+class PollRecordError(ValueError):
+    """A line of a JSON Lines file is not a poll as `poll_record` writes it."""
+
+
+def read_polls(path: str | os.PathLike[str]) -> list[Poll]:
+    """The polls of a JSON Lines file the monitor wrote (``-o FILE``), oldest first.
+
+    Lines with and without ``"findings"`` are read alike: findings are not read back, as
+    `milonga.monitor.findings.findings_of` makes them again from the polls.  Empty lines
+    are skipped.  Raises OSError if the file cannot be read, and `PollRecordError` naming
+    the line if one is not such a poll.
+    """
+    polls = []
+    with open(path, encoding="utf-8") as file:
+        for number, line in enumerate(file, start=1):
+            if line.strip():
+                try:
+                    polls.append(_poll_of(json.loads(line)))
+                except (ValueError, TypeError, KeyError) as error:
+                    raise PollRecordError(
+                        f"{path}, line {number}: {_why(error)}; each line must be a poll as "
+                        '`tango-event-monitor -o FILE` writes it: {"time": ISO-8601, '
+                        '"replies": {ADMIN: {"data": {...}} or {"error": "..."}}}'
+                    ) from None
+    return polls
+
+
+def _poll_of(record: Any) -> Poll:
+    """The poll of one decoded line; raises ValueError, TypeError or KeyError if it is not
+    one."""
+    if not isinstance(record, dict):
+        raise TypeError("the line is not a JSON object")
+    time = datetime.fromisoformat(record["time"])
+    replies = record["replies"]
+    if not isinstance(replies, dict):
+        raise TypeError('"replies" is not a JSON object')
+    return Poll(time, tuple(_reply_of(admin, reply) for admin, reply in replies.items()))
+
+
+def _reply_of(admin: str, reply: Any) -> Reply:
+    server = MonitoredServer(admin)
+    if isinstance(reply, dict) and "data" in reply:
+        return Reply.decoded(server, reply["data"])
+    if isinstance(reply, dict) and isinstance(reply.get("error"), str):
+        return Reply.failed(server, reply["error"])
+    raise TypeError(f'the reply of {admin} has neither "data" nor an "error" text')
+
+
+def _why(error: Exception) -> str:
+    if isinstance(error, KeyError):
+        return f"it has no {error.args[0]!r} key"
+    if isinstance(error, json.JSONDecodeError):
+        return f"it is not JSON ({error})"
+    return str(error)

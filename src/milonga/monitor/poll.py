@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -56,6 +56,12 @@ class Reply:
             return cls.failed(
                 server, f"QueryEventSystem returned something that is not JSON: {error}"
             )
+        return cls.decoded(server, data)
+
+    @classmethod
+    def decoded(cls, server: MonitoredServer, data: Any) -> Reply:
+        """The reply for ``data``, the server's reply decoded from JSON; an error reply if
+        it is unusable."""
         if not isinstance(data, Mapping):
             return cls.failed(server, "QueryEventSystem returned JSON that is not an object")
         try:
@@ -90,7 +96,13 @@ class ServerEntry:
     silent_polls: int = 0
     """When it answers again: how many polls in a row it had not answered."""
     last_answer: datetime | None = None
-    """When it answers again: the poll its report is compared with, if any."""
+    """The time of the poll its report is compared with: its previous answer; None for
+    its first answer, and when it did not answer."""
+    snapshot: Snapshot | None = None
+    """Its answer to this poll; None when it did not answer."""
+    unsampled: Unsampled = field(default_factory=Unsampled)
+    """Which of its sides had taken no sample since sampling was turned on, as of its
+    previous answer: the first sample of such a side in `snapshot` has no real gap."""
 
 
 @dataclass(frozen=True)
@@ -133,7 +145,9 @@ class PollHistory:
             reply.server,
             diff(last[1] if last else None, reply.snapshot, unsampled),
             silent_polls=silent,
-            last_answer=last[0] if last and silent else None,
+            last_answer=last[0] if last else None,
+            snapshot=reply.snapshot,
+            unsampled=unsampled,
         )
 
 

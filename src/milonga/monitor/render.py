@@ -3,18 +3,20 @@
 A poll opens and closes with a 120-column ``=`` rule around its time; each server starts
 with a ``-`` rule around its label (wider than 120 columns if the label needs it); then
 come the sections that have content, each a ``- Title`` line with its entries indented
-below.  Pure code, no Tango.
+below, the server's findings last.  Pure code, no Tango.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Iterable
 
 from milonga.monitor.diff import Change, Report, SubscriptionChange
+from milonga.monitor.findings import Cleared, Finding, Findings
 from milonga.monitor.poll import PollReport, ServerEntry
 from milonga.monitor.snapshot import Subscription, short_name
-from milonga.monitor.stats import SAMPLE_LIMIT, PerfRow, PerfTable, time_unit
+from milonga.monitor.stats import SAMPLE_LIMIT, Metric, PerfRow, PerfTable, time_unit
 
 WIDTH = 120
 MIN_FILL = 3
@@ -26,6 +28,8 @@ MIN_SIGNIFICANT_DIGITS = 3
 """Every number of a table shows `MIN_DECIMALS` decimals, or more where it needs them to
 show `MIN_SIGNIFICANT_DIGITS` significant digits: a row in seconds (chosen by its mean)
 shows a 100 ms median as 0.100, not 0.10."""
+NO_ATTRIBUTE = "(no attribute)"
+"""The name of the processing-time row of events that name no attribute."""
 FULL_TABLE_NOTE = (
     f"(a process keeps only {SAMPLE_LIMIT} samples between queries: these are its last "
     f"{SAMPLE_LIMIT} events; a shorter --poll-period shows all)"
@@ -39,18 +43,21 @@ def rule(text: str, fill: str) -> str:
     return text.center(max(WIDTH, len(text) + 2 * MIN_FILL), fill)
 
 
-def render_poll(report: PollReport) -> str:
-    """A whole poll: the time rules around every server's entry, ending with a newline."""
+def render_poll(report: PollReport, findings: Findings | None = None) -> str:
+    """A whole poll: the time rules around every server's entry, ending with a newline.
+    Each entry ends with its server's part of ``findings``, if given."""
     stamp = rule(report.time.isoformat(), "=")
     lines = [stamp]
     for entry in report.entries:
-        lines.extend(render_entry(entry))
+        mine = None if findings is None else findings.of_server(entry.server.admin)
+        lines.extend(render_entry(entry, mine))
     lines.append(stamp)
     return "\n".join(lines) + "\n"
 
 
-def render_entry(entry: ServerEntry) -> list[str]:
-    """One server: its ``-`` rule, then why it did not answer or what changed.
+def render_entry(entry: ServerEntry, findings: Findings | None = None) -> list[str]:
+    """One server: its ``-`` rule, then why it did not answer or what changed, then its
+    ``findings`` (those of this server only), if given.
 
     A server answering after silent polls "may have restarted" only if it had answered
     before (``entry.last_answer`` is set); otherwise this is its first answer.
@@ -73,7 +80,46 @@ def render_entry(entry: ServerEntry) -> list[str]:
         )
     if entry.report is not None:
         lines += render_report(entry.report)
+    if findings is not None:
+        lines += render_findings(findings)
     return lines
+
+
+def render_findings(findings: Findings) -> list[str]:
+    """The ``- Findings`` section: ``severity: kind: message`` for each active finding,
+    then ``cleared: kind on stream (held for N snapshots since T)`` for each that no
+    longer holds; each entry wrapped to `WIDTH` columns, its further lines indented once
+    more.  Nothing when there is neither."""
+    entries = [*map(_active, findings.active), *map(_cleared, findings.cleared)]
+    body = [line for entry in entries for line in _wrapped(entry)]
+    return ["- Findings", *body] if body else []
+
+
+def _active(finding: Finding) -> str:
+    return f"{finding.severity.label}: {finding.kind}: {finding.message}"
+
+
+def _cleared(cleared: Cleared) -> str:
+    finding = cleared.finding
+    stream = "" if finding.subject.stream is None else f" on {finding.subject.stream}"
+    snapshots = "snapshot" if cleared.polls == 1 else "snapshots"
+    return (
+        f"cleared: {finding.kind}{stream} (held for {cleared.polls} {snapshots} since "
+        f"{cleared.since.isoformat()})"
+    )
+
+
+def _wrapped(entry: str) -> list[str]:
+    """``entry`` as indented lines of at most `WIDTH` columns; a word longer than a line
+    (a long device name) is kept whole, and words are never split at their hyphens."""
+    return textwrap.wrap(
+        entry,
+        WIDTH,
+        initial_indent=INDENT,
+        subsequent_indent=2 * INDENT,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
 
 
 def render_report(report: Report) -> list[str]:
@@ -119,8 +165,11 @@ def render_report(report: Report) -> list[str]:
 
 
 def render_table(table: PerfTable) -> list[str]:
-    """A performance table: a header, then one aligned row per statistic."""
-    rows = [("", *TABLE_COLUMNS)] + [_cells(row) for row in table.rows]
+    """A performance table: a header, then one aligned row per statistic shown: those of
+    the whole process, and the processing time of each attribute (not the latency of each
+    attribute, which the findings use)."""
+    shown = [row for row in table.rows if row_label(row) is not None]
+    rows = [("", *TABLE_COLUMNS)] + [_cells(row) for row in shown]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     return [
         (
@@ -194,12 +243,23 @@ def table_number(value: float) -> str:
     return f"{value:.{decimals}f}"
 
 
+def row_label(row: PerfRow) -> str | None:
+    """The name of ``row`` in a table, without its unit: the metric's, prefixed by the
+    attribute for processing times (`NO_ATTRIBUTE` for events that name none); None for
+    the other rows of one attribute, which tables do not show."""
+    if row.attribute is None:
+        return row.metric.value
+    if row.metric is Metric.PROCESSING_TIME:
+        return f"{row.attribute or NO_ATTRIBUTE} {row.metric.value}"
+    return None
+
+
 def _cells(row: PerfRow) -> tuple[str, ...]:
     stats = row.statistics
-    label, size = row.name, 1.0
+    label, size = row_label(row) or row.metric.value, 1.0
     if row.in_micros:
         unit, size = time_unit(stats.mean)
-        label = f"{row.name} [{unit}]"
+        label = f"{label} [{unit}]"
 
     def number(value: float | None) -> str:
         return "" if value is None else table_number(value / size)

@@ -6,10 +6,12 @@ taken since the previous query, by whichever client made it.  Pure code, no Tang
 
 from __future__ import annotations
 
+import enum
 import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from milonga.monitor.snapshot import ClientPerfSample, ServerPerfSample
 
@@ -21,9 +23,6 @@ PERCENTILES_FROM = 100
 SAMPLE_LIMIT = 256
 """cppTango keeps at most this many samples per side between two queries, dropping the
 older ones: a table made of this many samples may miss events."""
-
-NO_ATTRIBUTE = "(no attribute)"
-"""The processing-time row of events that name no attribute."""
 
 
 @dataclass(frozen=True)
@@ -83,14 +82,45 @@ def summarise(values: Sequence[float]) -> Statistics:
     )
 
 
+class Metric(enum.Enum):
+    """What a performance row measures; its value is the name the tables show."""
+
+    EVENT_GAPS = "Event Gaps"
+    """Time between two events the process pushed (server) or handled (client)."""
+    PUSH_TIME = "Push Time"
+    """How long handing one event to ZMQ took."""
+    SLEEP_TIME = "Sleep Time"
+    """How long the event-consumer thread waited for an event."""
+    LATENCY = "Latency"
+    """From an event's server timestamp to its first callback."""
+    CALLBACKS = "Callbacks called"
+    """Callbacks run for one event."""
+    WAKE_COUNT = "Wake Count"
+    """How often the event-consumer thread woke up while waiting for one event."""
+    PROCESSING_TIME = "Processing Time"
+    """How long handling one event took, every callback included."""
+
+    @property
+    def in_micros(self) -> bool:
+        """Whether the values are durations in μs; the others are plain counts."""
+        return self not in {Metric.CALLBACKS, Metric.WAKE_COUNT}
+
+
 @dataclass(frozen=True)
 class PerfRow:
-    """One line of a performance table."""
+    """One line of a performance table: the statistics of one metric, for the whole process
+    or for the events of one attribute."""
 
-    name: str
+    metric: Metric
     statistics: Statistics
-    in_micros: bool
-    """Durations in microseconds, shown in μs, ms or s; otherwise plain counts."""
+    attribute: str | None = None
+    """None for the whole process; otherwise the attribute the events named, as a perf
+    sample names it (at most 31 characters), ``""`` for events that named none."""
+
+    @property
+    def in_micros(self) -> bool:
+        """Durations in μs, shown in μs, ms or s; otherwise plain counts."""
+        return self.metric.in_micros
 
 
 @dataclass(frozen=True)
@@ -100,19 +130,40 @@ class PerfTable:
     rows: tuple[PerfRow, ...]
     samples: int
     """How many samples the table was made from, discarded ones included."""
+    most_per_query: int | None = None
+    """The most samples one query gave, for a table made of several queries' samples;
+    None for a table of one query, which gave `samples`."""
 
     @property
     def full(self) -> bool:
-        """Whether the samples filled the process's buffer, so that some may have been lost."""
-        return self.samples >= SAMPLE_LIMIT
+        """Whether the samples of a query filled the process's buffer, so that some may
+        have been lost."""
+        most = self.samples if self.most_per_query is None else self.most_per_query
+        return most >= SAMPLE_LIMIT
+
+    def get(self, metric: Metric, attribute: str | None = None) -> Statistics | None:
+        """The statistics of ``metric`` for ``attribute`` (None: the whole process); None
+        if the table has no such row."""
+        return next(
+            (
+                row.statistics
+                for row in self.rows
+                if row.metric is metric and row.attribute == attribute
+            ),
+            None,
+        )
 
 
-def _rows(candidates: Iterable[tuple[str, Sequence[float], bool]]) -> tuple[PerfRow, ...]:
-    return tuple(
-        PerfRow(name, summarise(values), in_micros)
-        for name, values, in_micros in candidates
-        if values
-    )
+Sample = TypeVar("Sample", ServerPerfSample, ClientPerfSample)
+
+
+@dataclass(frozen=True)
+class SampleBatch(Generic[Sample]):
+    """The samples of one side of a process, as one query returned them."""
+
+    samples: Sequence[Sample]
+    sampling_just_started: bool = False
+    """The first of them is the first since sampling was turned on (see `event_gaps`)."""
 
 
 def event_gaps(
@@ -136,56 +187,83 @@ def event_gaps(
     ]
 
 
+Candidate = tuple[Metric, str | None, Sequence[float]]
+
+
+def _table(candidates: Iterable[Candidate], batches: Sequence[SampleBatch[Sample]]) -> PerfTable:
+    """The table of the ``candidates`` that have values, made of ``batches``."""
+    sizes = [len(batch.samples) for batch in batches]
+    return PerfTable(
+        rows=tuple(
+            PerfRow(metric, summarise(values), attribute)
+            for metric, attribute, values in candidates
+            if values
+        ),
+        samples=sum(sizes),
+        most_per_query=max(sizes, default=0) if len(sizes) > 1 else None,
+    )
+
+
+def summarise_server_batches(batches: Sequence[SampleBatch[ServerPerfSample]]) -> PerfTable:
+    """The server table of one or more queries' samples: the gaps between pushed events
+    (each batch's first gap left out if sampling had just started, see `event_gaps`) and
+    how long each push took."""
+    gaps: list[float] = []
+    pushes: list[float] = []
+    for batch in batches:
+        gaps += event_gaps(batch.samples, batch.samples, batch.sampling_just_started)
+        pushes += [s.push_event_micros for s in batch.samples]
+    return _table([(Metric.EVENT_GAPS, None, gaps), (Metric.PUSH_TIME, None, pushes)], batches)
+
+
+def summarise_client_batches(batches: Sequence[SampleBatch[ClientPerfSample]]) -> PerfTable:
+    """The client table of one or more queries' samples.
+
+    Discarded events were dropped without being handled, so they are left out of the
+    timing rows (gaps, sleep, latency, processing) and of `Metric.CALLBACKS`; the
+    consumer thread still woke up for them, so `Metric.WAKE_COUNT` counts every sample.
+    Each batch's first gap is left out if sampling had just started, as on the server
+    side.  Besides the rows of the whole process, `Metric.PROCESSING_TIME` and
+    `Metric.LATENCY` have a row per attribute, in the order of the attributes' names.
+    """
+    gaps: list[float] = []
+    handled: list[ClientPerfSample] = []
+    wakes: list[float] = []
+    for batch in batches:
+        mine = [s for s in batch.samples if not s.discarded]
+        gaps += event_gaps(batch.samples, mine, batch.sampling_just_started)
+        handled += mine
+        wakes += [s.wake_count for s in batch.samples]
+    latencies: dict[str, list[float]] = {}
+    processing: dict[str, list[float]] = {}
+    for sample in handled:
+        processing.setdefault(sample.attr_name, []).append(sample.process_micros)
+        if sample.first_callback_latency_micros is not None:
+            latencies.setdefault(sample.attr_name, []).append(sample.first_callback_latency_micros)
+    candidates: list[Candidate] = [
+        (Metric.EVENT_GAPS, None, gaps),
+        (Metric.SLEEP_TIME, None, [s.sleep_micros for s in handled]),
+        (Metric.LATENCY, None, [value for values in latencies.values() for value in values]),
+        (Metric.CALLBACKS, None, [s.callback_count for s in handled]),
+        (Metric.WAKE_COUNT, None, wakes),
+    ]
+    candidates += [(Metric.PROCESSING_TIME, a, v) for a, v in sorted(processing.items())]
+    candidates += [(Metric.LATENCY, a, v) for a, v in sorted(latencies.items())]
+    return _table(candidates, batches)
+
+
 def summarise_server_perf(
     samples: Sequence[ServerPerfSample], *, sampling_just_started: bool = False
 ) -> PerfTable:
-    """The server table: the gaps between pushed events and how long each push took.
-
-    ``sampling_just_started``: the first sample is the first since sampling was turned
-    on, and its gap is left out (see `event_gaps`).
-    """
-    gaps = event_gaps(samples, samples, sampling_just_started)
-    pushes = [s.push_event_micros for s in samples]
-    return PerfTable(
-        rows=_rows([("Event Gaps", gaps, True), ("Push Time", pushes, True)]),
-        samples=len(samples),
-    )
+    """The server table of one query's ``samples`` (see `summarise_server_batches`)."""
+    return summarise_server_batches([SampleBatch(samples, sampling_just_started)])
 
 
 def summarise_client_perf(
     samples: Sequence[ClientPerfSample], *, sampling_just_started: bool = False
 ) -> PerfTable:
-    """The client table.
-
-    Discarded events were dropped without being handled, so they are left out of the
-    timing rows (gaps, sleep, latency, processing) and of `Callbacks called`; the
-    consumer thread still woke up for them, so `Wake Count` counts every sample.
-    ``sampling_just_started`` leaves the first sample's gap out, as on the server side.
-    """
-    handled = [s for s in samples if not s.discarded]
-    by_attribute: dict[str, list[float]] = {}
-    for sample in handled:
-        by_attribute.setdefault(sample.attr_name or NO_ATTRIBUTE, []).append(sample.process_micros)
-    candidates: list[tuple[str, Sequence[float], bool]] = [
-        ("Event Gaps", event_gaps(samples, handled, sampling_just_started), True),
-        ("Sleep Time", [s.sleep_micros for s in handled], True),
-        (
-            "Latency",
-            [
-                s.first_callback_latency_micros
-                for s in handled
-                if s.first_callback_latency_micros is not None
-            ],
-            True,
-        ),
-        ("Callbacks called", [s.callback_count for s in handled], False),
-        ("Wake Count", [s.wake_count for s in samples], False),
-    ]
-    candidates.extend(
-        (f"{attribute} Processing Time", times, True)
-        for attribute, times in sorted(by_attribute.items())
-    )
-    return PerfTable(rows=_rows(candidates), samples=len(samples))
+    """The client table of one query's ``samples`` (see `summarise_client_batches`)."""
+    return summarise_client_batches([SampleBatch(samples, sampling_just_started)])
 
 
 _UNITS = (("s", 1_000_000.0), ("ms", 1_000.0), ("μs", 1.0))
@@ -200,3 +278,19 @@ def time_unit(micros: float) -> tuple[str, float]:
         if abs(micros) >= size:
             return name, size
     return _UNITS[-1]
+
+
+def duration(micros: float) -> str:
+    """``micros`` in the largest of s, ms and μs in which it is at least 1, rounded to three
+    significant figures for a sentence (``301 ms``, ``26.2 s``).
+
+    The monitor's table cells (`milonga.monitor.render.table_number`) differ on purpose:
+    they never drop below two decimals, and a row shares one unit, so a cell shows at
+    least three significant figures and often more (``301.23``).
+    """
+    unit, size = time_unit(micros)
+    value = micros / size
+    for digits in (2, 1):  # three significant figures, as far as the value allows
+        if round(value, digits) < 10 ** (3 - digits):
+            return f"{value:.{digits}f} {unit}"
+    return f"{value:.0f} {unit}"

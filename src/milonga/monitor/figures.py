@@ -1,0 +1,402 @@
+"""The figures of event streams and processes over a window of polls.
+
+A stream here runs from a monitored publisher to a monitored subscriber: the publisher's
+``dev/attr.change`` is the subscriber's topic ``dev/attr.idl5_change``.  Its figures come
+from both ends: how far the publisher's counter moved, how far the subscriber's last
+received counter moved, the missed events, the lag between the two, the push gap, and
+the subscriber's processing time and latency for the stream's attribute.  A process's
+figures are its event gaps (and rate) and, for a subscriber, its latency.
+
+A window is one poll interval, for the findings of each poll, or a whole run, for a
+report such as the demo's.  A window of one poll uses the tables `diff` made; a longer
+one summarises every query's samples together (`SampleBatch`).  Pure code, no Tango.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from milonga.monitor.diff import Report
+from milonga.monitor.poll import PollReport, ServerEntry
+from milonga.monitor.snapshot import ClientPerfSample, ServerPerfSample, Snapshot, short_name
+from milonga.monitor.stats import (
+    Metric,
+    PerfTable,
+    SampleBatch,
+    Statistics,
+    summarise_client_batches,
+    summarise_server_batches,
+)
+
+MICROS_PER_SECOND = 1_000_000.0
+ATTRIBUTE_NAME_LIMIT = 31
+"""cppTango cuts the attribute name of a client perf sample to this many characters."""
+NAME_CACHE = 65536
+"""Names of streams and topics whose short forms are kept, rather than worked out at each
+poll: the names of a system seldom change."""
+_TOPIC_KIND = re.compile(r"^idl\d+_")
+
+
+@functools.lru_cache(maxsize=NAME_CACHE)
+def stream_of_topic(topic: str) -> str:
+    """The publisher's short name of a subscriber's topic: ``tango://h:p/d/a.idl5_change``
+    -> ``d/a.change``."""
+    name, _, kind = short_name(topic).rpartition(".")
+    return f"{name}.{_TOPIC_KIND.sub('', kind)}"
+
+
+def attribute_of(stream: str) -> str:
+    """The attribute of a stream or topic: ``dev/ice/name/attr.change`` -> ``attr``."""
+    return stream.rpartition(".")[0].rpartition("/")[2]
+
+
+@functools.lru_cache(maxsize=NAME_CACHE)
+def sample_attribute(stream: str) -> str:
+    """The attribute of a stream as perf samples name it, in lower case for matching:
+    cut to `ATTRIBUTE_NAME_LIMIT` characters."""
+    return attribute_of(stream)[:ATTRIBUTE_NAME_LIMIT].lower()
+
+
+@functools.lru_cache(maxsize=NAME_CACHE)
+def _key(name: str) -> str:
+    """What matches a publisher's stream with a subscriber's topic: the short stream name
+    (`stream_of_topic`), in lower case, as Tango names are case-insensitive."""
+    return stream_of_topic(name).lower()
+
+
+class StreamFigures(NamedTuple):
+    """One event stream from a monitored publisher to a monitored subscriber, over a window.
+
+    A named tuple rather than a dataclass: the findings make one for every stream at every
+    poll, and a tuple is several times quicker to make.
+    """
+
+    name: str
+    """``device/attribute.kind``, as the subscriber's topic names it (`stream_of_topic`)."""
+    publisher: str
+    """The publisher's admin device."""
+    subscriber: str
+    """The subscriber's admin device."""
+    pushed: int
+    """Events pushed on the stream in the window: how far the publisher's counter moved
+    up over the interval of each of its polls, since the server's previous answer (an
+    interval in which it went down, as at a restart, counts as none)."""
+    received: int
+    """How far the subscriber's last received server counter moved up in the window."""
+    missed: int
+    """Missed events the subscriber detected in the window."""
+    counters: tuple[int, int] | None
+    """The publisher's last pushed server counter and the subscriber's last received one,
+    at the last poll of the window at which both answered; None if there was none."""
+    push_gap: float | None
+    """Time between two pushes, in μs: the seconds of the poll intervals in which the
+    publisher's counter moved, over the events pushed in them.  It works without samples,
+    and for a publisher of many streams; an interval in which pushing started or stopped
+    counts whole, so this is at least the true gap.  None if the counter did not move
+    in any interval of the window."""
+    processing: Statistics | None
+    """Time the subscriber's event thread took to handle one event of the stream's
+    attribute, in μs (its `Metric.PROCESSING_TIME` row for that attribute)."""
+    latency: Statistics | None
+    """From push to first callback of the stream's attribute in the subscriber, in μs."""
+
+    @property
+    def attribute(self) -> str:
+        return attribute_of(self.name)
+
+    @property
+    def lag(self) -> int | None:
+        """Events pushed that the subscriber had not received, as `counters` show."""
+        return None if self.counters is None else self.counters[0] - self.counters[1]
+
+    @property
+    def too_slow(self) -> bool:
+        """Whether handling one event takes longer than the publisher takes between two
+        pushes (median processing time against the push gap)."""
+        if self.processing is None or self.push_gap is None:
+            return False
+        return self.processing.median > self.push_gap
+
+    @property
+    def behind(self) -> int:
+        """Events pushed that the subscriber had not received at the last poll."""
+        return max(0, self.lag or 0)
+
+
+class ProcessFigures(NamedTuple):
+    """The event thread of one monitored process: how often it pushed or handled events.
+
+    A named tuple, as `StreamFigures`.
+    """
+
+    server: str
+    """The process's admin device."""
+    gaps: Statistics | None
+    """Time between two events it pushed (publishers) or handled (consumers), in μs: the
+    `Metric.EVENT_GAPS` row of its table."""
+    latency: Statistics | None = None
+    """Consumers only: time from push to first callback, in μs."""
+
+    @property
+    def rate(self) -> float | None:
+        """Events per second, from the median gap."""
+        if self.gaps is None or self.gaps.median <= 0:
+            return None
+        return MICROS_PER_SECOND / self.gaps.median
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The figures of a window of polls: per process that took samples, and per stream
+    between two monitored processes."""
+
+    polls: int
+    """How many polls the figures come from."""
+    publishers: tuple[ProcessFigures, ...]
+    """Processes with server-side samples."""
+    consumers: tuple[ProcessFigures, ...]
+    """Processes with client-side samples."""
+    streams: tuple[StreamFigures, ...]
+    """By subscriber, then stream name."""
+
+    def publisher(self, server: str) -> ProcessFigures | None:
+        """The publishing figures of admin device ``server``, if it took samples."""
+        return next((p for p in self.publishers if p.server == server), None)
+
+    def consumer(self, server: str) -> ProcessFigures | None:
+        """The event-consumer figures of admin device ``server``, if it took samples."""
+        return next((c for c in self.consumers if c.server == server), None)
+
+
+class _Answer(NamedTuple):
+    """A server that answered a poll: its entry, with the snapshot and report it has."""
+
+    entry: ServerEntry
+    snapshot: Snapshot
+    changes: Report
+
+
+@dataclass(slots=True)
+class _Published:
+    """One stream of one publisher, as the window saw it."""
+
+    publisher: str
+    """Its admin device."""
+    counter: int
+    """The last pushed server counter, at the publisher's last answer."""
+    pushed: int = 0
+    busy_seconds: float = 0.0
+    """The poll intervals in which the counter moved up, in seconds."""
+    pushed_while_busy: int = 0
+    """The events pushed in those intervals."""
+
+    @property
+    def push_gap(self) -> float | None:
+        if not self.pushed_while_busy:
+            return None
+        return self.busy_seconds * MICROS_PER_SECOND / self.pushed_while_busy
+
+
+@dataclass(slots=True)
+class _Subscribed:
+    """One topic of one subscriber, as the window saw it."""
+
+    name: str
+    attribute: str
+    """Its attribute as perf samples name it (`sample_attribute`)."""
+    received: int = 0
+    missed: int = 0
+    counters: tuple[int, int] | None = None
+
+
+class FigureWindow:
+    """The reports of consecutive polls, added in order, and the figures they give.
+
+    Counters are taken from each report's changes, so a window of one poll has the
+    figures of the interval since each server's previous answer.
+    """
+
+    def __init__(self) -> None:
+        self._polls = 0
+        self._published: dict[str, dict[str, _Published]] = {}
+        """By publisher admin device, then stream key."""
+        self._subscribed: dict[str, dict[str, _Subscribed]] = {}
+        """By subscriber admin device, then stream key."""
+        self._publisher_of: dict[str, _Published] = {}
+        """The stream of each key, as its publisher was last seen to publish it."""
+        self._answers: dict[str, list[_Answer]] = {}
+        """Each server's answers, for its samples."""
+
+    def add(self, report: PollReport) -> None:
+        """Add the report of the next poll."""
+        self._polls += 1
+        answered = {
+            entry.server.admin: _Answer(entry, entry.snapshot, entry.report)
+            for entry in report.entries
+            if entry.snapshot is not None and entry.report is not None
+        }
+        for admin, answer in answered.items():
+            self._add_publisher(report, answer)
+            self._answers.setdefault(admin, []).append(answer)
+        for answer in answered.values():
+            self._add_subscriber(answer, answered)
+
+    def _add_publisher(self, report: PollReport, answer: _Answer) -> None:
+        if answer.snapshot.server is None:
+            return
+        admin, last_answer = answer.entry.server.admin, answer.entry.last_answer
+        seconds = 0.0 if last_answer is None else (report.time - last_answer).total_seconds()
+        moves = {change.stream: change.counter.delta for change in answer.changes.published}
+        mine = self._published.setdefault(admin, {})
+        for stream, counter in answer.snapshot.server.publishers.items():
+            key = _key(stream)
+            published = mine.get(key)
+            if published is None:
+                published = mine[key] = _Published(admin, counter)
+            published.counter = counter
+            self._publisher_of[key] = published
+            moved = moves.get(stream, 0)
+            if moved > 0 and last_answer is not None:
+                published.pushed += moved
+                if seconds > 0:
+                    published.busy_seconds += seconds
+                    published.pushed_while_busy += moved
+
+    def _add_subscriber(self, answer: _Answer, answered: Mapping[str, _Answer]) -> None:
+        """Add the subscriptions of ``answer``, one of the ``answered`` of the poll."""
+        if answer.snapshot.client is None:
+            return
+        admin = answer.entry.server.admin
+        changes = {change.topic: change for change in answer.changes.subscription_changes}
+        mine = self._subscribed.setdefault(admin, {})
+        for topic, subscription in answer.snapshot.client.subscriptions.items():
+            key = _key(topic)
+            seen = mine.get(key)
+            if seen is None:
+                name = stream_of_topic(topic)
+                seen = mine[key] = _Subscribed(name, sample_attribute(name))
+            change = changes.get(topic)
+            if change is not None:
+                if change.server_counter is not None:
+                    seen.received += max(0, change.server_counter.delta)
+                if change.missed_event_count is not None:
+                    seen.missed += max(0, change.missed_event_count.delta)
+            published = self._publisher_of.get(key)
+            if published is not None and published.publisher in answered:
+                seen.counters = (published.counter, subscription.server_counter)
+
+    def _tables(self, admin: str) -> tuple[PerfTable | None, PerfTable | None]:
+        """The server and client tables of ``admin`` over the window: those of its report
+        for a window of one poll, otherwise those of all its samples."""
+        answers = self._answers[admin]
+        if self._polls == 1:
+            return answers[0].changes.server_perf, answers[0].changes.client_perf
+        server: list[SampleBatch[ServerPerfSample]] = []
+        client: list[SampleBatch[ClientPerfSample]] = []
+        for answer in answers:
+            unsampled = answer.entry.unsampled
+            if answer.snapshot.server is not None and answer.snapshot.server.perf:
+                server.append(SampleBatch(answer.snapshot.server.perf, unsampled.server))
+            if answer.snapshot.client is not None and answer.snapshot.client.perf:
+                client.append(SampleBatch(answer.snapshot.client.perf, unsampled.client))
+        return (
+            summarise_server_batches(server) if server else None,
+            summarise_client_batches(client) if client else None,
+        )
+
+    def figures(self) -> Figures:
+        """The figures of the reports added so far."""
+        tables = {admin: self._tables(admin) for admin in self._answers}
+        publishers = tuple(
+            ProcessFigures(admin, server.get(Metric.EVENT_GAPS))
+            for admin, (server, _) in tables.items()
+            if server is not None
+        )
+        consumers = tuple(
+            ProcessFigures(admin, client.get(Metric.EVENT_GAPS), client.get(Metric.LATENCY))
+            for admin, (_, client) in tables.items()
+            if client is not None
+        )
+        clients = {admin: client for admin, (_, client) in tables.items()}
+        return Figures(self._polls, publishers, consumers, self._streams(clients))
+
+    def streams(self) -> tuple[StreamFigures, ...]:
+        """The `Figures.streams` of the reports added so far, alone: all the findings need."""
+        return self._streams({admin: self._tables(admin)[1] for admin in self._answers})
+
+    def _streams(self, clients: Mapping[str, PerfTable | None]) -> tuple[StreamFigures, ...]:
+        """The figures of each stream, with ``clients``, the client table of each server."""
+        streams = []
+        for subscriber, subscribed in sorted(self._subscribed.items()):
+            table = clients.get(subscriber)
+            timings = _NO_TIMINGS if table is None else _by_attribute(table)
+            for key, seen in sorted(subscribed.items()):
+                published = self._publisher_of.get(key)
+                if published is not None:
+                    streams.append(_stream(subscriber, seen, published, timings))
+        return tuple(streams)
+
+
+def _stream(
+    subscriber: str, seen: _Subscribed, published: _Published, timings: _Timings
+) -> StreamFigures:
+    """The figures of the stream ``seen`` by ``subscriber`` as ``published``, with the
+    ``timings`` of the subscriber's client table.  Processing times and latencies are
+    matched by attribute name, the only name a perf sample carries: streams of one
+    attribute name on several devices share them."""
+    return StreamFigures(
+        seen.name,
+        published.publisher,
+        subscriber,
+        published.pushed,
+        seen.received,
+        seen.missed,
+        seen.counters,
+        published.push_gap,
+        timings.processing.get(seen.attribute),
+        timings.latency.get(seen.attribute),
+    )
+
+
+class _Timings(NamedTuple):
+    """The processing times and latencies of a client table's attributes, by the name of
+    the attribute in lower case."""
+
+    processing: dict[str, Statistics]
+    latency: dict[str, Statistics]
+
+
+_NO_TIMINGS = _Timings({}, {})
+"""The timings of a subscriber without a client table; never changed."""
+
+
+def _by_attribute(table: PerfTable) -> _Timings:
+    """The timings of each attribute of a client table."""
+    timings = _Timings({}, {})
+    for row in table.rows:
+        if row.attribute is not None:
+            if row.metric is Metric.PROCESSING_TIME:
+                timings.processing[row.attribute.lower()] = row.statistics
+            elif row.metric is Metric.LATENCY:
+                timings.latency[row.attribute.lower()] = row.statistics
+    return timings
+
+
+def poll_figures(report: PollReport) -> Figures:
+    """The figures of one poll: of the interval since each server's previous answer,
+    with the tables `diff` made."""
+    window = FigureWindow()
+    window.add(report)
+    return window.figures()
+
+
+def run_figures(reports: Iterable[PollReport]) -> Figures:
+    """The figures of a whole run of polls, oldest first: every query's samples together."""
+    window = FigureWindow()
+    for report in reports:
+        window.add(report)
+    return window.figures()

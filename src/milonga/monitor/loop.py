@@ -1,0 +1,442 @@
+"""The monitor's poll loop, the one `tango-event-monitor` and the demo's live monitor run.
+
+`PollLoop` takes a poll every period on one `Cadence` grid, turns each into a `PollUpdate`
+(the poll, what changed since each server's previous answer, and the findings), and hands
+that to its outputs: anything with a ``write(update)`` method (`Output`).  With sampling it
+turns performance sampling on at the start, on again in a server that answers with it off
+(saying why it was off), and off again however the loop ends, after one last poll that
+shows the samples taken since the one before.
+
+Stop signals never lose a reply: one that arrives during a poll lets that poll reach every
+output and then acts, which makes it the last.  Only the thread that owns the signals (the
+main thread) handles them; a loop on another thread ends when `PollLoop.stop` is called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Protocol, TextIO
+
+from milonga import standard_streams
+from milonga.monitor.collector import PERF_COMMAND, CallError, Collector
+from milonga.monitor.findings import Diagnostician, Findings, Severity
+from milonga.monitor.jsonl import JsonLinesWriter
+from milonga.monitor.poll import Cadence, MonitoredServer, Poll, PollHistory, PollReport
+from milonga.terminated import STOP_SIGNALS, Handler, Terminated, handling
+
+Say = Callable[[str, str], None]
+"""Tells the user something: ``say(kind, text)``, kind being note, warning or error."""
+
+
+@dataclass(frozen=True)
+class PollUpdate:
+    """One poll, as every output gets it."""
+
+    poll: Poll
+    """The servers' replies."""
+    report: PollReport
+    """What changed in each server since its previous answer."""
+    findings: Findings
+    """What the monitor concludes from this poll and those before it."""
+
+
+class Output(Protocol):
+    """Where the loop sends each poll."""
+
+    def write(self, update: PollUpdate) -> None:
+        """Take ``update``.  Raise `OutputError` when this output can take no more: the
+        other outputs still get the poll, then the loop ends with that error."""
+
+
+class OutputError(Exception):
+    """An output cannot be written; the message says which and what to do."""
+
+
+class PollLoop:
+    """Polls ``collector``'s servers every ``period`` seconds and sends each poll to
+    ``outputs``, in order, then to ``screen``.
+
+    Stop signals are held back while the outputs write, except during the ``screen``'s
+    write: a terminal or a pipe can block it for as long as its reader pleases (`| less`
+    at a page), so a signal acts at once there.  The loop ends after ``count`` polls if
+    given, on a stop signal, on `stop`, or when an output fails.
+
+    With ``sampling``, performance sampling is on in every server while the loop runs
+    (see `run`); ``prog`` names the command that turns it off by hand, in the warning for
+    a server where the loop could not.  ``say`` tells the user about sampling and about
+    polls that overran the period.
+    """
+
+    def __init__(
+        self,
+        collector: Collector,
+        outputs: Sequence[Output],
+        *,
+        period: float,
+        count: int | None = None,
+        sampling: bool = False,
+        screen: Screen | None = None,
+        say: Say,
+        prog: str,
+    ) -> None:
+        self.collector = collector
+        self.outputs = tuple(outputs)
+        self.period = period
+        self.count = count
+        self.sampling = sampling
+        self.screen = screen
+        self._say = say
+        self.prog = prog
+        self._history = PollHistory()
+        self._diagnostician = Diagnostician()
+        self._stop = threading.Event()
+        self._last_poll_wanted = True  # until a poll that ends the loop says otherwise
+        self._answered: set[str] = set()  # admin devices that have answered a poll
+        self._turned_on: set[str] = set()  # admin devices in which sampling may be on
+        # By admin device: the process in which sampling was last turned on, if known.
+        self._processes: dict[str, str | None] = {}
+
+    def run(
+        self, on_sampling_failed: Callable[[Mapping[str, CallError]], None] | None = None
+    ) -> None:
+        """Poll until the loop ends (see the class), and turn sampling off again.
+
+        With sampling, it is turned on in every server first; ``on_sampling_failed`` is
+        then called with the servers in which that failed, if any, and may raise to end
+        the loop before its first poll.  However the loop ends, sampling is then turned
+        off in every server in which it may be on, with a warning for each where that
+        fails.  Before that, one last poll shows the samples taken since the poll before,
+        unless that poll ended the loop (the ``count``-th, or one a stop came during), the
+        screen takes nothing more, or ``stop(last_poll=False)`` was called.
+
+        Raises KeyboardInterrupt or `Terminated` on a stop signal, BrokenPipeError when
+        the screen's reader went away, `OutputError` (said first) when an output failed.
+        """
+        try:
+            if self.sampling:
+                failures = self._turn_sampling_on(self.collector.servers)
+                if failures and on_sampling_failed is not None:
+                    try:
+                        on_sampling_failed(failures)
+                    except BaseException:
+                        self._last_poll_wanted = False  # before any poll: nothing to show
+                        raise
+            self._loop()
+        except OutputError as error:
+            self._say("error", str(error))
+            raise
+        finally:
+            if self.sampling:
+                # A further signal must not leave sampling on: only the last poll, and the
+                # wait for servers that do not answer, heed it.
+                with handling(dict.fromkeys(STOP_SIGNALS, signal.SIG_IGN)) as handlers:
+                    if self._last_poll_wanted and not (self.screen and self.screen.closed):
+                        self._last_poll(handlers)
+                    self._turn_sampling_off(handlers)
+
+    def stop(self, *, last_poll: bool = True) -> None:
+        """End `run`, from any thread: at once if it waits between polls, otherwise once
+        the poll under way has reached the outputs (that poll is then the last).  With
+        ``last_poll`` False, no last poll is taken before sampling is turned off."""
+        if not last_poll:
+            self._last_poll_wanted = False
+        self._stop.set()
+
+    def _loop(self) -> None:
+        """Take a poll every period until the loop ends, on one grid of times; say so when
+        one takes so long that the next is late."""
+        cadence = Cadence(self.period, time.monotonic())
+        taken = 0
+        while True:
+            due = cadence.due  # a wait that overran counts too: it makes the next late
+            poll = self._snapshot()
+            taken += 1
+            if taken == self.count or self._stop.is_set():
+                self._last_poll_wanted = False  # that one was the last
+                return
+            ended = time.monotonic()
+            wait, late = cadence.next(ended)
+            if late:
+                took = ended - due
+                self._say("warning", late_warning(poll.time.isoformat(), took, self.period, late))
+            if self._stop.wait(wait):
+                return
+
+    def _snapshot(self) -> Poll:
+        """Take a poll and send it to the outputs.  A stop signal during the poll waits
+        until they have it, which makes it the last poll: no reply is lost to the signal."""
+        with _holding_signals() as (arrived, _):
+            poll = self.collector.poll()
+        self._record(poll)
+        if arrived:
+            self._last_poll_wanted = False
+        _act_on(arrived)
+        if self.sampling:
+            self._keep_perf_on(poll)
+        self._answered.update(
+            reply.server.admin for reply in poll.replies if reply.snapshot is not None
+        )
+        return poll
+
+    def _record(self, poll: Poll) -> None:
+        """Send ``poll``, with what changed and the findings, to the outputs, then to the
+        screen, and only then raise the first output's failure.  A signal waits until all
+        have it, unless it arrives while the screen is being written: that may be blocked,
+        so the signal acts at once, and a screen that takes nothing more gets nothing more."""
+        failure: OutputError | None = None
+        with _deferring_signals() as handlers:
+            report = self._history.add(poll)
+            update = PollUpdate(poll, report, self._diagnostician.add(report))
+            for output in self.outputs:
+                try:
+                    output.write(update)
+                except OutputError as error:
+                    failure = failure or error
+            if self.screen is not None:
+                with handling(handlers):
+                    self.screen.write(update)
+        if failure is not None:
+            raise failure
+
+    def _keep_perf_on(self, poll: Poll) -> None:
+        """Turn sampling on again in servers that answer with it off, and say why it was
+        off: each answers for the first time, restarted, or another client turned it off."""
+        off = [
+            reply.server
+            for reply in poll.replies
+            if reply.snapshot is not None and reply.snapshot.perf_monitoring is False
+        ]
+        before = {server.admin: self._processes.get(server.admin) for server in off}
+        failures = self._turn_sampling_on(off)
+        for server in off:
+            if server.admin not in failures:
+                self._say("note", self._why_off(server, before[server.admin]))
+
+    def _why_off(self, server: MonitoredServer, before: str | None) -> str:
+        """Why sampling was off in ``server``, just turned on again; ``before`` is the
+        process it was turned on in the last time, if known.  Only a change of process
+        tells a restart: turning sampling off, or querying, is what any client may do."""
+        if server.admin not in self._answered:
+            return (
+                f"turned performance sampling on in {server.label}, which answers for the "
+                "first time"
+            )
+        now = self._processes.get(server.admin)
+        if before is None or now is None:
+            return (
+                f"performance sampling was off in {server.label}: it restarted, or another "
+                "client turned it off; turned it on again"
+            )
+        if before != now:
+            return (
+                f"performance sampling was off in {server.label}, which restarted ({before} "
+                f"before, {now} now); turned it on again"
+            )
+        return (
+            f"performance sampling was turned off in {server.label} by another client, "
+            f"such as another monitor stopping (the server is still {now}); turned it on "
+            "again"
+        )
+
+    def _turn_sampling_on(self, servers: Sequence[MonitoredServer]) -> dict[str, CallError]:
+        """Turn sampling on in ``servers``; return the failures by admin device.  The
+        processes of those that did are recorded, and each server in which it may be on is
+        turned off again at the end."""
+        self._turned_on.update(server.admin for server in servers)  # before asking: any exit
+        errors = self.collector.set_perf_monitoring(True, servers)
+        self._turned_on.difference_update(
+            admin for admin, error in errors.items() if error.answered or not error.sent
+        )
+        on = [server for server in servers if server.admin not in errors]
+        self._processes.update(self.collector.processes(on))
+        return errors
+
+    def _turn_sampling_off(self, handlers: dict[int, Handler]) -> None:
+        """Turn sampling off in every server in which it may be on, and warn about each
+        where that fails.  Those that do not answer at once are waited for, up to the
+        collector's `Collector.call_limit` (5 s with the 1 s timeout): their calls under
+        way have ended then, so the whole stop fits well within the 10 s that service
+        managers allow before SIGKILL.  A signal that ``handlers`` act on ends the wait."""
+        servers = [s for s in self.collector.servers if s.admin in self._turned_on]
+        errors = self.collector.set_perf_monitoring(False, servers)
+        slow = [s for s in servers if s.admin in errors and not errors[s.admin].answered]
+        if slow:
+            patience = self.collector.call_limit
+            with contextlib.suppress(KeyboardInterrupt, Terminated), handling(handlers):
+                self._say(
+                    "note",
+                    f"waiting up to {patience:g} s for "
+                    f"{', '.join(server.label for server in slow)} to answer, to turn "
+                    f"performance sampling off in {'it' if len(slow) == 1 else 'them'}; "
+                    "Ctrl-C stops waiting",
+                )
+                late = self.collector.set_perf_monitoring(False, slow, patience=patience)
+                errors = {admin: error for admin, error in errors.items() if error.answered}
+                errors.update(late)
+        self._warn_left_on(errors)
+
+    def _last_poll(self, handlers: dict[int, Handler]) -> None:
+        """Show the samples taken since the last poll before sampling is turned off.
+        ``handlers`` act on signals meanwhile: a further one skips it."""
+        try:
+            with handling(handlers):
+                self._record(self.collector.poll())
+        except (KeyboardInterrupt, Terminated, BrokenPipeError):
+            pass
+        except OutputError as error:
+            self._say("error", str(error))
+
+    def _warn_left_on(self, failures: Mapping[str, CallError]) -> None:
+        """Name each server in which sampling could not be turned off, and the remedy."""
+        for admin, failure in failures.items():
+            self._say(
+                "warning",
+                f"could not turn performance sampling off in {admin} ({failure}); if that "
+                "server still runs, sampling may stay on in it. Once it answers, run "
+                f"'{self.prog} {admin} --monitor --count 1' or call {PERF_COMMAND}(False) on "
+                f"{admin}",
+            )
+
+
+class Screen:
+    """Shows each poll on ``out`` (a terminal, a pipe or a file) as ``text`` renders it."""
+
+    def __init__(self, out: TextIO, text: Callable[[PollUpdate], str]) -> None:
+        self.out = out
+        self._text = text
+        self.closed = False
+        """Whether the rest of the output goes nowhere: the screen failed, or took nothing
+        more when a stop signal came."""
+
+    def write(self, update: PollUpdate) -> None:
+        self.show(self._text(update))
+
+    def show(self, text: str) -> None:
+        """Write ``text``.  A signal meanwhile sends the rest of the screen output nowhere
+        if the screen takes nothing more (a full pipe): a later write would block too.
+        Arriving just after the text went out, it leaves the screen as it is."""
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except (KeyboardInterrupt, Terminated):
+            if _stuck(self.out):
+                self._close()
+            raise
+        except BrokenPipeError:
+            self._close()
+            raise
+        except OSError as error:
+            self._close()
+            raise OutputError(
+                f"cannot write to standard output ({error.strerror}); send it somewhere "
+                "that takes it, such as a file or a pipe"
+            ) from None
+
+    def _close(self) -> None:
+        """Send the rest of the screen output, buffered text included, nowhere."""
+        self.closed = True
+        standard_streams.discard(self.out)
+
+
+class JsonLinesOutput:
+    """Writes each poll and its findings to ``writer``, the file called ``name``, until
+    that fails: it then says so once (`OutputError`) and takes nothing more."""
+
+    def __init__(self, writer: JsonLinesWriter, name: str) -> None:
+        self._writer: JsonLinesWriter | None = writer
+        self.name = name
+
+    def write(self, update: PollUpdate) -> None:
+        if self._writer is None:
+            return
+        try:
+            self._writer.write(update.poll, update.findings)
+        except OSError as error:
+            self._writer = None
+            raise OutputError(
+                f"cannot write to {self.name} ({error.strerror}); snapshots are no longer "
+                "written to it. Make sure it can be written (free space, a working disk) "
+                "or give another file with -o"
+            ) from None
+
+
+class WorstSeverity:
+    """Remembers the worst severity of the findings active at any poll so far."""
+
+    def __init__(self) -> None:
+        self.worst: Severity | None = None
+        """None until a poll has an active finding."""
+
+    def write(self, update: PollUpdate) -> None:
+        worst = update.findings.worst
+        if worst is not None and (self.worst is None or worst > self.worst):
+            self.worst = worst
+
+
+def late_warning(when: str, took: float, period: float, late: float) -> str:
+    """What to say about the poll of ``when``, which ended ``took`` seconds after it was
+    due, more than the polling ``period``: the next one is ``late`` seconds late.
+
+    Times are shown to the millisecond, ``took`` always at least one more than
+    ``period``, so that the two never read as equal.
+    """
+    period_ms = round(period * 1000)
+    took_ms = max(round(took * 1000), period_ms + 1)
+    return (
+        f"the snapshot of {when} took {_seconds(took_ms)} s, longer than the "
+        f"{_seconds(period_ms)} s polling period: the next one is "
+        f"{_seconds(round(late * 1000))} s late"
+    )
+
+
+def _seconds(milliseconds: int) -> str:
+    """``milliseconds`` as seconds, without trailing zeros: 1000 is 1, 1250 is 1.25."""
+    return f"{milliseconds / 1000:.3f}".rstrip("0").rstrip(".")
+
+
+@contextlib.contextmanager
+def _holding_signals() -> Iterator[tuple[list[int], dict[int, Handler]]]:
+    """Hold stop signals back inside the block; yield the list of those that arrive, and
+    the handlers that act on them, for parts of the block that must not wait."""
+    arrived: list[int] = []
+
+    def remember(signum: int, frame: FrameType | None) -> None:
+        arrived.append(signum)
+
+    active = {signum for signum in STOP_SIGNALS if signal.getsignal(signum) != signal.SIG_IGN}
+    with handling(dict.fromkeys(active, remember)) as handlers:
+        yield arrived, handlers
+
+
+def _act_on(arrived: list[int]) -> None:
+    """Act on stop signals held back: Ctrl-C alone raises KeyboardInterrupt, any other
+    `Terminated`."""
+    if arrived:
+        raise KeyboardInterrupt if set(arrived) == {signal.SIGINT} else Terminated
+
+
+@contextlib.contextmanager
+def _deferring_signals() -> Iterator[dict[int, Handler]]:
+    """Hold stop signals back until the block is done, then act on them; yield the
+    handlers that act on them, for parts of the block that must not wait."""
+    with _holding_signals() as (arrived, handlers):
+        yield handlers
+    _act_on(arrived)
+
+
+def _stuck(stream: TextIO) -> bool:
+    """Whether a write to ``stream`` would block now, as to a pipe nobody reads (`| less`
+    waiting at a page); a stream without a file descriptor never blocks."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):
+        return False
+    _, writable, _ = select.select([], [descriptor], [], 0)
+    return not writable

@@ -1,0 +1,443 @@
+"""The rules that turn figures into findings: one small function per kind.
+
+Each rule takes the figures it rests on, already gathered by
+`milonga.monitor.findings.Diagnostician` (which keeps the few polls of history the
+rules need), and returns the finding if its condition holds.  Every threshold is either
+a comparison of two figures of the system itself (processing time against push gap, a
+lag against the lags before it) or a limit of cppTango's (its 1000-event ZeroMQ buffer,
+its 10 s heartbeat, its 256 samples): nothing is tuned to one system.  docs/findings.md
+explains each.  Pure code, no Tango.
+"""
+
+from __future__ import annotations
+
+import enum
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from milonga.monitor import findings as model
+from milonga.monitor.diff import Report
+from milonga.monitor.figures import StreamFigures, stream_of_topic
+from milonga.monitor.snapshot import NotConnected, short_name
+from milonga.monitor.stats import DECILES_FROM, SAMPLE_LIMIT, Statistics, duration
+
+HIGH_WATER_MARK = 1000
+"""cppTango's default ZeroMQ high-water mark: events a subscriber can have waiting before
+ZeroMQ drops the next ones, which the subscriber then reports as missed."""
+BUSY_SHARE = 0.5
+"""Callbacks that take more than this share of the time keep the event thread mostly busy:
+they, and not something else, make its events late."""
+HEARTBEAT_SECONDS = 10.0
+"""cppTango's heartbeat period: how often a client tries again to connect a subscription."""
+GROWTH_POLLS = 3
+"""A figure that rose at each of this many polls in a row is growing, not noise."""
+CHURN_POLLS = 2
+"""Subscriptions that changed at each of this many polls in a row are churning."""
+SHARED_SLACK = 2
+"""Events a query may see in the counters but not in the samples, or the other way round:
+a push under way while the process is queried moves its sample to the next query."""
+
+SHARED_THREAD = (
+    "Every other subscription of {subscriber} waits behind it: one event-consumer thread "
+    "per process runs the callbacks of all its subscriptions, one event at a time."
+)
+
+
+def _finding(
+    kind: str,
+    severity: model.Severity,
+    subject: model.Subject,
+    message: str,
+    **evidence: int | float | str | None,
+) -> model.Finding:
+    return model.Finding(kind, severity, subject, message, evidence)
+
+
+def slow_callback(stream: StreamFigures) -> model.Finding | None:
+    """slow-callback: the subscriber takes longer to handle one event of ``stream`` (median
+    processing time) than its publisher takes between two pushes (push gap)."""
+    if not stream.too_slow:
+        return None
+    assert stream.processing is not None
+    assert stream.push_gap is not None
+    return _finding(
+        "slow-callback",
+        model.Severity.WARNING,
+        model.Subject(stream.subscriber, stream.name),
+        f"{stream.subscriber} takes {duration(stream.processing.median)} to handle one event "
+        f"of {stream.name} (median), longer than the {duration(stream.push_gap)} between two "
+        f"pushes by {stream.publisher}: its events queue up and arrive later and later. "
+        + SHARED_THREAD.format(subscriber=stream.subscriber)
+        + " Make the callback faster, or run it off that thread (CallbackScheduler).",
+        processing_median_us=stream.processing.median,
+        push_gap_us=stream.push_gap,
+        pushed=stream.pushed,
+        publisher=stream.publisher,
+    )
+
+
+def latency_grows(latencies: Sequence[Statistics]) -> bool:
+    """Whether the median of ``latencies`` (see `growing_latency`) rose at each of the
+    last `GROWTH_POLLS` of them, and the last of them is above the `GROWTH_POLLS` - 1
+    before it, even its lowest value above the other's highest."""
+    if len(latencies) <= GROWTH_POLLS:
+        return False
+    recent = latencies[-GROWTH_POLLS - 1 :]
+    return (
+        _rising([latency.median for latency in recent])
+        and recent[-1].minimum > recent[-GROWTH_POLLS].maximum
+    )
+
+
+def growing_latency(
+    server: str,
+    latencies: Sequence[Statistics],
+    busy: float | None,
+    slowest: tuple[str, Statistics] | None,
+) -> model.Finding | None:
+    """slow-callback, second trigger: the latency of ``server``'s events grows, and its
+    callbacks are what keeps its event thread busy.
+
+    ``latencies`` are its latency statistics at its last polls with latency samples, the
+    last one this poll's; ``busy`` the share of this poll's interval its sampled events
+    took to handle; ``slowest`` the stream that took it longest to handle this poll, with
+    its processing time.  Holds when the median rose at each of the last `GROWTH_POLLS`
+    of them, the fastest event of this poll took longer than the slowest of the poll
+    `GROWTH_POLLS` - 1 before (the two do not overlap, so the growth is not noise), and
+    handling events took more than `BUSY_SHARE` of the interval (the callbacks, not
+    something else such as subscribing, hold the thread up).
+    """
+    if not latency_grows(latencies) or busy is None or busy <= BUSY_SHARE:
+        return None
+    recent = latencies[-GROWTH_POLLS - 1 :]
+    medians = [latency.median for latency in recent]
+    earlier, now = recent[-GROWTH_POLLS], recent[-1]
+    stream, processing = slowest if slowest is not None else (None, None)
+    culprit = (
+        ""
+        if stream is None or processing is None
+        else f" {stream} takes it the longest to handle ({duration(processing.median)} "
+        "median per event)."
+    )
+    return _finding(
+        "slow-callback",
+        model.Severity.WARNING,
+        model.Subject(server, stream),
+        f"Events reach their callbacks in {server} later and later: the median latency "
+        f"rose at each of the last {GROWTH_POLLS} snapshots "
+        f"({' -> '.join(duration(m) for m in medians)}), and even the fastest event now "
+        f"({duration(now.minimum)}) took longer than the slowest of {GROWTH_POLLS - 1} "
+        f"snapshots before ({duration(earlier.maximum)}): they queue up, as handling them "
+        f"took {busy:.0%} of the time since the previous snapshot.{culprit} "
+        + SHARED_THREAD.format(subscriber=server)
+        + " Make the slow callback faster, or run it off that thread (CallbackScheduler).",
+        latency_median_us=now.median,
+        latency_median_before_us=medians[0],
+        latency_minimum_us=now.minimum,
+        latency_maximum_before_us=earlier.maximum,
+        busy_share=busy,
+        processing_median_us=None if processing is None else processing.median,
+    )
+
+
+def falling_behind(stream: StreamFigures, lags: Sequence[int]) -> model.Finding | None:
+    """falling-behind: the subscriber's lag on ``stream`` (publisher's last pushed counter
+    minus its last received one) rose at each of the last `GROWTH_POLLS` of ``lags``, the
+    lags at the polls at which both answered, this poll's last.  An error once the lag is
+    above the `HIGH_WATER_MARK`."""
+    if len(lags) <= GROWTH_POLLS:
+        return None
+    recent = lags[-GROWTH_POLLS - 1 :]
+    lag = recent[-1]
+    if not _rising(recent) or lag <= 0:
+        return None
+    if lag > HIGH_WATER_MARK:
+        severity = model.Severity.ERROR
+        outcome = (
+            f"that is more than the {HIGH_WATER_MARK} events ZeroMQ holds for a subscriber, "
+            "so events are being dropped and will be reported as missed."
+        )
+    else:
+        severity = model.Severity.WARNING
+        outcome = (
+            f"past {HIGH_WATER_MARK} events waiting, ZeroMQ drops the next ones and they are "
+            "missed."
+        )
+    return _finding(
+        "falling-behind",
+        severity,
+        model.Subject(stream.subscriber, stream.name),
+        f"{stream.subscriber} is {lag} events behind {stream.publisher} on {stream.name}, "
+        f"and the gap grew at each of the last {GROWTH_POLLS} snapshots "
+        f"({' -> '.join(map(str, recent))}; last pushed minus last received server "
+        f"counter): it takes events in more slowly than they are pushed, and {outcome} "
+        "Find what holds up its event thread: a slow callback (--monitor shows processing "
+        "times).",
+        lag=lag,
+        lag_before=recent[0],
+        pushed=stream.pushed,
+        received=stream.received,
+        high_water_mark=HIGH_WATER_MARK,
+    )
+
+
+class MissedCause(enum.Enum):
+    """What the other figures say about why events were missed."""
+
+    PUBLISHER_RESTARTED = "publisher-restarted"
+    CONSUMER_TOO_SLOW = "consumer-too-slow"
+    UNKNOWN = "unknown"
+
+
+_MISSED_CAUSES = {
+    MissedCause.PUBLISHER_RESTARTED: (
+        "Its publisher restarted (its server counters went down): events pushed around the "
+        "restart never arrived. Find out why it restarted."
+    ),
+    MissedCause.CONSUMER_TOO_SLOW: (
+        "It handles this stream more slowly than it is pushed (see slow-callback and "
+        f"falling-behind): more than the {HIGH_WATER_MARK} events ZeroMQ holds piled up and "
+        "the next ones were dropped. Make the callback faster, or run it off the event "
+        "thread (CallbackScheduler)."
+    ),
+    MissedCause.UNKNOWN: (
+        "Either its publisher restarted, or it fell more than the "
+        f"{HIGH_WATER_MARK} events ZeroMQ holds behind and the next ones were dropped; "
+        "monitor the publisher too, with --monitor, to tell which."
+    ),
+}
+
+
+def missed_events(server: str, topic: str, missed: int, cause: MissedCause) -> model.Finding:
+    """missed-events: subscription ``topic`` of ``server`` missed ``missed`` more events
+    since the server's previous answer, for the likely ``cause``."""
+    stream = stream_of_topic(topic)
+    return _finding(
+        "missed-events",
+        model.Severity.ERROR,
+        model.Subject(server, stream),
+        f"{server} missed {missed} event(s) of {stream} since its previous snapshot: they "
+        f"are lost, not late. {_MISSED_CAUSES[cause]}",
+        missed=missed,
+        cause=cause.value,
+    )
+
+
+@dataclass(frozen=True)
+class ChurnStep:
+    """How a server's subscriptions changed at one poll."""
+
+    added: int = 0
+    """Subscriptions that appeared."""
+    removed: int = 0
+    """Subscriptions that disappeared."""
+    callbacks_added: int = 0
+    callbacks_removed: int = 0
+
+    @classmethod
+    def of(cls, report: Report) -> ChurnStep:
+        """The changes of ``report``, a report against a previous answer."""
+        moves = [c.callback_count.delta for c in report.subscription_changes if c.callback_count]
+        if not (moves or report.new_subscriptions or report.removed_subscriptions):
+            return NO_CHURN
+        return cls(
+            added=len(report.new_subscriptions),
+            removed=len(report.removed_subscriptions),
+            callbacks_added=sum(move for move in moves if move > 0),
+            callbacks_removed=-sum(move for move in moves if move < 0),
+        )
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.added or self.removed or self.callbacks_added or self.callbacks_removed)
+
+    @property
+    def took_away(self) -> bool:
+        """Whether a subscription or a callback went away: more than a start-up adding."""
+        return bool(self.removed or self.callbacks_removed)
+
+
+@dataclass(frozen=True)
+class Wakes:
+    """How often a subscriber's event thread woke up at one poll, and what is expected."""
+
+    statistics: Statistics
+    """Its `Metric.WAKE_COUNT` row: wake-ups per sampled event, 1 when nothing else woke it."""
+    heartbeats: float
+    """Wake-ups the heartbeats of its channels explain: at most one per channel per
+    heartbeat period, over the poll interval, plus one per channel."""
+
+    @property
+    def extra(self) -> int:
+        """Wake-ups beyond the first of each event, from its mean and count."""
+        return round((self.statistics.mean - 1) * self.statistics.count)
+
+    @property
+    def unexplained(self) -> bool:
+        """Whether more than a tenth of the events found the thread woken for something
+        other than a heartbeat, on at least `DECILES_FROM` samples."""
+        count = self.statistics.count
+        return count >= DECILES_FROM and self.extra - self.heartbeats > count / 10
+
+
+NO_CHURN = ChurnStep()
+"""A poll at which no subscription or callback came or went."""
+
+
+def subscription_churn(
+    server: str, steps: Sequence[ChurnStep], wakes: Wakes | None
+) -> model.Finding | None:
+    """subscription-churn: ``server``'s subscriptions or callbacks changed at each of the
+    last `CHURN_POLLS` of ``steps`` (one per answer, this poll's last) with something
+    taken away among them; or, from this poll's ``wakes``, more than a tenth of its
+    events found its event thread woken for something else than a heartbeat first."""
+    recent = list(steps[-CHURN_POLLS:])
+    churning = (
+        len(recent) == CHURN_POLLS
+        and all(step.changed for step in recent)
+        and any(step.took_away for step in recent)
+    )
+    woken = wakes is not None and wakes.unexplained
+    if not churning and not woken:
+        return None
+    parts = []
+    if churning:
+        parts.append(
+            f"Its subscriptions changed at each of the last {CHURN_POLLS} snapshots "
+            f"({sum(s.added for s in recent)} subscriptions appeared and "
+            f"{sum(s.removed for s in recent)} went away; {sum(s.callbacks_added for s in recent)}"
+            f" callbacks were added and {sum(s.callbacks_removed for s in recent)} removed)."
+        )
+    if woken:
+        assert wakes is not None
+        parts.append(
+            f"Its event thread woke up {wakes.extra} extra times for its "
+            f"{wakes.statistics.count} sampled events, where heartbeats explain at most "
+            f"{wakes.heartbeats:.0f}: more than a tenth of the events found it woken for "
+            "something else, such as a subscription being made or dropped."
+        )
+    return _finding(
+        "subscription-churn",
+        model.Severity.WARNING,
+        model.Subject(server),
+        f"{server} keeps subscribing and unsubscribing. {' '.join(parts)} While cppTango "
+        "subscribes or unsubscribes, the process's events wait; keep subscriptions (and the "
+        "DeviceProxy objects that hold them) for as long as the client runs.",
+        subscriptions_added=sum(s.added for s in recent),
+        subscriptions_removed=sum(s.removed for s in recent),
+        callbacks_added=sum(s.callbacks_added for s in recent),
+        callbacks_removed=sum(s.callbacks_removed for s in recent),
+        extra_wakes=None if wakes is None else wakes.extra,
+        heartbeat_wakes=None if wakes is None else wakes.heartbeats,
+        wake_samples=None if wakes is None else wakes.statistics.count,
+    )
+
+
+def not_connected(server: str, entry: NotConnected, waited: float) -> model.Finding | None:
+    """not-connected: ``server`` has had ``entry`` in its not-connected list for ``waited``
+    seconds (poll times since it was first seen there), longer than a heartbeat period."""
+    if waited <= HEARTBEAT_SECONDS:
+        return None
+    where = "" if entry.tango_host is None else f" (Tango host {entry.tango_host})"
+    return _finding(
+        "not-connected",
+        model.Severity.WARNING,
+        model.Subject(server, entry.stream),
+        f"{server} has been waiting {waited:.0f} s to connect its subscription to "
+        f"{entry.stream}, longer than one {HEARTBEAT_SECONDS:g} s heartbeat period (last "
+        f"attempt at {entry.last_heartbeat}): none of its events arrive. Check that the "
+        f"device's server runs and can be reached{where}; cppTango keeps trying.",
+        waited_seconds=waited,
+        last_heartbeat=entry.last_heartbeat,
+        heartbeat_seconds=HEARTBEAT_SECONDS,
+    )
+
+
+def server_not_answering(server: str, error: str, polls: int) -> model.Finding:
+    """server-not-answering: ``server`` did not answer the last ``polls`` polls; ``error``
+    is why it did not answer this one."""
+    reason = error.splitlines()[0] if error else "no reply"
+    return _finding(
+        "server-not-answering",
+        model.Severity.ERROR,
+        model.Subject(server),
+        f"{server} did not answer {polls} snapshot(s) in a row: {reason}. Its events cannot "
+        "be watched; check that it runs and that its host can be reached.",
+        polls=polls,
+        error=reason,
+    )
+
+
+def server_restarted(server: str, report: Report, silent_polls: int) -> model.Finding | None:
+    """server-restarted: a counter ``server`` publishes went down since its previous
+    answer, or it answered after ``silent_polls`` polls without an answer with counters
+    lower than before."""
+    down = [change for change in report.published if change.counter.delta < 0]
+    if not down and not (silent_polls and report.went_down):
+        return None
+    names = [short_name(change.stream) for change in down] or [
+        short_name(name) for name in report.went_down
+    ]
+    after = f" after {silent_polls} snapshot(s) without an answer" if silent_polls else ""
+    return _finding(
+        "server-restarted",
+        model.Severity.WARNING,
+        model.Subject(server),
+        f"{server} restarted{after}: {len(names)} of its counters went down "
+        f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}). Its subscribers "
+        "reconnect by themselves, but events pushed around the restart may be missed; "
+        "find out why it restarted.",
+        counters_down=len(names),
+        silent_polls=silent_polls,
+    )
+
+
+def events_pushed(report: Report) -> int:
+    """Events a process pushed since its previous answer, by its counters: how far each
+    counter moved up, and the counters of streams new since then."""
+    return sum(max(0, change.counter.delta) for change in report.published) + sum(
+        publisher.counter for publisher in report.new_publishers
+    )
+
+
+def events_received(report: Report) -> int:
+    """Events a process received since its previous answer, by its counters: handled and
+    discarded ones, on every subscription, new ones included."""
+    moved = sum(
+        max(0, change.delta)
+        for changed in report.subscription_changes
+        for change in (changed.event_count, changed.discarded_event_count)
+        if change is not None
+    )
+    return moved + sum(
+        subscription.event_count + subscription.discarded_event_count
+        for subscription in report.new_subscriptions
+    )
+
+
+def samples_shared(server: str, side: str, samples: int, events: int) -> model.Finding | None:
+    """samples-shared: with sampling on since ``server``'s previous answer, its ``side``
+    (``server`` or ``client``) returned ``samples`` samples, fewer than half of the
+    ``events`` its counters show in that time (and more than `SHARED_SLACK` fewer),
+    although its buffer did not fill: another client took the rest."""
+    if samples >= SAMPLE_LIMIT or 2 * samples >= events or events - samples <= SHARED_SLACK:
+        return None
+    counted = "pushed" if side == "server" else "received"
+    return _finding(
+        "samples-shared",
+        model.Severity.WARNING,
+        model.Subject(server),
+        f"{server} returned {samples} {side} performance samples for the {events} events "
+        f"it {counted} since its previous snapshot: another client, such as a second "
+        "monitor, is querying it and emptying its samples, so the performance figures "
+        "here miss most events. Poll each server from one monitor only.",
+        side=side,
+        samples=samples,
+        events=events,
+    )
+
+
+def _rising(values: Sequence[float]) -> bool:
+    """Whether each of ``values`` is greater than the one before."""
+    return all(map(operator.lt, values, values[1:]))

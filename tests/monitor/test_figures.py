@@ -1,0 +1,176 @@
+"""The figures of streams and processes, over one poll and over a whole run, on polls
+recorded from real servers (a demo run, and the findings scenarios) and built ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from milonga.monitor import Poll, PollHistory, PollReport, Unsampled
+from milonga.monitor.figures import (
+    attribute_of,
+    poll_figures,
+    run_figures,
+    sample_attribute,
+    stream_of_topic,
+)
+from milonga.monitor.jsonl import read_polls
+from milonga.monitor.stats import Metric, summarise
+from tests.monitor.strategies import (
+    HOST,
+    PUB,
+    SUB,
+    client_sample,
+    poll_of,
+    publisher_reply,
+    server_sample,
+    subscriber_reply,
+    subscription,
+)
+
+DEMO = Path(__file__).parent.parent / "demo" / "data"
+FINDINGS = Path(__file__).parent / "data" / "findings"
+TOP = "dserver/MyServer/top"
+HW = "dserver/MyServer/hw"
+POSITION = "foo/bar/hw/position.change"
+STREAM = f"{HOST}a/b/c/x.change"
+TOPIC = f"{HOST}a/b/c/x.idl5_change"
+
+
+def reports(polls: list[Poll]) -> list[PollReport]:
+    history = PollHistory()
+    return [history.add(poll) for poll in polls]
+
+
+@pytest.fixture(scope="module")
+def plain() -> list[PollReport]:
+    """The demo run without the scheduler: a 300 ms callback against 10 Hz pushes."""
+    return reports(read_polls(DEMO / "plain.jsonl"))
+
+
+def test_a_topic_is_named_as_its_publisher_names_the_stream() -> None:
+    assert stream_of_topic(f"{HOST}foo/bar/hw/position.idl5_change") == POSITION
+    assert stream_of_topic("foo/bar/hw/position.idl4_archive") == "foo/bar/hw/position.archive"
+    assert attribute_of(POSITION) == "position"
+    assert sample_attribute("a/b/c/" + "A" * 40 + ".change") == "a" * 31
+
+
+def test_entries_carry_their_snapshot_and_the_sampling_state_before_it(
+    plain: list[PollReport],
+) -> None:
+    first, second = plain[0].entries[0], plain[1].entries[0]
+
+    assert first.snapshot is not None
+    assert second.snapshot is not None
+    assert (first.unsampled, second.unsampled) == (Unsampled(), Unsampled())
+    assert (first.last_answer, second.last_answer) == (None, plain[0].time)
+    assert plain[2].entries[0].unsampled == Unsampled(server=False, client=True)
+
+
+def test_one_poll_of_the_demo_shows_the_slow_stream(plain: list[PollReport]) -> None:
+    figures = poll_figures(plain[1])
+    position = next(s for s in figures.streams if s.name == POSITION)
+
+    assert (position.publisher, position.subscriber) == (HW, TOP)
+    assert (position.pushed, position.received, position.lag) == (49, 17, 32)
+    # 49 pushes in the 5 s between the two polls: one every 102 ms.
+    assert position.push_gap == pytest.approx(5.000168e6 / 49)
+    assert position.processing is not None
+    assert position.processing.median == pytest.approx(300434.5)
+    assert position.too_slow
+    consumer = figures.consumer(TOP)
+    assert consumer is not None
+    assert consumer.latency is not None
+
+
+def test_one_poll_reuses_the_tables_of_its_report(plain: list[PollReport]) -> None:
+    figures = poll_figures(plain[1])
+    (entry,) = [e for e in plain[1].entries if e.server.admin == TOP]
+
+    consumer = figures.consumer(TOP)
+    assert entry.report is not None
+    assert entry.report.client_perf is not None
+    assert consumer is not None
+    assert consumer.gaps is entry.report.client_perf.get(Metric.EVENT_GAPS)
+
+
+def test_a_whole_run_adds_up_its_polls(plain: list[PollReport]) -> None:
+    figures = run_figures(plain)
+    position = next(s for s in figures.streams if s.name == POSITION)
+
+    assert figures.polls == len(plain)
+    assert (position.pushed, position.received, position.missed, position.lag) == (130, 130, 0, 0)
+    # Pushing went on over three 5 s intervals, for 130 events.
+    busy = sum((plain[i].time - plain[i - 1].time).total_seconds() for i in (1, 2, 3))
+    assert position.push_gap == pytest.approx(busy * 1e6 / 130)
+    assert position.push_gap is not None
+    assert position.processing is not None
+    assert position.processing.count == 123
+    assert position.processing.median > position.push_gap
+    publisher = figures.publisher(HW)
+    assert publisher is not None
+    assert publisher.rate == pytest.approx(10, rel=0.01)  # pushes 10 times a second
+
+
+def test_a_whole_run_leaves_out_each_first_gap_after_sampling_started() -> None:
+    """That gap spans the time sampling was off; a later query's first one is real."""
+    pushed = [[], [server_sample(9_000_000), server_sample(100_000)], [server_sample(200_000)]]
+    polls = [poll_of(i, {PUB: publisher_reply({STREAM: i}, perf)}) for i, perf in enumerate(pushed)]
+
+    publisher = run_figures(reports(polls)).publisher(PUB)
+
+    assert publisher is not None
+    assert publisher.gaps == summarise([100_000, 200_000])
+
+
+def test_the_push_gap_comes_from_counters_so_it_needs_no_samples() -> None:
+    """The falling-behind recording has sampling off in every server."""
+    polls = reports(read_polls(FINDINGS / "falling-behind.jsonl"))
+
+    figures = run_figures(polls)
+
+    assert not figures.publishers
+    assert not figures.consumers
+    assert any(s.push_gap is not None and s.pushed > 0 for s in figures.streams)
+
+
+def test_the_lag_is_taken_only_when_both_ends_answered() -> None:
+    polls = [
+        poll_of(
+            0, {PUB: publisher_reply({STREAM: 10}), SUB: subscriber_reply({TOPIC: subscription(4)})}
+        ),
+        poll_of(1, {PUB: "no answer", SUB: subscriber_reply({TOPIC: subscription(9)})}),
+    ]
+
+    first, second = (poll_figures(report) for report in reports(polls))
+
+    assert first.streams[0].counters == (10, 4)
+    assert not second.streams  # its publisher is not known to have answered
+
+
+def test_processing_times_are_matched_by_attribute_whatever_its_case() -> None:
+    samples = [client_sample("X", 100, 5000, 200)]
+    polls = [
+        poll_of(
+            0,
+            {
+                PUB: publisher_reply({STREAM: 1}),
+                SUB: subscriber_reply({TOPIC: subscription(1)}, []),
+            },
+        ),
+        poll_of(
+            1,
+            {
+                PUB: publisher_reply({STREAM: 2}),
+                SUB: subscriber_reply({TOPIC: subscription(2)}, samples),
+            },
+        ),
+    ]
+
+    (stream,) = poll_figures(reports(polls)[1]).streams
+
+    assert stream.name == "a/b/c/x.change"
+    assert stream.processing == summarise([5000])
+    assert stream.latency == summarise([200])
+    assert stream.push_gap == pytest.approx(1e6)

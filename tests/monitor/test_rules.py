@@ -1,0 +1,310 @@
+"""Each rule on its own: where its threshold lies, and what its finding says."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from milonga.monitor import (
+    Change,
+    NotConnected,
+    Publisher,
+    PublisherChange,
+    Report,
+    Severity,
+    Subject,
+    Subscription,
+    SubscriptionChange,
+    rules,
+)
+from milonga.monitor.figures import StreamFigures
+from milonga.monitor.stats import SAMPLE_LIMIT, Statistics, summarise
+
+SUB = "dserver/Sub/1"
+PUB = "dserver/Pub/1"
+X = "a/b/c/x.change"
+STREAM = StreamFigures(
+    name=X,
+    publisher=PUB,
+    subscriber=SUB,
+    pushed=50,
+    received=20,
+    missed=0,
+    counters=(50, 20),
+    push_gap=100_000.0,
+    processing=summarise([300_000] * 5),
+    latency=None,
+)
+
+
+def latencies(*ranges: tuple[int, int]) -> list[Statistics]:
+    """The latency statistics of polls whose events took from ``low`` to ``high`` μs."""
+    return [summarise([low, (low + high) // 2, high]) for low, high in ranges]
+
+
+GROWING = latencies(
+    (100, 3_000_000), (3_400_000, 6_200_000), (6_600_000, 9_600_000), (10_000_000, 13_000_000)
+)
+
+
+def test_a_callback_slower_than_the_pushes_is_a_slow_callback() -> None:
+    finding = rules.slow_callback(STREAM)
+
+    assert finding is not None
+    assert (finding.kind, finding.severity) == ("slow-callback", Severity.WARNING)
+    assert finding.subject == Subject(SUB, X)
+    assert finding.evidence["processing_median_us"] == 300_000
+    assert finding.evidence["push_gap_us"] == 100_000
+    for words in (SUB, X, PUB, "300 ms", "100 ms", "Every other subscription of"):
+        assert words in finding.message
+
+
+def test_a_callback_as_fast_as_the_pushes_is_not_slow() -> None:
+    assert rules.slow_callback(STREAM._replace(processing=summarise([100_000]))) is None
+    assert rules.slow_callback(STREAM._replace(push_gap=None)) is None
+    assert rules.slow_callback(STREAM._replace(processing=None)) is None
+
+
+def test_latency_growing_without_overlap_while_callbacks_keep_the_thread_busy() -> None:
+    slowest = (X, summarise([300_000]))
+
+    finding = rules.growing_latency(SUB, GROWING, 0.97, slowest)
+
+    assert finding is not None
+    assert finding.subject == Subject(SUB, X)
+    assert finding.evidence["latency_minimum_us"] == 10_000_000
+    assert finding.evidence["latency_maximum_before_us"] == 6_200_000
+    assert "rose at each of the last 3 snapshots" in finding.message
+    assert "97%" in finding.message
+
+
+@pytest.mark.parametrize(
+    ("history", "busy"),
+    [
+        (GROWING[1:], 0.97),  # only two rises so far
+        (GROWING, 0.5),  # the callbacks are not what keeps the thread busy
+        (GROWING, None),  # no interval to compare with
+        ([*GROWING[:3], summarise([6_000_000, 14_000_000])], 0.97),  # overlaps 2 polls before
+        ([*GROWING[:2], GROWING[3], GROWING[2]], 0.97),  # fell at the last poll
+    ],
+)
+def test_latency_that_does_not_clearly_grow_is_no_finding(
+    history: list[Statistics], busy: float | None
+) -> None:
+    assert rules.growing_latency(SUB, history, busy, None) is None
+
+
+def test_latency_growth_without_a_named_stream_is_about_the_server() -> None:
+    finding = rules.growing_latency(SUB, GROWING, 0.9, None)
+
+    assert finding is not None
+    assert finding.subject == Subject(SUB)
+
+
+@pytest.mark.parametrize(
+    ("lags", "severity"),
+    [
+        ([0, 1, 2, 3], Severity.WARNING),
+        ([5, 0, 1, 2, 3], Severity.WARNING),  # only the last four count
+        ([10, 500, 1000, 1001], Severity.ERROR),  # past the ZeroMQ high-water mark
+        ([0, 1, 2, 2], None),  # stopped growing
+        ([0, 1, 2], None),  # grew at two polls only
+        ([-3, -2, -1, 0], None),  # not behind
+    ],
+)
+def test_falling_behind_needs_a_lag_that_grew_at_each_of_three_polls(
+    lags: list[int], severity: Severity | None
+) -> None:
+    finding = rules.falling_behind(STREAM, lags)
+
+    assert (finding and finding.severity) == severity
+    if finding is not None:
+        assert finding.subject == Subject(SUB, X)
+        assert finding.evidence["lag"] == lags[-1]
+        assert " -> ".join(map(str, lags[-4:])) in finding.message
+
+
+@pytest.mark.parametrize(
+    ("cause", "words"),
+    [
+        (rules.MissedCause.PUBLISHER_RESTARTED, "Its publisher restarted"),
+        (rules.MissedCause.CONSUMER_TOO_SLOW, "more slowly than it is pushed"),
+        (rules.MissedCause.UNKNOWN, "Either its publisher restarted, or it fell"),
+    ],
+)
+def test_missed_events_say_how_many_and_why(cause: rules.MissedCause, words: str) -> None:
+    finding = rules.missed_events(SUB, "tango://h:1/a/b/c/x.idl5_change", 7, cause)
+
+    assert (finding.kind, finding.severity) == ("missed-events", Severity.ERROR)
+    assert finding.subject == Subject(SUB, X)
+    assert "missed 7 event(s) of a/b/c/x.change" in finding.message
+    assert words in finding.message
+    assert finding.evidence == {"missed": 7, "cause": cause.value}
+
+
+def _subscription(topic: str) -> Subscription:
+    return Subscription(topic, PUB, 1, 0, 0, 0, 0, None)
+
+
+ADDED = rules.ChurnStep.of(Report(new_subscriptions=(_subscription("a/b/c/x.idl5_change"),)))
+REMOVED = rules.ChurnStep.of(Report(removed_subscriptions=("a/b/c/x.idl5_change",)))
+FEWER_CALLBACKS = rules.ChurnStep.of(
+    Report(subscription_changes=(SubscriptionChange("t", callback_count=Change(2, 1)),))
+)
+
+
+@pytest.mark.parametrize(
+    ("steps", "churning"),
+    [
+        ([ADDED, REMOVED], True),
+        ([REMOVED, ADDED], True),
+        ([ADDED, FEWER_CALLBACKS], True),
+        ([ADDED, ADDED], False),  # a start-up that only adds
+        ([REMOVED, rules.ChurnStep()], False),  # it stopped
+        ([REMOVED], False),  # once is no churn
+    ],
+)
+def test_churn_is_subscriptions_changing_at_two_polls_in_a_row_with_one_going_away(
+    steps: list[rules.ChurnStep], churning: bool
+) -> None:
+    finding = rules.subscription_churn(SUB, steps, None)
+
+    assert (finding is not None) == churning
+    if finding is not None:
+        assert finding.subject == Subject(SUB)
+
+
+def test_a_churn_step_counts_subscriptions_and_callbacks() -> None:
+    step = rules.ChurnStep.of(
+        Report(
+            new_subscriptions=(_subscription("t1"), _subscription("t2")),
+            removed_subscriptions=("t3",),
+            subscription_changes=(
+                SubscriptionChange("t4", callback_count=Change(1, 3)),
+                SubscriptionChange("t5", callback_count=Change(2, 1)),
+                SubscriptionChange("t6", event_count=Change(2, 9)),
+            ),
+        )
+    )
+
+    assert step == rules.ChurnStep(added=2, removed=1, callbacks_added=2, callbacks_removed=1)
+
+
+def wakes(counts: list[int], heartbeats: float) -> rules.Wakes:
+    return rules.Wakes(summarise(counts), heartbeats)
+
+
+@pytest.mark.parametrize(
+    ("counts", "heartbeats", "woken"),
+    [
+        ([1] * 18 + [2, 2], 0.0, False),  # 2 extra wake-ups for 20 events: a tenth, not more
+        ([1] * 17 + [2, 2, 2], 0.0, True),
+        ([1] * 17 + [2, 2, 2], 1.5, False),  # heartbeats explain some of them
+        ([1] * 8 + [3], 0.0, False),  # too few samples to tell
+        ([1] * 100, 0.0, False),
+    ],
+)
+def test_wake_ups_beyond_heartbeats_for_more_than_a_tenth_of_the_events_are_churn(
+    counts: list[int], heartbeats: float, woken: bool
+) -> None:
+    finding = rules.subscription_churn(SUB, [], wakes(counts, heartbeats))
+
+    assert (finding is not None) == woken
+    if finding is not None:
+        assert finding.evidence["extra_wakes"] == 3
+
+
+def waiting(stream: str = "x") -> NotConnected:
+    return NotConnected("tango://h:1/a/b/c", stream, "change", "2026-03-17T12:00:00", "h:1")
+
+
+def test_a_subscription_waits_longer_than_a_heartbeat_period_before_it_is_a_finding() -> None:
+    assert rules.not_connected(SUB, waiting(), rules.HEARTBEAT_SECONDS) is None
+
+    finding = rules.not_connected(SUB, waiting(), 10.5)
+
+    assert finding is not None
+    assert finding.subject == Subject(SUB, "a/b/c/x.change")
+    assert "waiting 10 s" in finding.message or "waiting 11 s" in finding.message
+    assert finding.evidence["waited_seconds"] == 10.5
+
+
+def test_a_server_not_answering_names_the_first_line_of_the_error() -> None:
+    finding = rules.server_not_answering(SUB, "API_DeviceNotExported: gone\nAPI_Other: more", 3)
+
+    assert finding.severity is Severity.ERROR
+    assert "did not answer 3 snapshot(s) in a row: API_DeviceNotExported: gone." in finding.message
+    assert "API_Other" not in finding.message
+    assert finding.evidence == {"polls": 3, "error": "API_DeviceNotExported: gone"}
+
+
+DOWN = PublisherChange("tango://h:1/a/b/c/x.change", Change(10, 2))
+
+
+def test_a_publisher_counter_going_down_is_a_restart() -> None:
+    finding = rules.server_restarted(PUB, Report(published=(DOWN,), went_down=(DOWN.stream,)), 0)
+
+    assert finding is not None
+    assert "a/b/c/x.change" in finding.message
+    assert finding.evidence == {"counters_down": 1, "silent_polls": 0}
+
+
+def test_a_subscriber_back_after_silent_polls_with_lower_counts_restarted() -> None:
+    report = Report(went_down=("tango://h:1/a/b/c/x.idl5_change",))
+
+    assert rules.server_restarted(SUB, report, 0) is None  # dropped and subscribed again
+    finding = rules.server_restarted(SUB, report, 2)
+    assert finding is not None
+    assert "after 2 snapshot(s) without an answer" in finding.message
+
+
+def test_counters_that_only_rise_are_no_restart() -> None:
+    up = PublisherChange("s", Change(2, 10))
+
+    assert rules.server_restarted(PUB, Report(published=(up,)), 3) is None
+
+
+@pytest.mark.parametrize(
+    ("samples", "events", "shared"),
+    [
+        (4, 10, True),
+        (5, 10, False),  # half of them
+        (0, 2, False),  # within the slack of a push under way
+        (0, 3, True),
+        (SAMPLE_LIMIT - 1, 10_000, True),
+        (SAMPLE_LIMIT, 10_000, False),  # a full buffer lost the rest itself
+    ],
+)
+def test_samples_far_fewer_than_the_events_are_shared(
+    samples: int, events: int, shared: bool
+) -> None:
+    finding = rules.samples_shared(PUB, "server", samples, events)
+
+    assert (finding is not None) == shared
+
+
+def test_events_since_the_previous_answer_come_from_the_counters() -> None:
+    report = Report(
+        new_publishers=(Publisher("s1", 4),),
+        published=(PublisherChange("s2", Change(10, 15)), DOWN),
+        new_subscriptions=(replace(_subscription("t1"), event_count=3, discarded_event_count=1),),
+        subscription_changes=(
+            SubscriptionChange("t2", event_count=Change(5, 8), discarded_event_count=Change(0, 2)),
+            SubscriptionChange("t3", event_count=Change(9, 0)),
+        ),
+    )
+
+    assert rules.events_pushed(report) == 4 + 5
+    assert rules.events_received(report) == 3 + 1 + 3 + 2
+
+
+@given(st.lists(st.integers(-2000, 2000), min_size=2, max_size=8), st.integers(0, 2000))
+def test_a_lag_that_did_not_rise_at_the_last_poll_is_never_falling_behind(
+    lags: list[int], drop: int
+) -> None:
+    lags.append(lags[-1] - drop)
+
+    assert rules.falling_behind(STREAM, lags) is None
