@@ -118,11 +118,17 @@ def test_plain_demo_times_out_diagnoses_and_keeps_running_until_ctrl_c(
     assert "Timeout waiting for Mode.IDLE" in output
     assert "Scan complete in" in output
     assert "- Client performance" in output, "the monitor printed its --monitor tables"
+    assert "warning: slow-callback: " in output, "the monitor printed its findings"
     diagnosis = " ".join(output.split("Diagnosis, from the", 1)[1].split())
-    assert "Cause: foo/bar/hw/position.change takes" in diagnosis
+    assert "Cause: dserver/MyServer/top takes" in diagnosis
+    assert "to handle one event of foo/bar/hw/position.change (median)" in diagnosis
     assert "Rates: dserver/MyServer/hw pushed" in diagnosis
     assert "Latency: events reached their first callback in dserver/MyServer/top" in diagnosis
     assert "they were late, not lost" in diagnosis
+    assert (
+        "tango-event-monitor raised these findings: slow-callback (warning) on "
+        "dserver/MyServer/top: foo/bar/hw/position.change"
+    ) in diagnosis
     assert f"export TANGO_HOST={tango_host}" in output
     assert "Stopping the control system." in output
     assert not demo.left_behind()
@@ -140,12 +146,16 @@ def test_fixed_demo_completes_the_scan_and_compares(start_demo: Callable[..., De
     fixed = output.split("Now the same system with CallbackScheduler", 1)[1]
     assert "foo/bar/top Scan() returned after" in fixed
     assert "Cause: none left" in " ".join(fixed.split())
+    assert "tango-event-monitor raised no finding" in " ".join(fixed.split())
     assert "- Client performance" in fixed
     comparison = fixed.split("Before and after, on this machine:", 1)[1].splitlines()
     (scan,) = [line for line in comparison if line.split()[:1] == ["Scan()"]]
     assert "failed after" in scan.split("returned after")[0]
     (missed,) = [line for line in comparison if line.split()[:2] == ["missed", "events"]]
     assert missed.split()[-2:] == ["0", "0"]
+    (findings,) = [line for line in comparison if line.split()[:2] == ["monitor", "findings"]]
+    assert "slow-callback" in findings
+    assert findings.split()[-1] == "none"
     assert not demo.left_behind()
 
 

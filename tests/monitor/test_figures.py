@@ -101,9 +101,10 @@ def test_a_whole_run_adds_up_its_polls(plain: list[PollReport]) -> None:
 
     assert figures.polls == len(plain)
     assert (position.pushed, position.received, position.missed, position.lag) == (130, 130, 0, 0)
-    # Pushing went on over three 5 s intervals, for 130 events.
-    busy = sum((plain[i].time - plain[i - 1].time).total_seconds() for i in (1, 2, 3))
-    assert position.push_gap == pytest.approx(busy * 1e6 / 130)
+    # Pushing went on over three 5 s intervals, for 130 events; it started in the first
+    # and stopped in the third, so only the second, with 50 events, gives the gap itself.
+    steady = (plain[2].time - plain[1].time).total_seconds()
+    assert position.push_gap == pytest.approx(steady * 1e6 / 50)
     assert position.push_gap is not None
     assert position.processing is not None
     assert position.processing.count == 123
@@ -162,8 +163,8 @@ def test_processing_times_are_matched_by_attribute_whatever_its_case() -> None:
         poll_of(
             1,
             {
-                PUB: publisher_reply({STREAM: 2}),
-                SUB: subscriber_reply({TOPIC: subscription(2)}, samples),
+                PUB: publisher_reply({STREAM: 3}),
+                SUB: subscriber_reply({TOPIC: subscription(3)}, samples),
             },
         ),
     ]
@@ -173,4 +174,49 @@ def test_processing_times_are_matched_by_attribute_whatever_its_case() -> None:
     assert stream.name == "a/b/c/x.change"
     assert stream.processing == summarise([5000])
     assert stream.latency == summarise([200])
-    assert stream.push_gap == pytest.approx(1e6)
+    assert stream.push_gap == pytest.approx(0.5e6)
+
+
+def test_a_single_push_gives_no_push_gap() -> None:
+    """It shows only the poll interval it fell in, not how often the publisher pushes."""
+    polls = [
+        poll_of(
+            2 * i,
+            {
+                PUB: publisher_reply({STREAM: counter}),
+                SUB: subscriber_reply({TOPIC: subscription(counter)}),
+            },
+        )
+        for i, counter in enumerate([0, 1, 3])
+    ]
+
+    one, two = (poll_figures(report).streams[0] for report in reports(polls)[1:])
+
+    assert (one.pushed, one.push_gap) == (1, None)
+    assert two.pushed == 2
+    assert two.push_gap == pytest.approx(1e6)
+
+
+def test_over_a_run_the_push_gap_comes_from_intervals_pushing_went_on_through() -> None:
+    """Pushing started within the first interval and stopped within the last: counted
+    whole, they would make the gap look longer than it is."""
+    counters = [0, 3, 13, 23, 25, 25]
+    polls = [
+        poll_of(
+            i,
+            {
+                PUB: publisher_reply({STREAM: counter}),
+                SUB: subscriber_reply({TOPIC: subscription(counter)}),
+            },
+        )
+        for i, counter in enumerate(counters)
+    ]
+    history = reports(polls)
+
+    (stream,) = run_figures(history).streams
+    (first_intervals,) = run_figures(history[:3]).streams
+
+    assert stream.pushed == 25
+    assert stream.push_gap == pytest.approx(2e6 / 20)  # the two 1 s intervals with 10 each
+    # Without an interval between two others in which it moved, all of them count.
+    assert first_intervals.push_gap == pytest.approx(2e6 / 13)

@@ -26,6 +26,14 @@ from milonga.monitor.stats import SAMPLE_LIMIT, Statistics, summarise
 SUB = "dserver/Sub/1"
 PUB = "dserver/Pub/1"
 X = "a/b/c/x.change"
+TOPIC = "tango://h:1/a/b/c/x.idl5_change"
+OVERFLOWED = SubscriptionChange(
+    TOPIC,
+    event_count=Change(40, 16_966),
+    server_counter=Change(73, 20_073),
+    missed_event_count=Change(0, 1),
+)
+"""A subscriber that lost 3 074 of 20 000 events, which cppTango counts as one missed."""
 STREAM = StreamFigures(
     name=X,
     publisher=PUB,
@@ -38,6 +46,60 @@ STREAM = StreamFigures(
     processing=summarise([300_000] * 5),
     latency=None,
 )
+
+
+# A slow callback on a stream whose figures cannot tell: its publisher pushed once.
+UNDECIDED = STREAM._replace(pushed=1, push_gap=None, latency=summarise([3_100_000]))
+
+
+@pytest.mark.parametrize(
+    ("stream", "latency_before", "words"),
+    [
+        (UNDECIDED, None, "30 events pushed by dserver/Pub/1 have not reached it yet"),
+        (UNDECIDED, 1_800_000, "the median latency of its events rose from 1.80 s to 3.10 s"),
+        (UNDECIDED._replace(counters=(50, 50)), 1_800_000, "rose from 1.80 s to 3.10 s"),
+        (STREAM._replace(processing=None), None, "no processing time of it was sampled"),
+    ],
+)
+def test_a_slow_callback_holds_while_its_figures_cannot_tell_and_it_is_behind(
+    stream: StreamFigures, latency_before: float | None, words: str
+) -> None:
+    finding = rules.slow_callback_held(stream, latency_before)
+
+    assert finding is not None
+    assert (finding.kind, finding.subject) == ("slow-callback", Subject(SUB, X))
+    assert words in finding.message
+    assert "cannot tell whether its callback is still slower" in finding.message
+    assert finding.evidence["lag"] == stream.behind
+
+
+def test_a_held_slow_callback_names_what_its_figures_lack() -> None:
+    finding = rules.slow_callback_held(UNDECIDED, None)
+
+    assert finding is not None
+    assert "dserver/Pub/1 pushed it 1 time(s) since the previous snapshot, too few" in (
+        finding.message
+    )
+    assert finding.evidence["push_gap_us"] is None
+
+
+@pytest.mark.parametrize(
+    ("stream", "latency_before"),
+    [
+        # Figures that tell: the callback is now as fast as the pushes.
+        (STREAM._replace(processing=summarise([100_000])), 1_000),
+        (STREAM, 1_000),  # they tell it is still slow: slow_callback's to say
+        # Not behind: every event received, and no latency rising.
+        (UNDECIDED._replace(counters=(50, 50)), None),
+        (UNDECIDED._replace(counters=(50, 50)), 4_000_000),
+        (UNDECIDED._replace(counters=(50, 50), latency=None), 1_000),
+        (UNDECIDED._replace(counters=(3, 50)), 1_000_000_000),  # a restart: ahead, not behind
+    ],
+)
+def test_a_slow_callback_is_not_held_once_its_figures_tell_or_it_caught_up(
+    stream: StreamFigures, latency_before: float | None
+) -> None:
+    assert rules.slow_callback_held(stream, latency_before) is None
 
 
 def latencies(*ranges: tuple[int, int]) -> list[Statistics]:
@@ -109,7 +171,8 @@ def test_latency_growth_without_a_named_stream_is_about_the_server() -> None:
     [
         ([0, 1, 2, 3], Severity.WARNING),
         ([5, 0, 1, 2, 3], Severity.WARNING),  # only the last four count
-        ([10, 500, 1000, 1001], Severity.ERROR),  # past the ZeroMQ high-water mark
+        ([10, 500, 1000, 1001], Severity.WARNING),  # past the ZeroMQ high-water mark
+        ([2000, 3000, 4000, 5475], Severity.WARNING),  # a real lag that lost no event
         ([0, 1, 2, 2], None),  # stopped growing
         ([0, 1, 2], None),  # grew at two polls only
         ([-3, -2, -1, 0], None),  # not behind
@@ -127,6 +190,17 @@ def test_falling_behind_needs_a_lag_that_grew_at_each_of_three_polls(
         assert " -> ".join(map(str, lags[-4:])) in finding.message
 
 
+def test_falling_behind_claims_no_drop_that_did_not_happen() -> None:
+    """Events behind are held in ZeroMQ's queues and the socket buffers: those dropped
+    are missed-events' to tell."""
+    finding = rules.falling_behind(STREAM, [2000, 3000, 4000, 5475])
+
+    assert finding is not None
+    assert "being dropped" not in finding.message
+    assert "late, not lost, while these have room" in finding.message
+    assert set(finding.evidence) == {"lag", "lag_before", "pushed", "received"}
+
+
 @pytest.mark.parametrize(
     ("cause", "words"),
     [
@@ -136,13 +210,55 @@ def test_falling_behind_needs_a_lag_that_grew_at_each_of_three_polls(
     ],
 )
 def test_missed_events_say_how_many_and_why(cause: rules.MissedCause, words: str) -> None:
-    finding = rules.missed_events(SUB, "tango://h:1/a/b/c/x.idl5_change", 7, cause)
+    finding = rules.missed_events(SUB, OVERFLOWED, cause)
 
     assert (finding.kind, finding.severity) == ("missed-events", Severity.ERROR)
     assert finding.subject == Subject(SUB, X)
-    assert "missed 7 event(s) of a/b/c/x.change" in finding.message
+    assert "lost 3074 event(s) of a/b/c/x.change in 1 gap(s) of the server counter" in (
+        finding.message
+    )
     assert words in finding.message
-    assert finding.evidence == {"missed": 7, "cause": cause.value}
+    assert finding.evidence == {"gaps": 1, "events_lost": 3074, "cause": cause.value}
+
+
+@pytest.mark.parametrize(
+    ("counter", "events", "discarded", "lost"),
+    [
+        # The recorded overflow: cppTango counted one gap for 3 074 events lost.
+        (Change(73, 20_073), Change(40, 16_966), None, 3074),
+        # Discarded events arrived: they are not lost.
+        (Change(0, 10), Change(0, 5), Change(0, 3), 2),
+        # Never fewer than the gaps cppTango saw.
+        (Change(0, 5), Change(0, 5), None, 1),
+        # A counter that went down no longer compares.
+        (Change(500, 3), Change(500, 3), None, None),
+        (Change(5, 9), Change(9, 2), None, None),
+    ],
+)
+def test_events_lost_are_the_counter_rise_less_the_events_that_arrived(
+    counter: Change, events: Change, discarded: Change | None, lost: int | None
+) -> None:
+    change = SubscriptionChange(
+        TOPIC,
+        event_count=events,
+        server_counter=counter,
+        missed_event_count=Change(0, 1),
+        discarded_event_count=discarded,
+    )
+
+    assert rules.events_lost(change) == lost
+
+
+def test_missed_events_whose_number_is_unknown_say_so() -> None:
+    change = SubscriptionChange(
+        TOPIC, server_counter=Change(500, 3), missed_event_count=Change(2, 4)
+    )
+
+    finding = rules.missed_events(SUB, change, rules.MissedCause.PUBLISHER_RESTARTED)
+
+    assert "lost events of a/b/c/x.change in 2 gap(s)" in finding.message
+    assert "how many is unknown" in finding.message
+    assert finding.evidence["events_lost"] is None
 
 
 def _subscription(topic: str) -> Subscription:

@@ -41,8 +41,9 @@ def _duration(micros: float | None) -> str:
 def render_comparison(before: DemoRun, after: DemoRun, labels: tuple[str, str]) -> list[str]:
     """A table of ``before`` and ``after`` side by side, headed by ``labels``."""
     rows: list[tuple[str, str, str]] = [("Scan()", _scan_text(before.scan), _scan_text(after.scan))]
-    later = {(s.subscriber, s.name): s for s in after.diagnosis.streams}
-    for stream in before.diagnosis.streams:
+    first, then = before.diagnosis.figures, after.diagnosis.figures
+    later = {(s.subscriber, s.name): s for s in then.streams}
+    for stream in first.streams:
         other = later.get((stream.subscriber, stream.name))
         if other is not None:
             rows.append(
@@ -52,8 +53,8 @@ def render_comparison(before: DemoRun, after: DemoRun, labels: tuple[str, str]) 
                     _duration(other.processing.median if other.processing else None),
                 )
             )
-    for consumer in before.diagnosis.consumers:
-        other_consumer = after.diagnosis.consumer(consumer.server)
+    for consumer in first.consumers:
+        other_consumer = then.consumer(consumer.server)
         other_latency = other_consumer.latency if other_consumer else None
         rows += [
             (
@@ -67,8 +68,17 @@ def render_comparison(before: DemoRun, after: DemoRun, labels: tuple[str, str]) 
                 _duration(other_latency.maximum if other_latency else None),
             ),
         ]
-    rows.append(("missed events", str(before.diagnosis.missed), str(after.diagnosis.missed)))
+    rows += [
+        ("missed events", str(before.diagnosis.missed), str(after.diagnosis.missed)),
+        ("monitor findings", _kinds(before.diagnosis), _kinds(after.diagnosis)),
+    ]
     return _table(("", *labels), rows)
+
+
+def _kinds(diagnosis: Diagnosis) -> str:
+    """The kinds of finding the monitor raised during a run, or ``none``."""
+    kinds = dict.fromkeys(raised.kind for raised in diagnosis.raised)
+    return ", ".join(kinds) or "none"
 
 
 def _table(header: tuple[str, str, str], rows: Sequence[tuple[str, str, str]]) -> list[str]:

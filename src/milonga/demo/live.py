@@ -1,8 +1,9 @@
 """The monitor inside the demo: `tango-event-monitor --monitor`, run on a thread.
 
 `LiveMonitor` polls the servers of some devices every period, prints each snapshot with the
-monitor's own renderer, and keeps every poll for the diagnosis.  `Console` lets the
-snapshots and the demo's own lines share one output without interleaving.
+monitor's own renderer, and keeps every poll, with its report and findings, for the
+diagnosis.  `Console` lets the snapshots and the demo's own lines share one output without
+interleaving.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from milonga.monitor import (
     CallError,
     Collector,
     MonitorSetupError,
-    Poll,
     render_poll,
     resolve_servers,
 )
@@ -49,16 +49,17 @@ class LiveMonitor:
     Entering turns sampling on and takes a first poll, then polls every ``period`` seconds
     on a thread, with the monitor's own loop (`PollLoop`).  Each poll is printed to
     ``console`` (if given) exactly as `tango-event-monitor` prints it, findings included,
-    with its notes and warnings, and added to `polls`.  Leaving normally takes one last
-    poll, so that the samples since the previous one are shown too (unless a poll was taken
-    less than half a period ago); leaving on an exception takes none.  Either way sampling
-    is turned off again.
+    with its notes and warnings, and its `PollUpdate` (the poll, what changed and the
+    findings, as the loop made them) is added to `updates`.  Leaving normally takes one
+    last poll, so that the samples since the previous one are shown too (unless a poll was
+    taken less than half a period ago); leaving on an exception takes none.  Either way
+    sampling is turned off again.
     """
 
     def __init__(self, devices: Sequence[str], period: float, console: Console | None) -> None:
         self.devices = tuple(devices)
         self.period = period
-        self.polls: list[Poll] = []
+        self.updates: list[PollUpdate] = []
         self._console = console
         self._loop: PollLoop | None = None
         self._changed = threading.Condition()
@@ -79,7 +80,7 @@ class LiveMonitor:
         self._thread.start()
         try:
             with self._changed:
-                self._changed.wait_for(lambda: self.polls or not self._running)
+                self._changed.wait_for(lambda: self.updates or not self._running)
                 if self._error is not None:
                     raise self._error
         except BaseException:
@@ -98,28 +99,29 @@ class LiveMonitor:
         if exc is None and self._error is not None:
             raise self._error
 
-    def wait_for(self, condition: Callable[[Poll], bool], timeout: float) -> bool:
-        """Wait for a new poll for which ``condition`` holds; False after ``timeout`` s."""
+    def wait_for(self, condition: Callable[[PollUpdate], bool], timeout: float) -> bool:
+        """Wait for a new poll whose update ``condition`` holds for; False after
+        ``timeout`` s."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            seen = len(self.polls)
+            seen = len(self.updates)
             while True:
                 if self._error is not None:
                     raise self._error
-                if any(condition(poll) for poll in self.polls[seen:]):
+                if any(condition(update) for update in self.updates[seen:]):
                     return True
-                seen = len(self.polls)
+                seen = len(self.updates)
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
                 self._changed.wait(left)
 
     def write(self, update: PollUpdate) -> None:
-        """The loop's output: print the poll and keep it."""
+        """The loop's output: print the poll and keep its update."""
         if self._console is not None:
             self._console.write(render_poll(update.report, update.findings))
         with self._changed:
-            self.polls.append(update.poll)
+            self.updates.append(update)
             self._last_poll = time.monotonic()
             self._changed.notify_all()
 

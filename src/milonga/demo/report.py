@@ -1,15 +1,16 @@
-"""The diagnosis as text: the cause, the rates, the latency, and whether events were lost
-or only late, each followed by the figures it rests on."""
+"""The diagnosis as text: the cause, the rates, the latency, whether events were lost or
+only late, each with the figures it rests on, and what the monitor said while it ran."""
 
 from __future__ import annotations
 
 import textwrap
 
-from milonga.demo.figures import Diagnosis, ProcessFigures
-from milonga.monitor import Statistics
+from milonga.demo.figures import Diagnosis, Raised
+from milonga.monitor.figures import ProcessFigures
 from milonga.monitor.stats import duration
 
 WIDTH = 100
+MONITOR = "tango-event-monitor"
 
 
 def events_per_second(figures: ProcessFigures | None) -> str:
@@ -19,12 +20,13 @@ def events_per_second(figures: ProcessFigures | None) -> str:
 
 
 def render_diagnosis(diagnosis: Diagnosis) -> list[str]:
-    """The diagnosis as lines of text: cause, rates, latency, and lost or late."""
+    """The diagnosis as lines of text: cause, rates, latency, lost or late, findings."""
     findings = [
         *_cause(diagnosis),
         *_rates(diagnosis),
         *_latencies(diagnosis),
         *_late_or_lost(diagnosis),
+        _raised(diagnosis),
     ]
     return [
         f"Diagnosis, from the {diagnosis.polls} snapshots the monitor took:",
@@ -37,57 +39,43 @@ def render_diagnosis(diagnosis: Diagnosis) -> list[str]:
 
 
 def _cause(diagnosis: Diagnosis) -> list[str]:
-    timed = [s for s in diagnosis.streams if s.processing and s.push_gaps]
+    """The slow-callback findings of the whole run, in the rule's own words; or, when
+    there is none, the figures that show every stream keeping up."""
+    if diagnosis.causes:
+        return [f"- Cause: {finding.message}" for finding in diagnosis.causes]
+    timed = [s for s in diagnosis.streams if s.processing and s.push_gap]
     if not timed:
-        return ["- Cause: no stream has both push and processing samples to compare."]
-    slow = [s for s in timed if s.too_slow]
-    lines = [
-        f"- Cause: {s.name} takes {_median(s.processing)} per event in {s.subscriber}, "
-        f"longer than the {_median(s.push_gaps)} between two events pushed by {s.publisher} "
-        "(medians of processing time and event gaps)."
-        for s in slow
+        return ["- Cause: no stream has both a push gap and processing times to compare."]
+    handled = ", ".join(
+        f"{s.name} in {duration(s.processing.median)} against a push every "
+        f"{duration(s.push_gap)} by {s.publisher}"
+        for s in timed
+        if s.processing and s.push_gap
+    )
+    return [
+        f"- Cause: none left; every stream is handled faster than it is pushed ({handled}; "
+        "median processing time against the push gap of the server counters)."
     ]
-    if not slow:
-        handled = ", ".join(f"{s.name} in {_median(s.processing)}" for s in timed)
-        gaps = ", ".join(
-            sorted({f"{_median(s.push_gaps)} between pushes by {s.publisher}" for s in timed})
-        )
-        lines.append(
-            f"- Cause: none left; every stream is handled faster than it is pushed "
-            f"({handled}; {gaps}; medians)."
-        )
-    return lines
-
-
-def _median(statistics: Statistics | None) -> str:
-    """The median of ``statistics`` as a duration, or ``-`` if there are none."""
-    return "-" if statistics is None else duration(statistics.median)
-
-
-_SHARED_THREAD = (
-    " That one thread runs the callbacks of every subscription of the process, one event at "
-    "a time, so every stream waits behind the slow one."
-)
 
 
 def _rates(diagnosis: Diagnosis) -> list[str]:
     lines = []
+    figures = diagnosis.figures
     for subscriber in sorted({s.subscriber for s in diagnosis.streams}):
         publishers = sorted({s.publisher for s in diagnosis.streams if s.subscriber == subscriber})
         pushed = ", ".join(
-            f"{p} pushed {events_per_second(diagnosis.publisher(p))}" for p in publishers
+            f"{p} pushed {events_per_second(figures.publisher(p))}" for p in publishers
         )
-        shared = _SHARED_THREAD if diagnosis.slow_streams else ""
         lines.append(
             f"- Rates: {pushed}; the event-consumer thread of {subscriber} handled "
-            f"{events_per_second(diagnosis.consumer(subscriber))}.{shared}"
+            f"{events_per_second(figures.consumer(subscriber))}."
         )
     return lines
 
 
 def _latencies(diagnosis: Diagnosis) -> list[str]:
     lines = []
-    for consumer in diagnosis.consumers:
+    for consumer in diagnosis.figures.consumers:
         if consumer.latency is None:
             continue
         per_stream = ", ".join(
@@ -103,16 +91,37 @@ def _latencies(diagnosis: Diagnosis) -> list[str]:
 
 
 def _late_or_lost(diagnosis: Diagnosis) -> list[str]:
+    """Lost, late or on time, from the figures the missed-events and falling-behind rules
+    read: the missed events counted, and the lag at the last snapshot."""
     counts = "; ".join(
         f"{s.name} {s.pushed} pushed, {s.received} received, {s.missed} missed"
         for s in diagnosis.streams
     )
     if diagnosis.missed:
-        verdict = f"{diagnosis.missed} were lost on the way (missed events)"
+        verdict = (
+            f"some were lost on the way: the subscriber found a server counter skipped "
+            f"{diagnosis.missed} time(s) (missed events)"
+        )
     elif diagnosis.behind:
         verdict = f"none was missed, but {diagnosis.behind} had not arrived yet"
-    elif diagnosis.slow_streams:
+    elif diagnosis.causes:
         verdict = "every pushed event arrived and none was missed: they were late, not lost"
     else:
         verdict = "every pushed event arrived and none was missed"
-    return [f"- Events: {verdict} ({counts}; server counters, first to last snapshot)."]
+    return [f"- Events: {verdict} ({counts}; server counters over the run)."]
+
+
+def _raised(diagnosis: Diagnosis) -> str:
+    """What the monitor's findings said during the run: what `tango-event-monitor` would
+    have told a user watching this system."""
+    if not diagnosis.raised:
+        return f"- Monitor: {MONITOR} raised no finding at any of the {diagnosis.polls} snapshots."
+    held = "; ".join(_held(raised, diagnosis.polls) for raised in diagnosis.raised)
+    return f"- Monitor: while the run went on, {MONITOR} raised these findings: {held}."
+
+
+def _held(raised: Raised, polls: int) -> str:
+    return (
+        f"{raised.kind} ({raised.severity.label}) on {raised.subject} at {raised.polls} of "
+        f"{polls} snapshots"
+    )

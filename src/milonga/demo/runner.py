@@ -23,7 +23,7 @@ import tango
 from milonga.demo.comparison import DemoRun, ScanOutcome, render_comparison
 from milonga.demo.devices import IDLE_TIMEOUT, SCAN_COMPLETE
 from milonga.demo.errors import DemoError
-from milonga.demo.figures import diagnose
+from milonga.demo.figures import caught_up, diagnose
 from milonga.demo.live import Console, LiveMonitor
 from milonga.demo.report import render_diagnosis
 from milonga.demo.system import (
@@ -39,7 +39,7 @@ from milonga.demo.system import (
     remove_system,
     start_system,
 )
-from milonga.monitor import Poll
+from milonga.monitor.loop import PollUpdate
 from milonga.sandbox import SandboxError, TangoSandbox
 from milonga.tango_errors import root_cause
 from milonga.terminated import Terminated
@@ -88,18 +88,21 @@ def run_demo(options: DemoOptions, out: TextIO) -> None:
 def _tell_and_diagnose(
     sandbox: TangoSandbox, timing: Timing, console: Console, *, use_scheduler: bool, live: bool
 ) -> DemoRun:
-    """Tell the story once and print the diagnosis."""
-    scan, polls = tell(sandbox, timing, console, use_scheduler=use_scheduler, live=live)
-    run = DemoRun(scan, diagnose(polls))
+    """Tell the story once and print the diagnosis, made of the reports and findings the
+    monitor's loop made as it ran."""
+    scan, updates = tell(sandbox, timing, console, use_scheduler=use_scheduler, live=live)
+    reports = [update.report for update in updates]
+    run = DemoRun(scan, diagnose(reports, (update.findings for update in updates)))
     console.say("", *render_diagnosis(run.diagnosis), "")
     return run
 
 
 def tell(
     sandbox: TangoSandbox, timing: Timing, console: Console, *, use_scheduler: bool, live: bool
-) -> tuple[ScanOutcome, list[Poll]]:
+) -> tuple[ScanOutcome, list[PollUpdate]]:
     """Start the system, call `Scan()` while the monitor watches, and wait until every
-    pushed event has arrived; return how `Scan()` ended and the monitor's polls.
+    pushed event has arrived; return how `Scan()` ended and the monitor's updates (each
+    poll, what changed, and the findings).
 
     The process's TANGO_HOST must point at ``sandbox``.  Prints the story to ``console``,
     with the snapshots if ``live``.
@@ -136,12 +139,9 @@ def tell(
             console.say(f"{TOP} Scan() failed after {scan.seconds:.1f} s: {scan.error}")
         console.say(f"Meanwhile {HW} logged:", *_hw_log(sandbox, log_start))
         console.say(f"Waiting until {TOP_SERVER} has received every event {HW} pushed ...")
-        first = monitor.polls[0]
-        if not monitor.wait_for(
-            lambda poll: diagnose([first, poll]).behind == 0, timing.catch_up_seconds
-        ):
+        if not monitor.wait_for(lambda update: caught_up(update.report), timing.catch_up_seconds):
             console.say(f"Still not there after {timing.catch_up_seconds:g} s; diagnosing anyway.")
-    return scan, monitor.polls
+    return scan, monitor.updates
 
 
 def _check(run: DemoRun, *, use_scheduler: bool) -> None:

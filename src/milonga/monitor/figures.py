@@ -9,14 +9,16 @@ figures are its event gaps (and rate) and, for a subscriber, its latency.
 
 A window is one poll interval, for the findings of each poll, or a whole run, for a
 report such as the demo's.  A window of one poll uses the tables `diff` made; a longer
-one summarises every query's samples together (`SampleBatch`).  Pure code, no Tango.
+one summarises every query's samples together (`SampleBatch`), and takes each stream's
+push gap from the intervals through which pushing went on, when it has any
+(`StreamFigures.push_gap`).  Pure code, no Tango.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -35,6 +37,8 @@ from milonga.monitor.stats import (
 MICROS_PER_SECOND = 1_000_000.0
 ATTRIBUTE_NAME_LIMIT = 31
 """cppTango cuts the attribute name of a client perf sample to this many characters."""
+PUSHES_FOR_A_GAP = 2
+"""Events pushed in a window below which its push gap is unknown."""
 NAME_CACHE = 65536
 """Names of streams and topics whose short forms are kept, rather than worked out at each
 poll: the names of a system seldom change."""
@@ -96,8 +100,12 @@ class StreamFigures(NamedTuple):
     """Time between two pushes, in μs: the seconds of the poll intervals in which the
     publisher's counter moved, over the events pushed in them.  It works without samples,
     and for a publisher of many streams; an interval in which pushing started or stopped
-    counts whole, so this is at least the true gap.  None if the counter did not move
-    in any interval of the window."""
+    counts whole, so this is at least the true gap.  A window of several polls, though,
+    takes only the intervals through which pushing went on (the counter also moved in
+    the publisher's intervals just before and after) if they have `PUSHES_FOR_A_GAP`
+    events: pushing neither started nor stopped in those, so they give the gap itself
+    rather than a bound.  None below `PUSHES_FOR_A_GAP` events pushed in the intervals
+    used: a single push gives no gap, only the interval it fell in."""
     processing: Statistics | None
     """Time the subscriber's event thread took to handle one event of the stream's
     attribute, in μs (its `Metric.PROCESSING_TIME` row for that attribute)."""
@@ -178,6 +186,8 @@ class _Answer(NamedTuple):
     entry: ServerEntry
     snapshot: Snapshot
     changes: Report
+    seconds: float
+    """Since the server's previous answer; 0.0 at its first."""
 
 
 @dataclass(slots=True)
@@ -196,7 +206,7 @@ class _Published:
 
     @property
     def push_gap(self) -> float | None:
-        if not self.pushed_while_busy:
+        if self.pushed_while_busy < PUSHES_FOR_A_GAP:
             return None
         return self.busy_seconds * MICROS_PER_SECOND / self.pushed_while_busy
 
@@ -235,21 +245,31 @@ class FigureWindow:
         """Add the report of the next poll."""
         self._polls += 1
         answered = {
-            entry.server.admin: _Answer(entry, entry.snapshot, entry.report)
+            entry.server.admin: _Answer(
+                entry,
+                entry.snapshot,
+                entry.report,
+                0.0
+                if entry.last_answer is None
+                else (report.time - entry.last_answer).total_seconds(),
+            )
             for entry in report.entries
             if entry.snapshot is not None and entry.report is not None
         }
         for admin, answer in answered.items():
-            self._add_publisher(report, answer)
+            self._add_publisher(answer)
             self._answers.setdefault(admin, []).append(answer)
         for answer in answered.values():
             self._add_subscriber(answer, answered)
 
-    def _add_publisher(self, report: PollReport, answer: _Answer) -> None:
+    def _add_publisher(self, answer: _Answer) -> None:
         if answer.snapshot.server is None:
             return
-        admin, last_answer = answer.entry.server.admin, answer.entry.last_answer
-        seconds = 0.0 if last_answer is None else (report.time - last_answer).total_seconds()
+        admin, last_answer, seconds = (
+            answer.entry.server.admin,
+            answer.entry.last_answer,
+            answer.seconds,
+        )
         moves = {change.stream: change.counter.delta for change in answer.changes.published}
         mine = self._published.setdefault(admin, {})
         for stream, counter in answer.snapshot.server.publishers.items():
@@ -330,6 +350,11 @@ class FigureWindow:
 
     def _streams(self, clients: Mapping[str, PerfTable | None]) -> tuple[StreamFigures, ...]:
         """The figures of each stream, with ``clients``, the client table of each server."""
+        steady = (
+            {admin: _steady_push_gaps(answers) for admin, answers in self._answers.items()}
+            if self._polls > 1
+            else {}
+        )
         streams = []
         for subscriber, subscribed in sorted(self._subscribed.items()):
             table = clients.get(subscriber)
@@ -337,15 +362,44 @@ class FigureWindow:
             for key, seen in sorted(subscribed.items()):
                 published = self._publisher_of.get(key)
                 if published is not None:
-                    streams.append(_stream(subscriber, seen, published, timings))
+                    gap = steady.get(published.publisher, {}).get(key, published.push_gap)
+                    streams.append(_stream(subscriber, seen, published, gap, timings))
         return tuple(streams)
 
 
+def _steady_push_gaps(answers: Sequence[_Answer]) -> dict[str, float]:
+    """The push gap of each stream of a publisher, by key, over the intervals of its
+    ``answers`` through which pushing went on: those in which the stream's counter moved
+    up, as it did in the intervals just before and after.  Streams with fewer than
+    `PUSHES_FOR_A_GAP` events pushed in such intervals are left out."""
+    moves = [
+        {_key(change.stream): change.counter.delta for change in answer.changes.published}
+        for answer in answers
+    ]
+    totals: dict[str, tuple[float, int]] = {}
+    for i in range(1, len(answers) - 1):
+        before, after = moves[i - 1], moves[i + 1]
+        for key, moved in moves[i].items():
+            if moved > 0 and before.get(key, 0) > 0 and after.get(key, 0) > 0:
+                seconds, pushed = totals.get(key, (0.0, 0))
+                totals[key] = (seconds + answers[i].seconds, pushed + moved)
+    return {
+        key: seconds * MICROS_PER_SECOND / pushed
+        for key, (seconds, pushed) in totals.items()
+        if pushed >= PUSHES_FOR_A_GAP and seconds > 0
+    }
+
+
 def _stream(
-    subscriber: str, seen: _Subscribed, published: _Published, timings: _Timings
+    subscriber: str,
+    seen: _Subscribed,
+    published: _Published,
+    push_gap: float | None,
+    timings: _Timings,
 ) -> StreamFigures:
-    """The figures of the stream ``seen`` by ``subscriber`` as ``published``, with the
-    ``timings`` of the subscriber's client table.  Processing times and latencies are
+    """The figures of the stream ``seen`` by ``subscriber`` as ``published``, with its
+    ``push_gap`` and the ``timings`` of the subscriber's client table.  Processing times
+    and latencies are
     matched by attribute name, the only name a perf sample carries: streams of one
     attribute name on several devices share them."""
     return StreamFigures(
@@ -356,7 +410,7 @@ def _stream(
         seen.received,
         seen.missed,
         seen.counters,
-        published.push_gap,
+        push_gap,
         timings.processing.get(seen.attribute),
         timings.latency.get(seen.attribute),
     )

@@ -172,7 +172,10 @@ class Diagnostician:
     It keeps what the rules of `milonga.monitor.rules` need beyond one poll: each
     stream's last few counters and each subscriber's last few latencies, each server's
     last subscription changes, silent polls and sampling state, when each waiting
-    subscription was first seen, and which findings held and since when.  A server that
+    subscription was first seen, which findings held and since when, and the latency of
+    each stream on which slow-callback holds.  A finding clears when its rule shows its
+    cause gone; a slow-callback on a stream also stays while that stream's figures cannot
+    tell and its subscriber is still behind (`rules.slow_callback_held`).  A server that
     does not answer keeps this history, but its findings other than server-not-answering
     clear: nothing can be told about it then.
     """
@@ -191,6 +194,9 @@ class Diagnostician:
         """By server: whether sampling was on in its server and client side at its last
         answer."""
         self._slow: deque[set[Subject]] = deque(maxlen=RECENT_POLLS)
+        self._slow_latency: dict[tuple[str, str], float | None] = {}
+        """By subscriber and stream, those on which slow-callback held at the last poll:
+        the median latency of the stream at its last poll with latency samples."""
 
     def add(self, report: PollReport) -> Findings:
         """The findings of ``report``'s poll: those that hold, and those that no longer do."""
@@ -217,6 +223,8 @@ class Diagnostician:
             keep(self._falling_behind(stream))
         for entry in answers:
             keep(self._growing_latency(report.time, entry))
+        for finding in self._still_slow(streams, found):
+            keep(finding)
         self._slow.append(
             {key[1] for key in found if key[0] in {"slow-callback", "falling-behind"}}
         )
@@ -259,6 +267,34 @@ class Diagnostician:
                 history.clear()
         history.append(stream.counters)
         return rules.falling_behind(stream, [pushed - received for pushed, received in history])
+
+    def _still_slow(
+        self, streams: Sequence[StreamFigures], found: Mapping[tuple[str, Subject], Finding]
+    ) -> list[Finding]:
+        """slow-callback held over (`rules.slow_callback_held`) on each of ``streams`` on
+        which it held at the previous poll and none of this poll's rules in ``found``
+        makes it; then remember the latency of each stream on which it holds now."""
+        slow = {
+            (finding.subject.server, finding.subject.stream)
+            for (kind, _), finding in found.items()
+            if kind == "slow-callback"
+        }
+        before, self._slow_latency = self._slow_latency, {}
+        if not (slow or before):
+            return []
+        held = []
+        for stream in streams:
+            key = (stream.subscriber, stream.name)
+            if key not in slow:
+                if key not in before:
+                    continue
+                finding = rules.slow_callback_held(stream, before[key])
+                if finding is None:
+                    continue
+                held.append(finding)
+            latency = stream.latency
+            self._slow_latency[key] = before.get(key) if latency is None else latency.median
+        return held
 
     def _growing_latency(self, time: datetime, entry: ServerEntry) -> Finding | None:
         """Add the latency of ``entry``'s client table to its history, if it has one; the
@@ -315,8 +351,7 @@ class Diagnostician:
                 cause = rules.MissedCause.CONSUMER_TOO_SLOW
             else:
                 cause = rules.MissedCause.UNKNOWN
-            missed = change.missed_event_count.delta
-            found.append(rules.missed_events(admin, change.topic, missed, cause))
+            found.append(rules.missed_events(admin, change, cause))
         return found
 
     def _churning(self, time: datetime, entry: ServerEntry) -> Finding | None:

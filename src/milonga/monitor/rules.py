@@ -4,9 +4,9 @@ Each rule takes the figures it rests on, already gathered by
 `milonga.monitor.findings.Diagnostician` (which keeps the few polls of history the
 rules need), and returns the finding if its condition holds.  Every threshold is either
 a comparison of two figures of the system itself (processing time against push gap, a
-lag against the lags before it) or a limit of cppTango's (its 1000-event ZeroMQ buffer,
-its 10 s heartbeat, its 256 samples): nothing is tuned to one system.  docs/findings.md
-explains each.  Pure code, no Tango.
+lag against the lags before it) or a limit of cppTango's (its 10 s heartbeat, its 256
+samples): nothing is tuned to one system.  docs/findings.md explains each.  Pure code,
+no Tango.
 """
 
 from __future__ import annotations
@@ -17,14 +17,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from milonga.monitor import findings as model
-from milonga.monitor.diff import Report
+from milonga.monitor.diff import Report, SubscriptionChange
 from milonga.monitor.figures import StreamFigures, stream_of_topic
 from milonga.monitor.snapshot import NotConnected, short_name
 from milonga.monitor.stats import DECILES_FROM, SAMPLE_LIMIT, Statistics, duration
 
 HIGH_WATER_MARK = 1000
-"""cppTango's default ZeroMQ high-water mark: events a subscriber can have waiting before
-ZeroMQ drops the next ones, which the subscriber then reports as missed."""
+"""cppTango's default ZeroMQ high-water mark: the events each end's ZeroMQ queue holds for
+a subscriber.  The kernel's socket buffers hold more besides (on loopback, about 17 000
+small events in all before the first was dropped), so a lag above it loses nothing yet."""
 BUSY_SHARE = 0.5
 """Callbacks that take more than this share of the time keep the event thread mostly busy:
 they, and not something else, make its events late."""
@@ -37,6 +38,13 @@ CHURN_POLLS = 2
 SHARED_SLACK = 2
 """Events a query may see in the counters but not in the samples, or the other way round:
 a push under way while the process is queried moves its sample to the next query."""
+
+BUFFERED = (
+    "Events not received yet wait in ZeroMQ's queues (by default "
+    f"{HIGH_WATER_MARK} events at each end) and in the kernel's socket buffers: they are "
+    "late, not lost, while these have room; once they are full, the next events are "
+    "dropped, and the subscriber reports them as missed."
+)
 
 SHARED_THREAD = (
     "Every other subscription of {subscriber} waits behind it: one event-consumer thread "
@@ -71,6 +79,59 @@ def slow_callback(stream: StreamFigures) -> model.Finding | None:
         + SHARED_THREAD.format(subscriber=stream.subscriber)
         + " Make the callback faster, or run it off that thread (CallbackScheduler).",
         processing_median_us=stream.processing.median,
+        push_gap_us=stream.push_gap,
+        pushed=stream.pushed,
+        publisher=stream.publisher,
+    )
+
+
+def slow_callback_held(stream: StreamFigures, latency_before: float | None) -> model.Finding | None:
+    """slow-callback, held over: it held on ``stream`` at the previous poll (the caller
+    checks), this poll's figures of the stream cannot tell whether its callback is still
+    too slow, and its subscriber is still behind.
+
+    The figures cannot tell when there is no processing time of the stream (no sample of
+    it), or no push gap (fewer than `PUSHES_FOR_A_GAP` pushes).  The subscriber is behind
+    when events pushed have not reached it (a lag above 0), or when the median latency of
+    the stream rose above ``latency_before``, that of its last poll with latency samples.
+    Then the finding stays rather than clearing and coming back at the next poll that
+    can tell.
+    """
+    if stream.processing is not None and stream.push_gap is not None:
+        return None
+    lag = stream.lag or 0
+    latency = None if stream.latency is None else stream.latency.median
+    behind = []
+    if lag > 0:
+        behind.append(f"{lag} events pushed by {stream.publisher} have not reached it yet")
+    if latency is not None and latency_before is not None and latency > latency_before:
+        behind.append(
+            f"the median latency of its events rose from {duration(latency_before)} to "
+            f"{duration(latency)}"
+        )
+    if not behind:
+        return None
+    unknown = []
+    if stream.processing is None:
+        unknown.append("no processing time of it was sampled since the previous snapshot")
+    if stream.push_gap is None:
+        unknown.append(
+            f"{stream.publisher} pushed it {stream.pushed} time(s) since the previous "
+            "snapshot, too few for a push gap"
+        )
+    return _finding(
+        "slow-callback",
+        model.Severity.WARNING,
+        model.Subject(stream.subscriber, stream.name),
+        f"{stream.subscriber} is still behind on {stream.name}: {' and '.join(behind)}. "
+        "This snapshot cannot tell whether its callback is still slower than the pushes "
+        f"({'; '.join(unknown)}), so the slow-callback of the snapshot before stands. "
+        + SHARED_THREAD.format(subscriber=stream.subscriber)
+        + " Make the callback faster, or run it off that thread (CallbackScheduler).",
+        lag=lag,
+        latency_median_us=latency,
+        latency_median_before_us=latency_before,
+        processing_median_us=None if stream.processing is None else stream.processing.median,
         push_gap_us=stream.push_gap,
         pushed=stream.pushed,
         publisher=stream.publisher,
@@ -144,41 +205,30 @@ def growing_latency(
 def falling_behind(stream: StreamFigures, lags: Sequence[int]) -> model.Finding | None:
     """falling-behind: the subscriber's lag on ``stream`` (publisher's last pushed counter
     minus its last received one) rose at each of the last `GROWTH_POLLS` of ``lags``, the
-    lags at the polls at which both answered, this poll's last.  An error once the lag is
-    above the `HIGH_WATER_MARK`."""
+    lags at the polls at which both answered, this poll's last.  A warning however large
+    the lag: the events it counts are late, not lost, until the buffers that hold them
+    are full; those lost are missed-events."""
     if len(lags) <= GROWTH_POLLS:
         return None
     recent = lags[-GROWTH_POLLS - 1 :]
     lag = recent[-1]
     if not _rising(recent) or lag <= 0:
         return None
-    if lag > HIGH_WATER_MARK:
-        severity = model.Severity.ERROR
-        outcome = (
-            f"that is more than the {HIGH_WATER_MARK} events ZeroMQ holds for a subscriber, "
-            "so events are being dropped and will be reported as missed."
-        )
-    else:
-        severity = model.Severity.WARNING
-        outcome = (
-            f"past {HIGH_WATER_MARK} events waiting, ZeroMQ drops the next ones and they are "
-            "missed."
-        )
     return _finding(
         "falling-behind",
-        severity,
+        model.Severity.WARNING,
         model.Subject(stream.subscriber, stream.name),
         f"{stream.subscriber} is {lag} events behind {stream.publisher} on {stream.name}, "
         f"and the gap grew at each of the last {GROWTH_POLLS} snapshots "
         f"({' -> '.join(map(str, recent))}; last pushed minus last received server "
-        f"counter): it takes events in more slowly than they are pushed, and {outcome} "
-        "Find what holds up its event thread: a slow callback (--monitor shows processing "
-        "times).",
+        "counter): it takes events in more slowly than they are pushed. "
+        + BUFFERED
+        + " Find what holds up its event thread: a slow callback (--monitor shows "
+        "processing times).",
         lag=lag,
         lag_before=recent[0],
         pushed=stream.pushed,
         received=stream.received,
-        high_water_mark=HIGH_WATER_MARK,
     )
 
 
@@ -197,29 +247,60 @@ _MISSED_CAUSES = {
     ),
     MissedCause.CONSUMER_TOO_SLOW: (
         "It handles this stream more slowly than it is pushed (see slow-callback and "
-        f"falling-behind): more than the {HIGH_WATER_MARK} events ZeroMQ holds piled up and "
-        "the next ones were dropped. Make the callback faster, or run it off the event "
-        "thread (CallbackScheduler)."
+        "falling-behind): its events piled up until ZeroMQ's queues and the kernel's socket "
+        "buffers were full, and the next ones were dropped. Make the callback faster, or "
+        "run it off the event thread (CallbackScheduler)."
     ),
     MissedCause.UNKNOWN: (
-        "Either its publisher restarted, or it fell more than the "
-        f"{HIGH_WATER_MARK} events ZeroMQ holds behind and the next ones were dropped; "
-        "monitor the publisher too, with --monitor, to tell which."
+        "Either its publisher restarted, or it fell so far behind that ZeroMQ's queues and "
+        "the kernel's socket buffers were full and the next events were dropped; monitor "
+        "the publisher too, with --monitor, to tell which."
     ),
 }
 
 
-def missed_events(server: str, topic: str, missed: int, cause: MissedCause) -> model.Finding:
-    """missed-events: subscription ``topic`` of ``server`` missed ``missed`` more events
-    since the server's previous answer, for the likely ``cause``."""
-    stream = stream_of_topic(topic)
+def events_lost(change: SubscriptionChange) -> int | None:
+    """The events of a subscription lost since its server's previous answer, estimated
+    from ``change``: how far its last received server counter rose, less the events it
+    received and discarded, and never fewer than its gaps (how far its missed count
+    rose: cppTango counts each jump of the server counter once, however many events it
+    skips).  None if one of those counters went down: a restart, or a subscription made
+    again, and they no longer compare."""
+    rises = [
+        0 if moved is None else moved.delta
+        for moved in (
+            change.server_counter,
+            change.event_count,
+            change.discarded_event_count,
+            change.missed_event_count,
+        )
+    ]
+    if min(rises) < 0:
+        return None
+    counter, received, discarded, gaps = rises
+    return max(gaps, counter - received - discarded)
+
+
+def missed_events(server: str, change: SubscriptionChange, cause: MissedCause) -> model.Finding:
+    """missed-events: subscription ``change.topic`` of ``server`` missed events since the
+    server's previous answer (its missed count rose), for the likely ``cause``: the gaps
+    in its server counter, and the events lost (`events_lost`)."""
+    stream = stream_of_topic(change.topic)
+    gaps = 0 if change.missed_event_count is None else change.missed_event_count.delta
+    lost = events_lost(change)
+    where = f"in {gaps} gap(s) of the server counter since its previous snapshot"
+    how_many = (
+        f"lost {lost} event(s) of {stream} {where}"
+        if lost is not None
+        else f"lost events of {stream} {where} (how many is unknown: its counters went down)"
+    )
     return _finding(
         "missed-events",
         model.Severity.ERROR,
         model.Subject(server, stream),
-        f"{server} missed {missed} event(s) of {stream} since its previous snapshot: they "
-        f"are lost, not late. {_MISSED_CAUSES[cause]}",
-        missed=missed,
+        f"{server} {how_many}: they are lost, not late. " + _MISSED_CAUSES[cause],
+        gaps=gaps,
+        events_lost=lost,
         cause=cause.value,
     )
 

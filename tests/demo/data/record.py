@@ -7,7 +7,8 @@ minute, and writes:
 - ``plain.jsonl``: every poll of the run without the scheduler, where `Scan()` times out;
 - ``fixed.jsonl``: every poll of the run with `CallbackScheduler` in both devices.
 
-Each line is one poll, as `tango-event-monitor -o FILE` writes it.
+Each line is one poll, with the findings the monitor made of it, as
+`tango-event-monitor -o FILE` writes it.
 """
 
 from __future__ import annotations
@@ -29,12 +30,12 @@ def main() -> None:
     with TangoSandbox() as sandbox:
         os.environ["TANGO_HOST"] = sandbox.tango_host
         for name, use_scheduler in (("plain", False), ("fixed", True)):
-            scan, polls = tell(
+            scan, updates = tell(
                 sandbox, NORMAL, Console(io.StringIO()), use_scheduler=use_scheduler, live=False
             )
             path = HERE / f"{name}.jsonl"
-            path.write_text("".join(poll_record(poll) + "\n" for poll in polls))
-            print(f"{path}: {len(polls)} polls; Scan() took {scan.seconds:.1f} s, {scan.error}")
+            path.write_text("".join(poll_record(u.poll, u.findings) + "\n" for u in updates))
+            print(f"{path}: {len(updates)} polls; Scan() took {scan.seconds:.1f} s, {scan.error}")
             remove_system(sandbox)
 
 
