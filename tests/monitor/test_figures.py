@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from milonga.monitor import Poll, PollHistory, PollReport, Unsampled
+from milonga.monitor import Poll, PollHistory, PollReport, Unsampled, rules
 from milonga.monitor.figures import (
     attribute_of,
     poll_figures,
     run_figures,
     sample_attribute,
+    server_identity,
     stream_of_topic,
 )
 from milonga.monitor.jsonl import read_polls
@@ -220,3 +221,146 @@ def test_over_a_run_the_push_gap_comes_from_intervals_pushing_went_on_through() 
     assert stream.push_gap == pytest.approx(2e6 / 20)  # the two 1 s intervals with 10 each
     # Without an interval between two others in which it moved, all of them count.
     assert first_intervals.push_gap == pytest.approx(2e6 / 13)
+
+
+# Pairing a subscription with its publisher.
+
+ELSEWHERE = "tango://other:10000/"
+
+
+def pair(publisher: str, topic: str, channel: str) -> list[tuple[str, int]]:
+    """The streams of two polls of ``publisher`` pushing `STREAM` and `SUB` subscribed to
+    ``topic`` through ``channel``: their names and pushed counts."""
+    polls = [
+        poll_of(
+            i,
+            {
+                publisher: publisher_reply({STREAM: 10 * i}),
+                SUB: subscriber_reply({topic: subscription(5 * i, channel=channel)}),
+            },
+        )
+        for i in range(2)
+    ]
+    return [(s.name, s.pushed) for s in run_figures(reports(polls)).streams]
+
+
+def test_a_server_is_identified_by_its_control_system_and_name_in_any_case() -> None:
+    assert server_identity("tango://H:10000/dserver/Pub/1#dbase=no") == "h:10000/dserver/pub/1"
+    assert server_identity("dserver/Pub/1") == "dserver/pub/1"
+
+
+def test_a_device_of_the_same_name_in_another_control_system_is_not_the_publisher() -> None:
+    """Its channel names the other control system's server, not the monitored one."""
+    topic = f"{ELSEWHERE}a/b/c/x.idl5_change"
+
+    assert pair(PUB, topic, f"{ELSEWHERE}dserver/pub/1") == []
+    assert pair(f"{HOST}{PUB}", topic, f"{ELSEWHERE}dserver/pub/1") == []
+
+
+@pytest.mark.parametrize("publisher", [PUB, f"{HOST}{PUB}", f"{HOST.upper()}{PUB.upper()}"])
+def test_the_publisher_is_the_server_the_channel_names_however_it_is_spelled(
+    publisher: str,
+) -> None:
+    """The channel is in lower case; the admin may be given bare or as a TRL."""
+    assert pair(publisher, TOPIC, f"{HOST}dserver/pub/1") == [("a/b/c/x.change", 10)]
+
+
+def test_the_same_stream_from_two_control_systems_is_paired_once() -> None:
+    elsewhere = f"{ELSEWHERE}a/b/c/x.idl5_change"
+    polls = [
+        poll_of(
+            i,
+            {
+                PUB: publisher_reply({STREAM: 10 * i}),
+                SUB: subscriber_reply(
+                    {
+                        TOPIC: subscription(10 * i),
+                        elsewhere: subscription(3 * i, channel=f"{ELSEWHERE}dserver/pub/1"),
+                    }
+                ),
+            },
+        )
+        for i in range(2)
+    ]
+
+    (stream,) = run_figures(reports(polls)).streams
+
+    assert (stream.received, stream.counters) == (10, (10, 10))
+    assert stream.sharing == (f"{ELSEWHERE}a/b/c/x.change",)
+
+
+# Attribute names that several streams share.
+
+
+def test_streams_sharing_an_attribute_name_say_so_and_the_message_names_them_all() -> None:
+    """Perf samples name only the attribute: the processing time is of both together."""
+    other = f"{HOST}d/e/f/x.idl5_change"  # from a publisher not monitored
+    samples = [client_sample("x", 100, 5000, 200)] * 3
+    polls = [
+        poll_of(
+            i,
+            {
+                PUB: publisher_reply({STREAM: 10 * i}),
+                SUB: subscriber_reply(
+                    {
+                        TOPIC: subscription(10 * i),
+                        other: subscription(i, channel=f"{HOST}dserver/q/1"),
+                    },
+                    samples if i else [],
+                ),
+            },
+        )
+        for i in range(2)
+    ]
+
+    (stream,) = poll_figures(reports(polls)[1]).streams
+    finding = rules.slow_callback(stream._replace(push_gap=1000.0))
+
+    assert stream.sharing == ("d/e/f/x.change",)
+    assert finding is not None
+    assert "a/b/c/x.change or d/e/f/x.change (median of them together" in finding.message
+    assert finding.evidence["sharing_attribute"] == "d/e/f/x.change"
+
+
+def test_a_stream_alone_with_its_attribute_name_shares_nothing() -> None:
+    polls = [
+        poll_of(
+            i, {PUB: publisher_reply({STREAM: i}), SUB: subscriber_reply({TOPIC: subscription(i)})}
+        )
+        for i in range(2)
+    ]
+
+    (stream,) = poll_figures(reports(polls)[1]).streams
+
+    finding = rules.slow_callback(stream._replace(processing=summarise([5000]), push_gap=1e3))
+
+    assert stream.sharing == ()
+    assert finding is not None
+    assert "together" not in finding.message
+    assert finding.evidence["sharing_attribute"] is None
+
+
+# Clock steps.
+
+
+def test_an_interval_the_clock_shows_as_negative_gives_no_push_gap() -> None:
+    """The wall clock was set back (NTP) between two polls: that interval is unknown,
+    whatever was pushed in it."""
+    times = [0.0, 1.0, 0.5, 1.5, 2.5]  # set back 1.5 s between the second and third
+    polls = [
+        poll_of(
+            seconds,
+            {
+                PUB: publisher_reply({STREAM: 10 * i}),
+                SUB: subscriber_reply({TOPIC: subscription(10 * i)}),
+            },
+        )
+        for i, seconds in enumerate(times)
+    ]
+    history = reports(polls)
+
+    (stepped,) = poll_figures(history[2]).streams
+    (stream,) = run_figures(history).streams
+
+    assert (stepped.pushed, stepped.push_gap) == (10, None)
+    assert stream.push_gap == pytest.approx(1e6 / 10)  # from the two 1 s intervals

@@ -5,9 +5,11 @@ cause stops."""
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -338,6 +340,37 @@ def test_the_lag_history_starts_again_when_a_counter_goes_down() -> None:
     assert not held(run, "falling-behind")
 
 
+def test_a_healthy_stream_whose_lag_wobbles_with_the_query_skew_is_not_falling_behind() -> None:
+    """1000 events a poll, all received; the subscriber is queried up to 8 events' time
+    before its publisher, so the lag is anything from 0 to 8, and now and then rises at
+    three polls in a row (here at polls 4-7)."""
+    wobble = [3, 8, 0, 5, 1, 2, 4, 7, 6, 0, 8, 2]
+    polls = [pub_sub(i, 1000 * i, 1000 * i - lag) for i, lag in enumerate(wobble)]
+
+    assert not held(findings_of(polls), "falling-behind")
+
+
+def test_counters_that_wrap_past_2_to_the_32_move_on() -> None:
+    """cppTango's counters are unsigned 32-bit integers: a wrap is no restart, and the
+    subscriber, 600 events behind, wraps a poll later."""
+    counters = [(2**32 - 2500 + 1000 * i) % 2**32 for i in range(6)]
+    polls = [pub_sub(i, counter, (counter - 600) % 2**32) for i, counter in enumerate(counters)]
+
+    run = findings_of(polls)
+
+    assert [findings.active for findings in run] == [()] * len(polls)
+
+
+def test_one_publisher_counter_going_down_among_others_is_no_restart() -> None:
+    other = STREAM.replace("/x.", "/y.")
+    polls = [
+        poll_of(0, {PUB: publisher_reply({STREAM: 500, other: 500})}),
+        poll_of(1, {PUB: publisher_reply({STREAM: 3, other: 600})}),
+    ]
+
+    assert not held(findings_of(polls), "server-restarted")
+
+
 def test_a_silent_server_is_counted_poll_after_poll_and_clears_when_it_answers() -> None:
     polls = [
         pub_sub(0, 1, 1),
@@ -351,6 +384,54 @@ def test_a_silent_server_is_counted_poll_after_poll_and_clears_when_it_answers()
     assert [f.evidence["polls"] for f in only(run, "server-not-answering")] == [1, 2]
     assert run[3].cleared[0].finding.subject == Subject(PUB)
     assert run[3].cleared[0].polls == 2
+
+
+@pytest.mark.parametrize("silent", [SUB, PUB])
+def test_a_finding_stays_while_its_server_or_publisher_does_not_answer(silent: str) -> None:
+    """Falling behind from poll 3; at poll 4 one end does not answer: nothing tells the
+    finding cleared, and at poll 5 it still holds, since poll 3."""
+    replies: dict[str, dict[str, Any] | str] = {
+        PUB: publisher_reply({STREAM: 400}),
+        SUB: subscriber_reply({TOPIC: subscription(40)}),
+        silent: "API_CorbaException: timeout",
+    }
+    polls = [pub_sub(i, 100 * i, 10 * i) for i in range(4)]
+    polls += [poll_of(4, replies), pub_sub(5, 500, 50), pub_sub(6, 600, 600)]
+
+    run = findings_of(polls)
+
+    assert held(run, "falling-behind") == [3, 4, 5]
+    assert [c.finding.kind for findings in run[:6] for c in findings.cleared] == [
+        "server-not-answering"
+    ]
+    (cleared,) = run[6].cleared
+    assert (cleared.finding.kind, cleared.since, cleared.polls) == (
+        "falling-behind",
+        run[3].time,
+        3,
+    )
+
+
+def test_the_history_of_streams_and_servers_gone_is_forgotten() -> None:
+    """A subscriber that moves to another stream at every poll (all of them published),
+    and servers that come and go: the engine keeps no more after 400 polls than after
+    40."""
+    history, diagnostician = PollHistory(), Diagnostician()
+
+    def state_after(polls: range) -> int:
+        for i in polls:
+            stream = STREAM.replace("/x.", f"/x{i}.")
+            replies = {
+                PUB: publisher_reply({stream: 10}),
+                SUB: subscriber_reply({stream.replace(".change", ".idl5_change"): subscription(9)}),
+                f"dserver/Gone/{i}": subscriber_reply({}, waiting=WAITING),
+            }
+            diagnostician.add(history.add(poll_of(i, replies)))
+        return len(pickle.dumps(diagnostician))
+
+    after_40 = state_after(range(40))
+
+    assert state_after(range(40, 400)) <= after_40 + 1000  # longer names
 
 
 def waiting_poll(seconds: float, *entries: dict[str, str]) -> Poll:
@@ -412,13 +493,20 @@ def test_client_samples_are_compared_with_the_events_received() -> None:
     assert shared.evidence == {"side": "client", "samples": 5, "events": 50}
 
 
-def latency_poll(seconds: float, lowest: int | None) -> Poll:
-    """A subscriber whose 5 events of a second took 200 ms each to handle (the whole
-    second) and reached their callback from ``lowest`` μs on; sampling off for None."""
+def latency_poll(
+    seconds: float, lowest: int | None, *, process: int = 100_000, events: int = 10
+) -> Poll:
+    """A subscriber whose ``events`` sampled events of a second took ``process`` μs each to
+    handle (by default the whole second) and reached their callback from ``lowest`` μs on,
+    25 ms apart; sampling off for None."""
     perf = None
     if lowest is not None:
-        perf = [client_sample("x", 200_000, 200_000, lowest + 50_000 * i) for i in range(5)]
-    return poll_of(seconds, {SUB: subscriber_reply({TOPIC: subscription(5 * int(seconds))}, perf)})
+        perf = [
+            client_sample("x", 1_000_000 // events, process, lowest + 25_000 * i)
+            for i in range(events)
+        ]
+    received = subscription(10 * int(seconds))
+    return poll_of(seconds, {SUB: subscriber_reply({TOPIC: received}, perf)})
 
 
 def test_latency_growing_while_callbacks_keep_the_thread_busy_is_a_slow_callback() -> None:
@@ -440,6 +528,34 @@ def test_the_latency_history_starts_again_after_sampling_was_off() -> None:
     assert not held(run, "slow-callback")
 
 
+def test_latency_compares_consecutive_polls_only() -> None:
+    """At a short period, most polls see no event: the latencies of polls far apart
+    tell nothing of a queue building up."""
+    lows = [0, 0, 0, 300_000, 0, 600_000, 0, 900_000]
+    sampled = [i < 2 or i % 2 for i in range(len(lows))]  # sampling on, no event at 2, 4, 6
+
+    run = findings_of([latency_poll(i, low, events=10 * sampled[i]) for i, low in enumerate(lows)])
+
+    assert not held(run, "slow-callback")
+
+
+def test_latency_needs_enough_samples_at_each_poll() -> None:
+    lows = [0, 0, 300_000, 600_000, 900_000]
+
+    run = findings_of([latency_poll(i, low, events=9) for i, low in enumerate(lows)])
+
+    assert not held(run, "slow-callback")
+
+
+def test_the_busy_share_of_growing_latency_spans_every_poll_compared() -> None:
+    """Events handled in 1 ms each, then at the last poll in 100 ms: that poll was busy,
+    but not the four seconds over which the latency grew (26 %)."""
+    polls = [latency_poll(i, low, process=1_000) for i, low in enumerate([0, 0, 300_000, 600_000])]
+    polls.append(latency_poll(4, 900_000))
+
+    assert not held(findings_of(polls), "slow-callback")
+
+
 def test_a_start_up_that_only_adds_subscriptions_is_no_churn() -> None:
     topics = [TOPIC.replace("/x.", f"/{name}.") for name in "xyz"]
     polls = [
@@ -448,6 +564,30 @@ def test_a_start_up_that_only_adds_subscriptions_is_no_churn() -> None:
     ]
 
     assert not held(findings_of(polls), "subscription-churn")
+
+
+def test_a_scan_that_subscribes_once_then_unsubscribes_is_no_churn() -> None:
+    other = TOPIC.replace("/x.", "/y.")
+    steady = {TOPIC: subscription(0)}
+    polls = [
+        poll_of(0, {SUB: subscriber_reply(steady)}),
+        poll_of(1, {SUB: subscriber_reply({**steady, other: subscription(0)})}),
+        poll_of(2, {SUB: subscriber_reply(steady)}),
+        poll_of(3, {SUB: subscriber_reply(steady)}),
+    ]
+
+    assert not held(findings_of(polls), "subscription-churn")
+
+
+def test_subscribing_and_unsubscribing_again_and_again_is_churn() -> None:
+    other = TOPIC.replace("/x.", "/y.")
+    steady = {TOPIC: subscription(0)}
+    polls = [
+        poll_of(i, {SUB: subscriber_reply({**steady, other: subscription(0)} if i % 2 else steady)})
+        for i in range(6)
+    ]
+
+    assert held(findings_of(polls), "subscription-churn") == [4, 5]  # gone at polls 2 and 4
 
 
 def test_findings_are_worst_first_then_by_subject_and_kind() -> None:
@@ -572,3 +712,16 @@ def test_empty_lines_are_skipped_and_errors_kept(tmp_path: Path) -> None:
 
     (reply,) = poll.replies
     assert (reply.server.admin, reply.error, reply.snapshot) == ("dserver/a/1", "gone", None)
+
+
+def test_a_wall_clock_set_back_between_polls_is_no_churn() -> None:
+    """The end of summer time, or NTP stepping the clock back an hour: the interval since
+    the previous answer is not known, so no count of heartbeat wake-ups is made from it."""
+    steady = {TOPIC: subscription(0)}
+    samples = [client_sample("x", 100_000, 50, 300) for _ in range(100)]
+    polls = [
+        poll_of(seconds, {SUB: subscriber_reply(steady, perf=samples)})
+        for seconds in (0, 10, 20 - 3600, 30 - 3600)
+    ]
+
+    assert not held(findings_of(polls), "subscription-churn")

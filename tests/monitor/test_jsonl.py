@@ -9,13 +9,14 @@ import os
 import subprocess
 import sys
 import textwrap
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
 from milonga.monitor import JsonLinesWriter, MonitoredServer, Poll, Reply, poll_record
-from milonga.monitor.findings import Cleared, Finding, Findings, Severity, Subject
+from milonga.monitor.findings import Cleared, Finding, Findings, Severity, Subject, findings_of
+from milonga.monitor.jsonl import PollRecordError, read_polls
 from tests.monitor.data import TANGO_HOST
 
 SERVER = MonitoredServer("dserver/MonitorPub/1")
@@ -211,3 +212,70 @@ def test_the_writer_writes_the_findings_of_its_poll(tmp_path: Path) -> None:
         "slow-callback",
         "server-not-answering",
     ]
+
+
+# Reading a file back.
+
+WHOLE = '{"time": "2026-03-17T12:00:00+01:00", "replies": {"dserver/a/1": {"error": "gone"}}}\n'
+
+
+def test_times_keep_their_utc_offset_through_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "polls.jsonl"
+    time = datetime(2026, 3, 17, 12, tzinfo=timezone(timedelta(hours=1)))
+    with JsonLinesWriter(path) as writer:
+        writer.write(Poll(time, (Reply.failed(SERVER, "x"),)))
+
+    assert json.loads(path.read_text())["time"] == "2026-03-17T12:00:00+01:00"
+    assert [poll.time for poll in read_polls(path)] == [time]
+
+
+def test_times_without_an_offset_are_read_as_local_time_even_mixed_with_others(
+    tmp_path: Path,
+) -> None:
+    """Older files have times without a UTC offset; a file appended to by an older and a
+    newer monitor has both, and its polls are still compared with each other."""
+    path = tmp_path / "polls.jsonl"
+    naive = datetime(2026, 3, 17, 11, 59, 59)
+    path.write_text(
+        f'{{"time": "{naive.isoformat()}", "replies": {{"dserver/a/1": {{"error": "gone"}}}}}}\n'
+        + WHOLE
+    )
+
+    polls = read_polls(path)
+
+    assert [poll.time for poll in polls] == [
+        naive.astimezone(),
+        datetime(2026, 3, 17, 12, tzinfo=timezone(timedelta(hours=1))),
+    ]
+    assert len(findings_of(polls)) == 2
+
+
+def test_a_last_line_still_being_written_is_left_out(tmp_path: Path) -> None:
+    path = tmp_path / "polls.jsonl"
+    path.write_text(WHOLE + WHOLE[:30])
+
+    assert len(read_polls(path)) == 1
+
+
+def test_a_cut_line_with_lines_after_it_is_named_with_what_to_do(tmp_path: Path) -> None:
+    """A monitor stopped in the middle of a line, and another appended after it."""
+    path = tmp_path / "polls.jsonl"
+    path.write_text(WHOLE + WHOLE[:30] + "\n" + WHOLE)
+
+    with pytest.raises(PollRecordError) as raised:
+        read_polls(path)
+
+    message = str(raised.value)
+    assert f"{path}, line 2: it is not JSON" in message
+    assert "cut off" in message
+    assert "sed -i '2d' FILE" in message
+
+
+@pytest.mark.parametrize("last", ['{"time": "2026-03-17T12:00:00"}', "[]"])
+def test_a_last_line_that_is_json_but_no_poll_is_an_error(tmp_path: Path, last: str) -> None:
+    """Only a line that is not JSON yet can be one being written."""
+    path = tmp_path / "polls.jsonl"
+    path.write_text(WHOLE + last)
+
+    with pytest.raises(PollRecordError, match=r"line 2: .*tango-event-monitor -o FILE"):
+        read_polls(path)

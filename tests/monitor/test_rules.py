@@ -10,11 +10,14 @@ from hypothesis import strategies as st
 
 from milonga.monitor import (
     Change,
+    ClientSide,
     NotConnected,
     Publisher,
     PublisherChange,
     Report,
+    ServerSide,
     Severity,
+    Snapshot,
     Subject,
     Subscription,
     SubscriptionChange,
@@ -170,7 +173,9 @@ def test_latency_growth_without_a_named_stream_is_about_the_server() -> None:
     ("lags", "severity"),
     [
         ([0, 1, 2, 3], Severity.WARNING),
-        ([5, 0, 1, 2, 3], Severity.WARNING),  # only the last four count
+        ([5, 0, 10, 20, 30], Severity.WARNING),  # rose by 30, more than twice the fall of 5
+        ([5, 0, 1, 2, 3], None),  # rose by 3: the fall of 5 shows wobble that wide
+        ([0, 8, 1, 3, 5, 7], None),  # rose by 6: within twice the fall of 7
         ([10, 500, 1000, 1001], Severity.WARNING),  # past the ZeroMQ high-water mark
         ([2000, 3000, 4000, 5475], Severity.WARNING),  # a real lag that lost no event
         ([0, 1, 2, 2], None),  # stopped growing
@@ -181,7 +186,7 @@ def test_latency_growth_without_a_named_stream_is_about_the_server() -> None:
 def test_falling_behind_needs_a_lag_that_grew_at_each_of_three_polls(
     lags: list[int], severity: Severity | None
 ) -> None:
-    finding = rules.falling_behind(STREAM, lags)
+    finding = rules.falling_behind(STREAM, rules.Lags.of(lags))
 
     assert (finding and finding.severity) == severity
     if finding is not None:
@@ -193,12 +198,14 @@ def test_falling_behind_needs_a_lag_that_grew_at_each_of_three_polls(
 def test_falling_behind_claims_no_drop_that_did_not_happen() -> None:
     """Events behind are held in ZeroMQ's queues and the socket buffers: those dropped
     are missed-events' to tell."""
-    finding = rules.falling_behind(STREAM, [2000, 3000, 4000, 5475])
+    finding = rules.falling_behind(STREAM, rules.Lags.of([2000, 3000, 4000, 5475]))
 
     assert finding is not None
     assert "being dropped" not in finding.message
     assert "late, not lost, while these have room" in finding.message
-    assert set(finding.evidence) == {"lag", "lag_before", "pushed", "received"}
+    assert set(finding.evidence) == {
+        *("lag", "lag_before", "lag_fall_seen", "pushed", "received", "publisher")
+    }
 
 
 @pytest.mark.parametrize(
@@ -275,15 +282,19 @@ FEWER_CALLBACKS = rules.ChurnStep.of(
 @pytest.mark.parametrize(
     ("steps", "churning"),
     [
-        ([ADDED, REMOVED], True),
-        ([REMOVED, ADDED], True),
-        ([ADDED, FEWER_CALLBACKS], True),
-        ([ADDED, ADDED], False),  # a start-up that only adds
-        ([REMOVED, rules.ChurnStep()], False),  # it stopped
+        ([REMOVED, ADDED, REMOVED], True),
+        ([REMOVED, rules.ChurnStep(), ADDED, REMOVED], True),
+        ([FEWER_CALLBACKS, ADDED, FEWER_CALLBACKS], True),
+        ([REMOVED, ADDED, REMOVED, ADDED], True),  # at 2 of the last 4
+        ([REMOVED, ADDED, REMOVED, ADDED, ADDED], False),  # at 1 of the last 4
+        ([ADDED, REMOVED], False),  # a scan that subscribed once, then unsubscribed
+        ([REMOVED, ADDED], False),  # a subscription made again, once
+        ([ADDED, ADDED, ADDED], False),  # a start-up that only adds
+        ([REMOVED, REMOVED, rules.ChurnStep()], False),  # it stopped
         ([REMOVED], False),  # once is no churn
     ],
 )
-def test_churn_is_subscriptions_changing_at_two_polls_in_a_row_with_one_going_away(
+def test_churn_is_subscriptions_changing_poll_after_poll_with_removals_that_repeat(
     steps: list[rules.ChurnStep], churning: bool
 ) -> None:
     finding = rules.subscription_churn(SUB, steps, None)
@@ -358,29 +369,59 @@ def test_a_server_not_answering_names_the_first_line_of_the_error() -> None:
 
 
 DOWN = PublisherChange("tango://h:1/a/b/c/x.change", Change(10, 2))
+UP = PublisherChange("tango://h:1/a/b/c/y.change", Change(2, 10))
+WRAPPED = PublisherChange("tango://h:1/a/b/c/y.change", Change(2**32 - 3, 5))
 
 
-def test_a_publisher_counter_going_down_is_a_restart() -> None:
-    finding = rules.server_restarted(PUB, Report(published=(DOWN,), went_down=(DOWN.stream,)), 0)
+def published(*changes: PublisherChange, idle: int = 0) -> Snapshot:
+    """The answer of a process that published ``changes`` and ``idle`` streams more."""
+    counters = {change.stream: change.counter.after for change in changes}
+    counters.update({f"tango://h:1/a/b/idle/{i}.change": 7 for i in range(idle)})
+    return Snapshot(ServerSide(publishers=counters, perf=None), client=None)
+
+
+def test_a_publisher_whose_counters_all_went_down_restarted() -> None:
+    report = Report(published=(DOWN,), went_down=(DOWN.stream,))
+
+    finding = rules.server_restarted(PUB, report, published(DOWN), 0)
 
     assert finding is not None
-    assert "a/b/c/x.change" in finding.message
+    assert "all 1 of its counters went down (a/b/c/x.change)" in finding.message
     assert finding.evidence == {"counters_down": 1, "silent_polls": 0}
 
 
-def test_a_subscriber_back_after_silent_polls_with_lower_counts_restarted() -> None:
-    report = Report(went_down=("tango://h:1/a/b/c/x.idl5_change",))
+@pytest.mark.parametrize(
+    ("changes", "idle"),
+    [((DOWN, UP), 0), ((DOWN,), 1), ((DOWN, WRAPPED), 0), ((WRAPPED,), 0)],
+)
+def test_a_counter_that_went_down_while_others_did_not_is_no_restart(
+    changes: tuple[PublisherChange, ...], idle: int
+) -> None:
+    """A restart starts every counter again; one stream's counter may start again alone,
+    and a counter that wrapped past 2**32 moved on."""
+    report = Report(published=changes)
 
-    assert rules.server_restarted(SUB, report, 0) is None  # dropped and subscribed again
-    finding = rules.server_restarted(SUB, report, 2)
+    assert rules.server_restarted(PUB, report, published(*changes, idle=idle), 0) is None
+
+
+def test_a_subscriber_back_after_silent_polls_with_lower_counts_restarted() -> None:
+    topic = "tango://h:1/a/b/c/x.idl5_change"
+    report = Report(
+        subscription_changes=(SubscriptionChange(topic, event_count=Change(9, 1)),),
+        went_down=(topic,),
+    )
+    answer = Snapshot(
+        None, ClientSide({topic: replace(_subscription(topic), event_count=1)}, (), {}, None)
+    )
+
+    assert rules.server_restarted(SUB, report, answer, 0) is None  # dropped and subscribed again
+    finding = rules.server_restarted(SUB, report, answer, 2)
     assert finding is not None
     assert "after 2 snapshot(s) without an answer" in finding.message
 
 
 def test_counters_that_only_rise_are_no_restart() -> None:
-    up = PublisherChange("s", Change(2, 10))
-
-    assert rules.server_restarted(PUB, Report(published=(up,)), 3) is None
+    assert rules.server_restarted(PUB, Report(published=(UP,)), published(UP), 3) is None
 
 
 @pytest.mark.parametrize(
@@ -423,4 +464,47 @@ def test_a_lag_that_did_not_rise_at_the_last_poll_is_never_falling_behind(
 ) -> None:
     lags.append(lags[-1] - drop)
 
-    assert rules.falling_behind(STREAM, lags) is None
+    assert rules.falling_behind(STREAM, rules.Lags.of(lags)) is None
+
+
+@given(
+    st.integers(1, 2000),
+    st.lists(st.floats(0, 1), min_size=4, max_size=40),
+)
+def test_a_lag_that_wobbles_within_a_band_it_has_shown_is_never_falling_behind(
+    band: int, wobble: list[float]
+) -> None:
+    """The query skew moves a healthy lag within a band; once the lag has been at both
+    edges, nothing inside it is growth."""
+    lags = [band, 0] + [round(band * share) for share in wobble]
+
+    assert rules.falling_behind(STREAM, rules.Lags.of(lags)) is None
+
+
+@given(
+    st.integers(0, 2000),
+    st.integers(0, 200),
+    st.lists(st.floats(0, 1), min_size=4, max_size=40),
+)
+def test_a_lag_that_grows_by_more_than_its_wobble_each_poll_is_falling_behind(
+    band: int, more: int, wobble: list[float]
+) -> None:
+    """A subscriber that takes events in more slowly than they come gets further behind
+    at every poll: by more than the query skew moves the lag, it is falling behind from
+    its fourth poll on, whatever the wobble before."""
+    growth = band + more + 1
+    lags = [growth * i + round(band * share) for i, share in enumerate(wobble)]
+    history = rules.Lags()
+    for polls, lag in enumerate(lags, 1):
+        history.add(lag)
+        assert (rules.falling_behind(STREAM, history) is not None) == (polls > rules.GROWTH_POLLS)
+
+
+@pytest.mark.parametrize(
+    ("pushed", "received", "lag"),
+    [(10, 4, 6), (3, 2**32 - 5, 8), (2**32 - 5, 3, -8)],
+)
+def test_a_lag_counts_across_a_wrap_of_the_32_bit_counters(
+    pushed: int, received: int, lag: int
+) -> None:
+    assert STREAM._replace(counters=(pushed, received)).lag == lag

@@ -331,7 +331,7 @@ class Collector:
 
     def poll(self) -> Poll:
         """Every server's `QueryEventSystem` reply, all asked at once."""
-        time = datetime.now()
+        time = datetime.now().astimezone()  # local time, with its UTC offset
         answers = self._each(lambda proxy: str(proxy.command_inout(QUERY_COMMAND)), self.servers)
         return Poll(
             time,

@@ -11,6 +11,19 @@ from dataclasses import dataclass, fields
 from milonga.monitor.snapshot import ClientSide, NotConnected, ServerSide, Snapshot, Subscription
 from milonga.monitor.stats import PerfTable, summarise_client_perf, summarise_server_perf
 
+COUNTER_WRAP = 2**32
+"""cppTango's event counters are unsigned 32-bit integers: after 2**32 - 1 comes 0."""
+
+
+def counter_delta(before: int, after: int) -> int:
+    """How far a counter moved from ``before`` to ``after``: a fall of more than half of
+    `COUNTER_WRAP` is the counter wrapping past 2**32, and counts as the rise it was (and
+    a rise of more than half, as a fall that wrapped the other way)."""
+    return (after - before + _HALF_WRAP) % COUNTER_WRAP - _HALF_WRAP
+
+
+_HALF_WRAP = COUNTER_WRAP // 2
+
 
 @dataclass(frozen=True)
 class Change:
@@ -21,7 +34,11 @@ class Change:
 
     @property
     def delta(self) -> int:
-        return self.after - self.before
+        """``after`` - ``before``, across a wrap of the counter (`counter_delta`)."""
+        delta = self.after - self.before
+        return (
+            delta if -_HALF_WRAP <= delta < _HALF_WRAP else counter_delta(self.before, self.after)
+        )
 
 
 @dataclass(frozen=True)

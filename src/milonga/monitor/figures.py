@@ -7,6 +7,11 @@ received counter moved, the missed events, the lag between the two, the push gap
 the subscriber's processing time and latency for the stream's attribute.  A process's
 figures are its event gaps (and rate) and, for a subscriber, its latency.
 
+A stream's two ends are paired by the server: the publisher is the server the
+subscription's channel names (`Subscription.channel`, the publisher's admin device), the
+same device in the same control system (`server_identity`), so a subscription to a device
+of the same name in another control system is not paired with it.
+
 A window is one poll interval, for the findings of each poll, or a whole run, for a
 report such as the demo's.  A window of one poll uses the tables `diff` made; a longer
 one summarises every query's samples together (`SampleBatch`), and takes each stream's
@@ -20,9 +25,10 @@ import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import NamedTuple
 
-from milonga.monitor.diff import Report
+from milonga.monitor.diff import Report, counter_delta
 from milonga.monitor.poll import PollReport, ServerEntry
 from milonga.monitor.snapshot import ClientPerfSample, ServerPerfSample, Snapshot, short_name
 from milonga.monitor.stats import (
@@ -43,6 +49,7 @@ NAME_CACHE = 65536
 """Names of streams and topics whose short forms are kept, rather than worked out at each
 poll: the names of a system seldom change."""
 _TOPIC_KIND = re.compile(r"^idl\d+_")
+_TRL = re.compile(r"^tango://(?P<host>[^/]+)/(?P<name>[^#]*)", re.IGNORECASE)
 
 
 @functools.lru_cache(maxsize=NAME_CACHE)
@@ -63,6 +70,45 @@ def sample_attribute(stream: str) -> str:
     """The attribute of a stream as perf samples name it, in lower case for matching:
     cut to `ATTRIBUTE_NAME_LIMIT` characters."""
     return attribute_of(stream)[:ATTRIBUTE_NAME_LIMIT].lower()
+
+
+@functools.lru_cache(maxsize=NAME_CACHE)
+def server_identity(name: str) -> str:
+    """What identifies a server, or any device, in pure code: its name in lower case
+    (Tango names are case-insensitive), with the ``host:port/`` of its control system
+    when the name has one and without ``tango://`` and ``#`` options.
+    ``tango://H:10000/dserver/Pub/1#dbase=no`` -> ``h:10000/dserver/pub/1``; a bare
+    ``dserver/Pub/1`` -> ``dserver/pub/1``.
+
+    Unlike the collector's key, nothing is looked up: one host spelled two ways (a name
+    and its address) gives two identities.
+    """
+    match = _TRL.match(name)
+    if match is None:
+        return name.partition("#")[0].lower()
+    return f"{match['host']}/{match['name']}".lower()
+
+
+def _device_part(identity: str) -> str:
+    """A `server_identity` without its ``host:port/``."""
+    return identity if identity.count("/") < 3 else identity.split("/", 1)[1]
+
+
+@functools.lru_cache(maxsize=NAME_CACHE)
+def _host_of(name: str) -> str | None:
+    """The ``host:port`` of a TRL, in lower case; None for a bare name."""
+    match = _TRL.match(name)
+    return None if match is None else match["host"].lower()
+
+
+def interval_seconds(time: datetime, last_answer: datetime | None) -> float | None:
+    """The seconds from a server's previous answer, ``last_answer``, to the poll at
+    ``time``; None at its first answer, and when the clock shows none or a negative one
+    (the wall clock was set back, as NTP may): the interval is not known then."""
+    if last_answer is None:
+        return None
+    seconds = (time - last_answer).total_seconds()
+    return seconds if seconds > 0 else None
 
 
 @functools.lru_cache(maxsize=NAME_CACHE)
@@ -111,6 +157,11 @@ class StreamFigures(NamedTuple):
     attribute, in μs (its `Metric.PROCESSING_TIME` row for that attribute)."""
     latency: Statistics | None
     """From push to first callback of the stream's attribute in the subscriber, in μs."""
+    sharing: tuple[str, ...] = ()
+    """The subscriber's other streams whose attribute has the same name (`attribute_of`)
+    in the window: perf samples name only the attribute, so `processing` and `latency`
+    are those of all these streams and this one together.  Named as `name` is, or in
+    full with ``tango://host:port/`` where that would give this stream's name."""
 
     @property
     def attribute(self) -> str:
@@ -118,8 +169,9 @@ class StreamFigures(NamedTuple):
 
     @property
     def lag(self) -> int | None:
-        """Events pushed that the subscriber had not received, as `counters` show."""
-        return None if self.counters is None else self.counters[0] - self.counters[1]
+        """Events pushed that the subscriber had not received, as `counters` show (across
+        a wrap of either counter past 2**32)."""
+        return None if self.counters is None else counter_delta(self.counters[1], self.counters[0])
 
     @property
     def too_slow(self) -> bool:
@@ -186,8 +238,9 @@ class _Answer(NamedTuple):
     entry: ServerEntry
     snapshot: Snapshot
     changes: Report
-    seconds: float
-    """Since the server's previous answer; 0.0 at its first."""
+    seconds: float | None
+    """Since the server's previous answer (`interval_seconds`): None at its first, or if
+    the clock shows no time passed."""
 
 
 @dataclass(slots=True)
@@ -216,6 +269,9 @@ class _Subscribed:
     """One topic of one subscriber, as the window saw it."""
 
     name: str
+    """Its short stream name (`stream_of_topic`)."""
+    full_name: str
+    """Its stream name with ``tango://host:port/``."""
     attribute: str
     """Its attribute as perf samples name it (`sample_attribute`)."""
     received: int = 0
@@ -234,10 +290,11 @@ class FigureWindow:
         self._polls = 0
         self._published: dict[str, dict[str, _Published]] = {}
         """By publisher admin device, then stream key."""
-        self._subscribed: dict[str, dict[str, _Subscribed]] = {}
-        """By subscriber admin device, then stream key."""
-        self._publisher_of: dict[str, _Published] = {}
-        """The stream of each key, as its publisher was last seen to publish it."""
+        self._subscribed: dict[str, dict[_StreamId, _Subscribed]] = {}
+        """By subscriber admin device, then the publisher and stream key."""
+        self._publisher_of: dict[_StreamId, _Published] = {}
+        """The stream of each publisher and key, as the publisher was last seen to publish
+        it; by each `server_identity` the publisher is known by."""
         self._answers: dict[str, list[_Answer]] = {}
         """Each server's answers, for its samples."""
 
@@ -249,9 +306,7 @@ class FigureWindow:
                 entry,
                 entry.snapshot,
                 entry.report,
-                0.0
-                if entry.last_answer is None
-                else (report.time - entry.last_answer).total_seconds(),
+                interval_seconds(report.time, entry.last_answer),
             )
             for entry in report.entries
             if entry.snapshot is not None and entry.report is not None
@@ -278,11 +333,12 @@ class FigureWindow:
             if published is None:
                 published = mine[key] = _Published(admin, counter)
             published.counter = counter
-            self._publisher_of[key] = published
+            for stream_id in _published_ids(admin, stream):
+                self._publisher_of[stream_id] = published
             moved = moves.get(stream, 0)
             if moved > 0 and last_answer is not None:
                 published.pushed += moved
-                if seconds > 0:
+                if seconds is not None:
                     published.busy_seconds += seconds
                     published.pushed_while_busy += moved
 
@@ -294,11 +350,11 @@ class FigureWindow:
         changes = {change.topic: change for change in answer.changes.subscription_changes}
         mine = self._subscribed.setdefault(admin, {})
         for topic, subscription in answer.snapshot.client.subscriptions.items():
-            key = _key(topic)
+            key = _subscribed_id(subscription.channel, topic)
             seen = mine.get(key)
             if seen is None:
                 name = stream_of_topic(topic)
-                seen = mine[key] = _Subscribed(name, sample_attribute(name))
+                seen = mine[key] = _Subscribed(name, _full_stream(topic), sample_attribute(name))
             change = changes.get(topic)
             if change is not None:
                 if change.server_counter is not None:
@@ -359,30 +415,100 @@ class FigureWindow:
         for subscriber, subscribed in sorted(self._subscribed.items()):
             table = clients.get(subscriber)
             timings = _NO_TIMINGS if table is None else _by_attribute(table)
+            shared = _shared_names(subscribed.values())
             for key, seen in sorted(subscribed.items()):
                 published = self._publisher_of.get(key)
                 if published is not None:
-                    gap = steady.get(published.publisher, {}).get(key, published.push_gap)
-                    streams.append(_stream(subscriber, seen, published, gap, timings))
+                    gap = steady.get(published.publisher, {}).get(key[1], published.push_gap)
+                    streams.append(
+                        _stream(
+                            subscriber,
+                            seen,
+                            published,
+                            gap,
+                            timings,
+                            sharing=shared.get(id(seen), ()),
+                        )
+                    )
         return tuple(streams)
+
+
+_StreamId = tuple[str, str]
+"""A publisher's `server_identity` and a stream's key (`_key`)."""
+
+
+@functools.lru_cache(maxsize=NAME_CACHE)
+def _published_ids(admin: str, stream: str) -> tuple[_StreamId, ...]:
+    """The ids ``stream`` of the publisher with admin device ``admin`` is known by: with
+    the `server_identity` its admin name gives, and with the control system of the
+    stream's TRL (cppTango names every stream by its TRL), so that an admin device given
+    by its bare name is known by its control system too."""
+    own, key = server_identity(admin), _key(stream)
+    host = _host_of(stream)
+    if host is None:
+        return ((own, key),)
+    device = _device_part(own)
+    of_stream = f"{host}/{device}"
+    if own in (of_stream, device):
+        return ((of_stream, key),)
+    return ((own, key), (of_stream, key))
+
+
+@functools.lru_cache(maxsize=NAME_CACHE)
+def _subscribed_id(channel: str, topic: str) -> _StreamId:
+    """The id of a subscriber's ``topic``, whose events come through ``channel``."""
+    return server_identity(channel), _key(topic)
+
+
+@functools.lru_cache(maxsize=NAME_CACHE)
+def _full_stream(topic: str) -> str:
+    """A topic's stream name with its ``tango://host:port/``."""
+    host = topic[: len(topic) - len(short_name(topic))]
+    return host + stream_of_topic(topic)
+
+
+def _shared_names(subscribed: Iterable[_Subscribed]) -> dict[int, tuple[str, ...]]:
+    """`StreamFigures.sharing` of each of a subscriber's streams that shares its
+    attribute name with others, by the stream's ``id``."""
+    streams = list(subscribed)
+    if len({seen.attribute for seen in streams}) == len(streams):
+        return {}  # the usual case: no attribute name shared
+    by_attribute: dict[str, list[_Subscribed]] = {}
+    for seen in streams:
+        by_attribute.setdefault(seen.attribute, []).append(seen)
+    return {
+        id(seen): tuple(
+            sorted(
+                other.full_name if other.name == seen.name else other.name
+                for other in group
+                if other is not seen
+            )
+        )
+        for group in by_attribute.values()
+        if len(group) > 1
+        for seen in group
+    }
 
 
 def _steady_push_gaps(answers: Sequence[_Answer]) -> dict[str, float]:
     """The push gap of each stream of a publisher, by key, over the intervals of its
     ``answers`` through which pushing went on: those in which the stream's counter moved
-    up, as it did in the intervals just before and after.  Streams with fewer than
-    `PUSHES_FOR_A_GAP` events pushed in such intervals are left out."""
+    up, as it did in the intervals just before and after.  Intervals of unknown length
+    are left out, and so are streams with fewer than `PUSHES_FOR_A_GAP` events pushed in
+    such intervals."""
     moves = [
         {_key(change.stream): change.counter.delta for change in answer.changes.published}
         for answer in answers
     ]
     totals: dict[str, tuple[float, int]] = {}
     for i in range(1, len(answers) - 1):
-        before, after = moves[i - 1], moves[i + 1]
+        before, after, interval = moves[i - 1], moves[i + 1], answers[i].seconds
+        if interval is None:
+            continue
         for key, moved in moves[i].items():
             if moved > 0 and before.get(key, 0) > 0 and after.get(key, 0) > 0:
                 seconds, pushed = totals.get(key, (0.0, 0))
-                totals[key] = (seconds + answers[i].seconds, pushed + moved)
+                totals[key] = (seconds + interval, pushed + moved)
     return {
         key: seconds * MICROS_PER_SECOND / pushed
         for key, (seconds, pushed) in totals.items()
@@ -396,12 +522,14 @@ def _stream(
     published: _Published,
     push_gap: float | None,
     timings: _Timings,
+    *,
+    sharing: tuple[str, ...],
 ) -> StreamFigures:
     """The figures of the stream ``seen`` by ``subscriber`` as ``published``, with its
-    ``push_gap`` and the ``timings`` of the subscriber's client table.  Processing times
-    and latencies are
-    matched by attribute name, the only name a perf sample carries: streams of one
-    attribute name on several devices share them."""
+    ``push_gap``, the ``timings`` of the subscriber's client table and the other streams
+    ``sharing`` them.  Processing times and latencies are matched by attribute name, the
+    only name a perf sample carries: streams of one attribute name on several devices
+    share them."""
     return StreamFigures(
         seen.name,
         published.publisher,
@@ -413,6 +541,7 @@ def _stream(
         push_gap,
         timings.processing.get(seen.attribute),
         timings.latency.get(seen.attribute),
+        sharing,
     )
 
 

@@ -22,11 +22,12 @@ from milonga.monitor.figures import (
     MICROS_PER_SECOND,
     FigureWindow,
     StreamFigures,
+    interval_seconds,
     sample_attribute,
     stream_of_topic,
 )
 from milonga.monitor.poll import Poll, PollHistory, PollReport, ServerEntry
-from milonga.monitor.stats import Metric, PerfTable, Statistics
+from milonga.monitor.stats import DECILES_FROM, Metric, PerfTable, Statistics
 
 Evidence = Mapping[str, int | float | str | None]
 """A finding's figures by name; durations in μs and seconds say so in their names."""
@@ -152,6 +153,9 @@ class Findings:
         )
 
 
+MOMENTARY = frozenset({"missed-events", "server-restarted", "server-not-answering"})
+"""Kinds that hold for the poll that shows them, or that the silence of a server decides:
+they are not kept while a server is silent."""
 RECENT_POLLS = 3
 """Missed events are put down to a slow consumer if slow-callback or falling-behind held
 on their stream at this poll or the two before."""
@@ -176,17 +180,21 @@ class Diagnostician:
     each stream on which slow-callback holds.  A finding clears when its rule shows its
     cause gone; a slow-callback on a stream also stays while that stream's figures cannot
     tell and its subscriber is still behind (`rules.slow_callback_held`).  A server that
-    does not answer keeps this history, but its findings other than server-not-answering
-    clear: nothing can be told about it then.
+    does not answer keeps this history, and its findings stay as they were (but for the
+    `MOMENTARY` ones) until it answers again: nothing can be told about it meanwhile; so
+    do the findings on a stream whose publisher does not answer.
     """
 
     def __init__(self) -> None:
         self._held: dict[tuple[str, Subject], _Held] = {}
         self._silent: dict[str, int] = {}
-        self._counters: dict[tuple[str, str], deque[tuple[int, int]]] = {}
-        """By subscriber and stream: (last pushed, last received) at the last polls at
-        which both ends answered, since a counter last went down."""
-        self._latencies: dict[str, deque[Statistics]] = {}
+        self._counters: dict[tuple[str, str], tuple[str, tuple[int, int], rules.Lags]] = {}
+        """By subscriber and stream: its publisher, (last pushed, last received) at the
+        last poll at which both ends answered, and the lags since a counter last went
+        down."""
+        self._latencies: dict[str, deque[tuple[datetime | None, Statistics, PerfTable]]] = {}
+        """By server, at its last consecutive answers with latency samples: the time of
+        the answer before each, its latency, and its client table."""
         self._churn: dict[str, deque[rules.ChurnStep]] = {}
         self._waiting: dict[str, dict[tuple[str, str, str, str | None], datetime]] = {}
         """By server: when each entry of its not-connected list was first seen there."""
@@ -236,7 +244,45 @@ class Diagnostician:
                 keep(finding)
             for finding in self._samples_shared(entry):
                 keep(finding)
+        silent = {entry.server.admin for entry in report.entries if entry.report is None}
+        for finding in self._unknown(silent, found):
+            keep(finding)
+        self._forget(report, streams, silent)
         return self._settle(report.time, found)
+
+    def _forget(
+        self, report: PollReport, streams: Sequence[StreamFigures], silent: set[str]
+    ) -> None:
+        """Drop the history of servers no longer polled, and of streams that both their
+        ends answered without: a monitor that runs for weeks keeps only what it sees."""
+        polled = {entry.server.admin for entry in report.entries}
+        for history in (self._latencies, self._churn, self._waiting, self._sampling):
+            for admin in history.keys() - polled:
+                del history[admin]
+        for admin in self._silent.keys() - polled:
+            del self._silent[admin]
+        present = {(stream.subscriber, stream.name) for stream in streams}
+        for key in self._counters.keys() - present:
+            publisher = self._counters[key][0]
+            if key[0] not in silent and publisher not in silent:
+                del self._counters[key]
+
+    def _unknown(
+        self, silent: set[str], found: Mapping[tuple[str, Subject], Finding]
+    ) -> list[Finding]:
+        """The findings that held at the previous poll, that no rule makes now, and that
+        this poll cannot decide: those of a ``silent`` server, and those of a stream whose
+        publisher is silent.  Momentary ones (`MOMENTARY`) held for their poll only."""
+        return [
+            held.finding
+            for key, held in self._held.items()
+            if key not in found
+            and held.finding.kind not in MOMENTARY
+            and (
+                held.finding.subject.server in silent
+                or held.finding.evidence.get("publisher") in silent
+            )
+        ]
 
     def _not_answering(self, entry: ServerEntry) -> Finding | None:
         admin = entry.server.admin
@@ -249,24 +295,23 @@ class Diagnostician:
     @staticmethod
     def _restarted(entry: ServerEntry) -> Finding | None:
         assert entry.report is not None
+        assert entry.snapshot is not None
         silent = entry.silent_polls if entry.last_answer is not None else 0
-        return rules.server_restarted(entry.server.admin, entry.report, silent)
+        return rules.server_restarted(entry.server.admin, entry.report, entry.snapshot, silent)
 
     def _falling_behind(self, stream: StreamFigures) -> Finding | None:
-        """Add ``stream``'s counters to its history, started again when one of them went
-        down (a restart, or a subscription made again)."""
-        if stream.counters is None:
+        """Add ``stream``'s lag to its history (`rules.Lags`), started again when one of
+        its counters went down (a restart, or a subscription made again)."""
+        counters, lag = stream.counters, stream.lag
+        if counters is None or lag is None:
             return None
         key = (stream.subscriber, stream.name)
-        history = self._counters.get(key)
-        if history is None:
-            history = self._counters[key] = deque(maxlen=rules.GROWTH_POLLS + 1)
-        elif history:
-            (pushed, received), (pushed_before, received_before) = stream.counters, history[-1]
-            if pushed < pushed_before or received < received_before:
-                history.clear()
-        history.append(stream.counters)
-        return rules.falling_behind(stream, [pushed - received for pushed, received in history])
+        before = self._counters.get(key)
+        restarted = before is None or rules.went_down(before[1], counters)
+        lags = rules.Lags() if restarted or before is None else before[2]
+        self._counters[key] = (stream.publisher, counters, lags)
+        lags.add(lag)
+        return rules.falling_behind(stream, lags)
 
     def _still_slow(
         self, streams: Sequence[StreamFigures], found: Mapping[tuple[str, Subject], Finding]
@@ -297,30 +342,28 @@ class Diagnostician:
         return held
 
     def _growing_latency(self, time: datetime, entry: ServerEntry) -> Finding | None:
-        """Add the latency of ``entry``'s client table to its history, if it has one; the
-        history starts again whenever the client side answers with sampling off."""
+        """Add the latency of ``entry``'s client table to its history; the history starts
+        again at an answer without at least `DECILES_FROM` latency samples (sampling off,
+        or too few events), so that it holds consecutive polls only."""
         assert entry.report is not None
-        assert entry.snapshot is not None
         admin = entry.server.admin
-        client = entry.snapshot.client
-        if client is None or client.perf is None:
-            self._latencies.pop(admin, None)
-            return None
         table = entry.report.client_perf
         latency = None if table is None else table.get(Metric.LATENCY)
-        if table is None or latency is None:
+        if table is None or latency is None or latency.count < DECILES_FROM:
+            self._latencies.pop(admin, None)
             return None
         history = self._latencies.get(admin)
         if history is None:
             history = self._latencies[admin] = deque(maxlen=rules.GROWTH_POLLS + 1)
-        history.append(latency)
-        latencies = list(history)
+        history.append((entry.last_answer, latency, table))
+        latencies = [statistics for _, statistics, _ in history]
         if not rules.latency_grows(latencies):
             return None
+        start = history[0][0]
         busy = None
-        if entry.last_answer is not None and time > entry.last_answer:
-            interval = (time - entry.last_answer).total_seconds() * MICROS_PER_SECOND
-            busy = _processing(table) / interval
+        if start is not None and time > start:
+            span = (time - start).total_seconds() * MICROS_PER_SECOND
+            busy = sum(_processing(table) for _, _, table in history) / span
         return rules.growing_latency(admin, latencies, busy, _slowest(entry, table))
 
     def _missed(
@@ -361,7 +404,7 @@ class Diagnostician:
         step = rules.ChurnStep.of(entry.report) if entry.last_answer else rules.NO_CHURN
         history = self._churn.get(admin)
         if history is None:
-            history = self._churn[admin] = deque(maxlen=rules.CHURN_POLLS)
+            history = self._churn[admin] = deque(maxlen=rules.CHURN_WINDOW)
         history.append(step)
         return rules.subscription_churn(admin, list(history), _wakes(time, entry))
 
@@ -424,15 +467,16 @@ class Diagnostician:
 def _wakes(time: datetime, entry: ServerEntry) -> rules.Wakes | None:
     """The wake counts of ``entry``'s client table at the poll of ``time``, and the
     wake-ups its channels' heartbeats explain since its previous answer; None without
-    wake counts or a previous answer."""
+    wake counts, or without a known interval since a previous answer (`interval_seconds`:
+    the wall clock set back makes it unknown)."""
     assert entry.report is not None
     table = entry.report.client_perf
     wakes = None if table is None else table.get(Metric.WAKE_COUNT)
     client = entry.snapshot.client if entry.snapshot else None
-    if wakes is None or client is None or entry.last_answer is None:
+    seconds = interval_seconds(time, entry.last_answer)
+    if wakes is None or client is None or seconds is None:
         return None
-    periods = (time - entry.last_answer).total_seconds() / rules.HEARTBEAT_SECONDS
-    return rules.Wakes(wakes, len(client.channels) * (periods + 1))
+    return rules.Wakes(wakes, len(client.channels) * (seconds / rules.HEARTBEAT_SECONDS + 1))
 
 
 def _processing(table: PerfTable) -> float:

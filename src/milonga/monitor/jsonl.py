@@ -1,11 +1,11 @@
 """Polls as JSON Lines: one object per poll, the layout other tools already read.
 
 Each line is ``{"time": ISO-8601, "replies": {ADMIN: {"data": OBJECT} | {"error": TEXT}},
-"findings": [FINDING, ...]}`` where OBJECT is the server's `QueryEventSystem` reply,
-decoded and encoded again: the same keys in the same order and the same values, but not
-byte for byte (spacing, and escapes for characters beyond ASCII, may differ), and each
-FINDING is an active finding of that poll as `Finding.record` gives it.  Pure code, no
-Tango.
+"findings": [FINDING, ...]}`` where the time is local, with its UTC offset; OBJECT is the
+server's `QueryEventSystem` reply, decoded and encoded again: the same keys in the same
+order and the same values, but not byte for byte (spacing, and escapes for characters
+beyond ASCII, may differ); and each FINDING is an active finding of that poll as
+`Finding.record` gives it.  Pure code, no Tango.
 """
 
 from __future__ import annotations
@@ -144,23 +144,49 @@ def read_polls(path: str | os.PathLike[str]) -> list[Poll]:
     """The polls of a JSON Lines file the monitor wrote (``-o FILE``), oldest first.
 
     Lines with and without ``"findings"`` are read alike: findings are not read back, as
-    `milonga.monitor.findings.findings_of` makes them again from the polls.  Empty lines
-    are skipped.  Raises OSError if the file cannot be read, and `PollRecordError` naming
-    the line if one is not such a poll.
+    `milonga.monitor.findings.findings_of` makes them again from the polls.  Times are
+    timezone-aware: a time without a UTC offset, as older versions wrote, is read as
+    local time, so files of both kinds can be read, alone or mixed.  Empty lines are
+    skipped, and so is a last line that has no newline and is not JSON: the monitor is
+    still writing it.  Raises OSError if the file cannot be read, and `PollRecordError`
+    naming the line if any other line is not such a poll.
     """
     polls = []
     with open(path, encoding="utf-8") as file:
         for number, line in enumerate(file, start=1):
-            if line.strip():
-                try:
-                    polls.append(_poll_of(json.loads(line)))
-                except (ValueError, TypeError, KeyError) as error:
-                    raise PollRecordError(
-                        f"{path}, line {number}: {_why(error)}; each line must be a poll as "
-                        '`tango-event-monitor -o FILE` writes it: {"time": ISO-8601, '
-                        '"replies": {ADMIN: {"data": {...}} or {"error": "..."}}}'
-                    ) from None
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as error:
+                if not line.endswith("\n"):
+                    break  # the last line, being written
+                raise PollRecordError(_not_json(path, number, error)) from None
+            try:
+                polls.append(_poll_of(record))
+            except (ValueError, TypeError, KeyError) as error:
+                raise PollRecordError(
+                    f"{path}, line {number}: {_why(error)}; each line must be a poll as "
+                    f"{_WRITTEN_BY}: {_LAYOUT}"
+                ) from None
     return polls
+
+
+_WRITTEN_BY = "`tango-event-monitor -o FILE` writes it"
+_LAYOUT = (
+    '{"time": ISO-8601, "replies": {ADMIN: {"data": {...}} or {"error": "..."}}}; '
+    "was the file written by something else?"
+)
+
+
+def _not_json(path: str | os.PathLike[str], number: int, error: ValueError) -> str:
+    """Why line ``number`` of ``path``, which has a newline, is no poll: not JSON."""
+    return (
+        f"{path}, line {number}: it is not JSON ({error}): either the line was cut off (a "
+        "monitor stopped while writing it, and another program appended after it) or it "
+        f"is not a poll as {_WRITTEN_BY}; delete that line (for example with "
+        f"sed -i '{number}d' FILE) to read the others"
+    )
 
 
 def _poll_of(record: Any) -> Poll:
@@ -172,7 +198,10 @@ def _poll_of(record: Any) -> Poll:
     replies = record["replies"]
     if not isinstance(replies, dict):
         raise TypeError('"replies" is not a JSON object')
-    return Poll(time, tuple(_reply_of(admin, reply) for admin, reply in replies.items()))
+    return Poll(
+        time if time.tzinfo is not None else time.astimezone(),
+        tuple(_reply_of(admin, reply) for admin, reply in replies.items()),
+    )
 
 
 def _reply_of(admin: str, reply: Any) -> Reply:
@@ -187,6 +216,4 @@ def _reply_of(admin: str, reply: Any) -> Reply:
 def _why(error: Exception) -> str:
     if isinstance(error, KeyError):
         return f"it has no {error.args[0]!r} key"
-    if isinstance(error, json.JSONDecodeError):
-        return f"it is not JSON ({error})"
     return str(error)

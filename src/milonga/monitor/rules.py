@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import enum
 import operator
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from milonga.monitor import findings as model
-from milonga.monitor.diff import Report, SubscriptionChange
+from milonga.monitor.diff import Report, SubscriptionChange, counter_delta
 from milonga.monitor.figures import StreamFigures, stream_of_topic
-from milonga.monitor.snapshot import NotConnected, short_name
+from milonga.monitor.snapshot import NotConnected, Snapshot, short_name
 from milonga.monitor.stats import DECILES_FROM, SAMPLE_LIMIT, Statistics, duration
 
 HIGH_WATER_MARK = 1000
@@ -33,8 +34,18 @@ HEARTBEAT_SECONDS = 10.0
 """cppTango's heartbeat period: how often a client tries again to connect a subscription."""
 GROWTH_POLLS = 3
 """A figure that rose at each of this many polls in a row is growing, not noise."""
+NOISE_FACTOR = 2
+"""A lag grows when it rose over `GROWTH_POLLS` by more than this many times the largest
+fall seen: the falls of a few polls rarely show the whole band the query skew moves a
+healthy lag in (with lags drawn at random from a band, twice the fall seen so far keeps
+every start-up quiet in simulation; once would not)."""
 CHURN_POLLS = 2
-"""Subscriptions that changed at each of this many polls in a row are churning."""
+"""Subscriptions that changed at each of this many polls in a row are churning, if
+something went away at `CHURN_REMOVALS` of the last `CHURN_WINDOW` polls."""
+CHURN_WINDOW = 4
+CHURN_REMOVALS = 2
+"""A subscription or callback going away at this many polls of `CHURN_WINDOW` repeats: a
+scan that subscribes once and unsubscribes once is no churn."""
 SHARED_SLACK = 2
 """Events a query may see in the counters but not in the samples, or the other way round:
 a push under way while the process is queried moves its sample to the next query."""
@@ -69,19 +80,27 @@ def slow_callback(stream: StreamFigures) -> model.Finding | None:
         return None
     assert stream.processing is not None
     assert stream.push_gap is not None
+    handled, pushes = f"one event of {stream.name} (median)", "pushes"
+    if stream.sharing:
+        handled = (
+            f"one event of {' or '.join([stream.name, *stream.sharing])} (median of them "
+            f"together: perf samples name only the attribute, {stream.attribute!r})"
+        )
+        pushes = f"pushes of {stream.name}"
     return _finding(
         "slow-callback",
         model.Severity.WARNING,
         model.Subject(stream.subscriber, stream.name),
-        f"{stream.subscriber} takes {duration(stream.processing.median)} to handle one event "
-        f"of {stream.name} (median), longer than the {duration(stream.push_gap)} between two "
-        f"pushes by {stream.publisher}: its events queue up and arrive later and later. "
+        f"{stream.subscriber} takes {duration(stream.processing.median)} to handle {handled}, "
+        f"longer than the {duration(stream.push_gap)} between two {pushes} by "
+        f"{stream.publisher}: its events queue up and arrive later and later. "
         + SHARED_THREAD.format(subscriber=stream.subscriber)
         + " Make the callback faster, or run it off that thread (CallbackScheduler).",
         processing_median_us=stream.processing.median,
         push_gap_us=stream.push_gap,
         pushed=stream.pushed,
         publisher=stream.publisher,
+        sharing_attribute=", ".join(stream.sharing) or None,
     )
 
 
@@ -160,13 +179,14 @@ def growing_latency(
     """slow-callback, second trigger: the latency of ``server``'s events grows, and its
     callbacks are what keeps its event thread busy.
 
-    ``latencies`` are its latency statistics at its last polls with latency samples, the
-    last one this poll's; ``busy`` the share of this poll's interval its sampled events
-    took to handle; ``slowest`` the stream that took it longest to handle this poll, with
+    ``latencies`` are its latency statistics at its last consecutive polls with at least
+    `DECILES_FROM` latency samples each, the last one this poll's; ``busy`` the share of
+    the time those polls span (from the answer before the first) that their sampled
+    events took to handle; ``slowest`` the stream that took it longest to handle this poll, with
     its processing time.  Holds when the median rose at each of the last `GROWTH_POLLS`
     of them, the fastest event of this poll took longer than the slowest of the poll
     `GROWTH_POLLS` - 1 before (the two do not overlap, so the growth is not noise), and
-    handling events took more than `BUSY_SHARE` of the interval (the callbacks, not
+    handling events took more than `BUSY_SHARE` of that time (the callbacks, not
     something else such as subscribing, hold the thread up).
     """
     if not latency_grows(latencies) or busy is None or busy <= BUSY_SHARE:
@@ -190,7 +210,7 @@ def growing_latency(
         f"({' -> '.join(duration(m) for m in medians)}), and even the fastest event now "
         f"({duration(now.minimum)}) took longer than the slowest of {GROWTH_POLLS - 1} "
         f"snapshots before ({duration(earlier.maximum)}): they queue up, as handling them "
-        f"took {busy:.0%} of the time since the previous snapshot.{culprit} "
+        f"took {busy:.0%} of the time over those snapshots.{culprit} "
         + SHARED_THREAD.format(subscriber=server)
         + " Make the slow callback faster, or run it off that thread (CallbackScheduler).",
         latency_median_us=now.median,
@@ -202,18 +222,72 @@ def growing_latency(
     )
 
 
-def falling_behind(stream: StreamFigures, lags: Sequence[int]) -> model.Finding | None:
-    """falling-behind: the subscriber's lag on ``stream`` (publisher's last pushed counter
-    minus its last received one) rose at each of the last `GROWTH_POLLS` of ``lags``, the
-    lags at the polls at which both answered, this poll's last.  A warning however large
-    the lag: the events it counts are late, not lost, until the buffers that hold them
-    are full; those lost are missed-events."""
-    if len(lags) <= GROWTH_POLLS:
+class Lags:
+    """A stream's lag (publisher's last pushed counter minus the subscriber's last received
+    one) at the polls at which both answered, since its counters last went down.
+
+    Its two queries go out a few milliseconds apart, so the lag of a healthy stream wobbles
+    within a band: the events pushed while one poll's queries are under way.  Keeps the
+    last `GROWTH_POLLS` + 1 lags, and the largest fall of the lag from its highest so far:
+    how wide that band has shown itself to be (a subscriber falling behind never falls).
+    """
+
+    __slots__ = ("_peak", "fall", "recent")
+
+    def __init__(self) -> None:
+        self.recent: deque[int] = deque(maxlen=GROWTH_POLLS + 1)
+        self.fall = 0
+        """The largest fall of the lag seen: from its highest before to one after."""
+        self._peak: int | None = None
+
+    @classmethod
+    def of(cls, lags: Iterable[int]) -> Lags:
+        """The history of ``lags``, oldest first."""
+        history = cls()
+        for lag in lags:
+            history.add(lag)
+        return history
+
+    def add(self, lag: int) -> None:
+        """Add the lag of the latest poll."""
+        peak = self._peak
+        if peak is None or lag > peak:
+            self._peak = lag
+        elif peak - lag > self.fall:
+            self.fall = peak - lag
+        self.recent.append(lag)
+
+    @property
+    def growing(self) -> bool:
+        """Whether the lag rose at each of the last `GROWTH_POLLS` polls, and by more in
+        all than `NOISE_FACTOR` times the largest fall seen: more than the wobble of
+        the query skew can explain (a healthy lag rises over a few polls by at most the
+        width of its band; a falling-behind subscriber's grows without bound)."""
+        if len(self.recent) <= GROWTH_POLLS or self.recent[-1] <= self.recent[-2]:
+            return False  # the usual case, quickly
+        recent = list(self.recent)
+        return (
+            _rising(recent) and recent[-1] > 0 and recent[-1] - recent[0] > NOISE_FACTOR * self.fall
+        )
+
+
+def went_down(before: tuple[int, int], now: tuple[int, int]) -> bool:
+    """Whether either of the two counters ``now`` is lower than the same one ``before``,
+    other than by wrapping past 2**32 (`counter_delta`)."""
+    if now[0] >= before[0] and now[1] >= before[1]:
+        return False  # the usual case, quickly
+    return counter_delta(before[0], now[0]) < 0 or counter_delta(before[1], now[1]) < 0
+
+
+def falling_behind(stream: StreamFigures, lags: Lags) -> model.Finding | None:
+    """falling-behind: the subscriber's lag on ``stream`` is growing (`Lags.growing`),
+    the lags of ``lags`` at the polls at which both answered, this poll's last.  A warning
+    however large the lag: the events it counts are late, not lost, until the buffers that
+    hold them are full; those lost are missed-events."""
+    if not lags.growing:
         return None
-    recent = lags[-GROWTH_POLLS - 1 :]
+    recent = list(lags.recent)
     lag = recent[-1]
-    if not _rising(recent) or lag <= 0:
-        return None
     return _finding(
         "falling-behind",
         model.Severity.WARNING,
@@ -221,14 +295,17 @@ def falling_behind(stream: StreamFigures, lags: Sequence[int]) -> model.Finding 
         f"{stream.subscriber} is {lag} events behind {stream.publisher} on {stream.name}, "
         f"and the gap grew at each of the last {GROWTH_POLLS} snapshots "
         f"({' -> '.join(map(str, recent))}; last pushed minus last received server "
-        "counter): it takes events in more slowly than they are pushed. "
+        "counter), by more than the snapshots' timing explains: it takes events in more "
+        "slowly than they are pushed. "
         + BUFFERED
         + " Find what holds up its event thread: a slow callback (--monitor shows "
         "processing times).",
         lag=lag,
         lag_before=recent[0],
+        lag_fall_seen=lags.fall,
         pushed=stream.pushed,
         received=stream.received,
+        publisher=stream.publisher,
     )
 
 
@@ -370,14 +447,16 @@ def subscription_churn(
     server: str, steps: Sequence[ChurnStep], wakes: Wakes | None
 ) -> model.Finding | None:
     """subscription-churn: ``server``'s subscriptions or callbacks changed at each of the
-    last `CHURN_POLLS` of ``steps`` (one per answer, this poll's last) with something
-    taken away among them; or, from this poll's ``wakes``, more than a tenth of its
-    events found its event thread woken for something else than a heartbeat first."""
-    recent = list(steps[-CHURN_POLLS:])
+    last `CHURN_POLLS` of ``steps`` (one per answer, this poll's last), and something went
+    away at `CHURN_REMOVALS` of the last `CHURN_WINDOW` of them (the pattern repeats); or,
+    from this poll's ``wakes``, more than a tenth of its events found its event thread
+    woken for something else than a heartbeat first."""
+    window = list(steps[-CHURN_WINDOW:])
+    recent = window[-CHURN_POLLS:]
     churning = (
         len(recent) == CHURN_POLLS
         and all(step.changed for step in recent)
-        and any(step.took_away for step in recent)
+        and sum(step.took_away for step in window) >= CHURN_REMOVALS
     )
     woken = wakes is not None and wakes.unexplained
     if not churning and not woken:
@@ -385,10 +464,11 @@ def subscription_churn(
     parts = []
     if churning:
         parts.append(
-            f"Its subscriptions changed at each of the last {CHURN_POLLS} snapshots "
-            f"({sum(s.added for s in recent)} subscriptions appeared and "
-            f"{sum(s.removed for s in recent)} went away; {sum(s.callbacks_added for s in recent)}"
-            f" callbacks were added and {sum(s.callbacks_removed for s in recent)} removed)."
+            f"Its subscriptions changed at each of the last {CHURN_POLLS} snapshots, and "
+            f"some went away at {sum(step.took_away for step in window)} of the last "
+            f"{len(window)} ({sum(s.added for s in window)} subscriptions appeared and "
+            f"{sum(s.removed for s in window)} went away; {sum(s.callbacks_added for s in window)}"
+            f" callbacks were added and {sum(s.callbacks_removed for s in window)} removed)."
         )
     if woken:
         assert wakes is not None
@@ -405,10 +485,10 @@ def subscription_churn(
         f"{server} keeps subscribing and unsubscribing. {' '.join(parts)} While cppTango "
         "subscribes or unsubscribes, the process's events wait; keep subscriptions (and the "
         "DeviceProxy objects that hold them) for as long as the client runs.",
-        subscriptions_added=sum(s.added for s in recent),
-        subscriptions_removed=sum(s.removed for s in recent),
-        callbacks_added=sum(s.callbacks_added for s in recent),
-        callbacks_removed=sum(s.callbacks_removed for s in recent),
+        subscriptions_added=sum(s.added for s in window),
+        subscriptions_removed=sum(s.removed for s in window),
+        callbacks_added=sum(s.callbacks_added for s in window),
+        callbacks_removed=sum(s.callbacks_removed for s in window),
         extra_wakes=None if wakes is None else wakes.extra,
         heartbeat_wakes=None if wakes is None else wakes.heartbeats,
         wake_samples=None if wakes is None else wakes.statistics.count,
@@ -450,28 +530,53 @@ def server_not_answering(server: str, error: str, polls: int) -> model.Finding:
     )
 
 
-def server_restarted(server: str, report: Report, silent_polls: int) -> model.Finding | None:
-    """server-restarted: a counter ``server`` publishes went down since its previous
-    answer, or it answered after ``silent_polls`` polls without an answer with counters
-    lower than before."""
-    down = [change for change in report.published if change.counter.delta < 0]
-    if not down and not (silent_polls and report.went_down):
+def server_restarted(
+    server: str, report: Report, snapshot: Snapshot, silent_polls: int
+) -> model.Finding | None:
+    """server-restarted: every counter ``server`` publishes that was in its previous answer
+    and is in this one, ``snapshot`` (``report`` compares the two), went down; or, after
+    ``silent_polls`` polls without an answer, every event count of its subscriptions did.
+
+    A restart starts every counter again; one counter going down alone is a stream whose
+    counter started again (or a subscription made again), and a counter that wrapped past
+    2**32 moved on (`counter_delta`).
+    """
+    down = _all_down(
+        [change.stream for change in report.published if change.counter.delta < 0],
+        kept=len(snapshot.server.publishers) - len(report.new_publishers) if snapshot.server else 0,
+    )
+    if not down and silent_polls:
+        down = _all_down(
+            [
+                change.topic
+                for change in report.subscription_changes
+                if change.event_count and change.event_count.delta < 0
+            ],
+            kept=len(snapshot.client.subscriptions) - len(report.new_subscriptions)
+            if snapshot.client
+            else 0,
+        )
+    if not down:
         return None
-    names = [short_name(change.stream) for change in down] or [
-        short_name(name) for name in report.went_down
-    ]
+    names = [short_name(name) for name in down]
     after = f" after {silent_polls} snapshot(s) without an answer" if silent_polls else ""
     return _finding(
         "server-restarted",
         model.Severity.WARNING,
         model.Subject(server),
-        f"{server} restarted{after}: {len(names)} of its counters went down "
+        f"{server} restarted{after}: all {len(names)} of its counters went down "
         f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}). Its subscribers "
         "reconnect by themselves, but events pushed around the restart may be missed; "
         "find out why it restarted.",
         counters_down=len(names),
         silent_polls=silent_polls,
     )
+
+
+def _all_down(down: list[str], kept: int) -> list[str]:
+    """``down``, the counters that went down, if they are all ``kept`` counters of both
+    answers; otherwise none."""
+    return down if down and len(down) == kept else []
 
 
 def events_pushed(report: Report) -> int:
@@ -485,16 +590,14 @@ def events_pushed(report: Report) -> int:
 def events_received(report: Report) -> int:
     """Events a process received since its previous answer, by its counters: handled and
     discarded ones, on every subscription, new ones included."""
-    moved = sum(
-        max(0, change.delta)
-        for changed in report.subscription_changes
-        for change in (changed.event_count, changed.discarded_event_count)
-        if change is not None
-    )
-    return moved + sum(
-        subscription.event_count + subscription.discarded_event_count
-        for subscription in report.new_subscriptions
-    )
+    received = 0
+    for changed in report.subscription_changes:
+        for change in (changed.event_count, changed.discarded_event_count):
+            if change is not None and change.delta > 0:
+                received += change.delta
+    for subscription in report.new_subscriptions:
+        received += subscription.event_count + subscription.discarded_event_count
+    return received
 
 
 def samples_shared(server: str, side: str, samples: int, events: int) -> model.Finding | None:
