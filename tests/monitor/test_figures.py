@@ -3,6 +3,7 @@ recorded from real servers (a demo run, and the findings scenarios) and built on
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -228,20 +229,30 @@ def test_over_a_run_the_push_gap_comes_from_intervals_pushing_went_on_through() 
 ELSEWHERE = "tango://other:10000/"
 
 
-def pair(publisher: str, topic: str, channel: str) -> list[tuple[str, int]]:
-    """The streams of two polls of ``publisher`` pushing `STREAM` and `SUB` subscribed to
-    ``topic`` through ``channel``: their names and pushed counts."""
+def pair(
+    publisher: str,
+    topic: str,
+    channel: str,
+    stream: str = STREAM,
+    others: Mapping[str, str] | None = None,
+) -> list[tuple[str, str, int]]:
+    """The streams of two polls of ``publisher`` pushing ``stream``, of each of ``others``
+    (admin device: stream) pushing its stream 3 times as fast, and `SUB` subscribed to
+    ``topic`` through ``channel``: their names, publishers and pushed counts."""
     polls = [
         poll_of(
             i,
             {
-                publisher: publisher_reply({STREAM: 10 * i}),
+                publisher: publisher_reply({stream: 10 * i}),
+                **{
+                    admin: publisher_reply({name: 30 * i}) for admin, name in (others or {}).items()
+                },
                 SUB: subscriber_reply({topic: subscription(5 * i, channel=channel)}),
             },
         )
         for i in range(2)
     ]
-    return [(s.name, s.pushed) for s in run_figures(reports(polls)).streams]
+    return [(s.name, s.publisher, s.pushed) for s in run_figures(reports(polls)).streams]
 
 
 def test_a_server_is_identified_by_its_control_system_and_name_in_any_case() -> None:
@@ -250,11 +261,16 @@ def test_a_server_is_identified_by_its_control_system_and_name_in_any_case() -> 
 
 
 def test_a_device_of_the_same_name_in_another_control_system_is_not_the_publisher() -> None:
-    """Its channel names the other control system's server, not the monitored one."""
+    """Its channel names the other control system's server, not the monitored one: by
+    a Tango host that another monitored publisher names its streams with, or by another
+    port."""
     topic = f"{ELSEWHERE}a/b/c/x.idl5_change"
+    other = {f"{ELSEWHERE}{PUB}": f"{ELSEWHERE}a/b/c/y.change"}  # monitored, not pushing x
+    port = "tango://127.0.0.1:10001/"
 
-    assert pair(PUB, topic, f"{ELSEWHERE}dserver/pub/1") == []
-    assert pair(f"{HOST}{PUB}", topic, f"{ELSEWHERE}dserver/pub/1") == []
+    assert pair(PUB, topic, f"{ELSEWHERE}dserver/pub/1", others=other) == []
+    assert pair(f"{HOST}{PUB}", topic, f"{ELSEWHERE}dserver/pub/1", others=other) == []
+    assert pair(PUB, f"{port}a/b/c/x.idl5_change", f"{port}dserver/pub/1") == []
 
 
 @pytest.mark.parametrize("publisher", [PUB, f"{HOST}{PUB}", f"{HOST.upper()}{PUB.upper()}"])
@@ -262,7 +278,44 @@ def test_the_publisher_is_the_server_the_channel_names_however_it_is_spelled(
     publisher: str,
 ) -> None:
     """The channel is in lower case; the admin may be given bare or as a TRL."""
-    assert pair(publisher, TOPIC, f"{HOST}dserver/pub/1") == [("a/b/c/x.change", 10)]
+    assert pair(publisher, TOPIC, f"{HOST}dserver/pub/1") == [("a/b/c/x.change", publisher, 10)]
+
+
+@pytest.mark.parametrize(
+    ("published_on", "subscribed_on"),
+    [
+        (HOST, "tango://localhost:10000/"),  # an address, and a name for it
+        ("tango://db.site.org:10000/", "tango://db:10000/"),  # a full name, and a short one
+        ("tango://db:10000/", "tango://DB.site.org:10000/"),
+    ],
+)
+def test_a_channel_spelling_the_tango_host_otherwise_finds_the_one_publisher_of_its_name(
+    published_on: str, subscribed_on: str
+) -> None:
+    """Nothing is looked up: the one monitored publisher of that admin device and port
+    that pushes the stream is taken for it."""
+    topic, channel = f"{subscribed_on}a/b/c/x.idl5_change", f"{subscribed_on}dserver/pub/1"
+
+    for publisher in (PUB, f"{published_on}{PUB}"):
+        streams = pair(publisher, topic, channel, stream=f"{published_on}a/b/c/x.change")
+        assert streams == [("a/b/c/x.change", publisher, 10)]
+
+
+def test_a_channel_spelling_the_tango_host_otherwise_finds_none_among_two_publishers() -> None:
+    """Two monitored control systems with the same names: either could be the one."""
+    topic, channel = (
+        "tango://localhost:10000/a/b/c/x.idl5_change",
+        "tango://localhost:10000/dserver/pub/1",
+    )
+    other = {f"{ELSEWHERE}{PUB}": f"{ELSEWHERE}a/b/c/x.change"}
+
+    assert pair(f"{HOST}{PUB}", topic, channel, others=other) == []
+    assert pair(f"{HOST}{PUB}", TOPIC, f"{HOST}dserver/pub/1", others=other) == [
+        ("a/b/c/x.change", f"{HOST}{PUB}", 10)
+    ]
+    assert pair(
+        f"{HOST}{PUB}", f"{ELSEWHERE}a/b/c/x.idl5_change", f"{ELSEWHERE}dserver/pub/1", others=other
+    ) == [("a/b/c/x.change", f"{ELSEWHERE}{PUB}", 30)]
 
 
 def test_the_same_stream_from_two_control_systems_is_paired_once() -> None:

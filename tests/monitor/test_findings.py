@@ -340,6 +340,21 @@ def test_the_lag_history_starts_again_when_a_counter_goes_down() -> None:
     assert not held(run, "falling-behind")
 
 
+@pytest.mark.parametrize(
+    ("lags", "fires_at"),
+    [
+        ([0, 5000, 10000, 15000, 0, 0, 5000, 10000, 15000], [3, 8]),  # a catch-up
+        ([0, 6000, 12000, 17000, 2000, 8000, 14000, 17000], [3, 7]),  # an overflow
+    ],
+)
+def test_falling_behind_again_after_a_catch_up_or_an_overflow_is_found_again(
+    lags: list[int], fires_at: list[int]
+) -> None:
+    polls = [pub_sub(i, 10_000 * i, 10_000 * i - lag) for i, lag in enumerate(lags)]
+
+    assert held(findings_of(polls), "falling-behind") == fires_at
+
+
 def test_a_healthy_stream_whose_lag_wobbles_with_the_query_skew_is_not_falling_behind() -> None:
     """1000 events a poll, all received; the subscriber is queried up to 8 events' time
     before its publisher, so the lag is anything from 0 to 8, and now and then rises at
@@ -369,6 +384,27 @@ def test_one_publisher_counter_going_down_among_others_is_no_restart() -> None:
     ]
 
     assert not held(findings_of(polls), "server-restarted")
+
+
+@pytest.mark.parametrize("idle", [0, 1])
+def test_a_restart_with_an_idle_stream_whose_counter_did_not_move_is_found(idle: int) -> None:
+    """The idle stream has pushed ``idle`` events before the restart and after it."""
+    other = STREAM.replace("/x.", "/y.")
+    polls = [
+        poll_of(0, {PUB: publisher_reply({STREAM: 500, other: idle})}),
+        poll_of(1, {PUB: publisher_reply({STREAM: 3, other: idle})}),
+    ]
+
+    assert held(findings_of(polls), "server-restarted") == [1]
+
+
+def test_a_restart_from_a_counter_above_2_to_the_31_is_no_wrap() -> None:
+    polls = [
+        poll_of(0, {PUB: publisher_reply({STREAM: 3_000_000_000})}),
+        poll_of(1, {PUB: publisher_reply({STREAM: 5})}),
+    ]
+
+    assert held(findings_of(polls), "server-restarted") == [1]
 
 
 def test_a_silent_server_is_counted_poll_after_poll_and_clears_when_it_answers() -> None:
@@ -410,6 +446,60 @@ def test_a_finding_stays_while_its_server_or_publisher_does_not_answer(silent: s
         run[3].time,
         3,
     )
+
+
+def test_a_finding_on_a_silent_publishers_stream_clears_once_the_subscriber_drops_it() -> None:
+    """The publisher stops answering for good at poll 4, and its subscriber no longer
+    has the subscription: the stream is gone, and so is its finding."""
+    polls = [pub_sub(i, 100 * i, 10 * i) for i in range(4)]
+    polls += [
+        poll_of(i, {PUB: "API_CorbaException: timeout", SUB: subscriber_reply({})})
+        for i in range(4, 7)
+    ]
+
+    run = findings_of(polls)
+
+    assert held(run, "falling-behind") == [3]
+    assert [c.finding.kind for c in run[4].cleared] == ["falling-behind"]
+
+
+A_HOST, B_HOST = "tango://a:10000/", "tango://b:10000/"
+SCALAR = "sys/tg_test/1/double_scalar"
+
+
+def two_systems(seconds: int, a_received: int, b_received: int, *, b_missed: int = 0) -> Poll:
+    """A subscriber of the stream of `SCALAR` in two control systems, pushed 100 events
+    a second in each, which has received ``a_received`` and ``b_received`` of them."""
+    publishers = {
+        host + "dserver/TangoTest/1": publisher_reply({f"{host}{SCALAR}.change": 100 * seconds})
+        for host in (A_HOST, B_HOST)
+    }
+    topics = {
+        f"{A_HOST}{SCALAR}.idl5_change": subscription(
+            a_received, channel=f"{A_HOST}dserver/tangotest/1"
+        ),
+        f"{B_HOST}{SCALAR}.idl5_change": subscription(
+            b_received, channel=f"{B_HOST}dserver/tangotest/1", missed=b_missed
+        ),
+    }
+    return poll_of(seconds, {**publishers, SUB: subscriber_reply(topics)})
+
+
+def test_streams_of_one_name_in_two_control_systems_keep_apart() -> None:
+    """The subscriber falls behind on the stream of control system A, keeps up with that
+    of B, and misses events of B at the last poll."""
+    polls = [two_systems(i, 10 * i, 100 * i) for i in range(6)]
+    polls.append(two_systems(6, 60, 600, b_missed=2))
+
+    run = findings_of(polls)
+
+    assert held(run, "falling-behind") == [3, 4, 5, 6]
+    assert {f.subject for f in only(run, "falling-behind")} == {
+        Subject(SUB, f"{A_HOST}{SCALAR}.change")
+    }
+    (missed,) = only(run, "missed-events")
+    assert missed.subject == Subject(SUB, f"{B_HOST}{SCALAR}.change")
+    assert missed.evidence["cause"] == "unknown"  # B's stream was never behind
 
 
 def test_the_history_of_streams_and_servers_gone_is_forgotten() -> None:

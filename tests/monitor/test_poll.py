@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from milonga.monitor import JsonLinesWriter, MonitoredServer, Poll, PollHistory, Reply, poll_record
+from milonga.monitor.figures import interval_seconds, poll_figures
 from milonga.monitor.loop import late_warning
 from milonga.monitor.poll import Cadence
 from tests.monitor.data import text
@@ -70,10 +71,25 @@ def test_a_silent_server_is_compared_with_its_last_answer_when_it_returns() -> N
     assert [r.entries[0].error for r in silent] == [NOT_EXPORTED, NOT_EXPORTED]
     assert all(r.entries[0].report is None for r in silent)
     (entry,) = back.entries
-    assert (entry.silent_polls, entry.last_answer) == (2, START)
+    assert (entry.silent_polls, entry.last_answer) == (2, START.astimezone())
     assert entry.report is not None
     assert entry.report.published[0].counter.delta == -115
     assert entry.report.went_down
+
+
+def test_a_poll_time_without_a_utc_offset_is_local_time_so_report_times_compare() -> None:
+    """Polls with and without a UTC offset in one history: every report time gets one."""
+    history = PollHistory()
+    naive = history.add(poll(0, Reply.answered(PUBLISHER, text("publisher_1.json"))))
+    later = START.astimezone() + timedelta(seconds=10)
+    aware = history.add(Poll(later, (Reply.answered(PUBLISHER, text("publisher_2.json")),)))
+
+    (entry,) = aware.entries
+    assert naive.time == START.astimezone()
+    assert (aware.time, aware.time.tzinfo) == (later, later.tzinfo)  # kept as it was
+    assert entry.last_answer == START.astimezone()
+    assert interval_seconds(aware.time, entry.last_answer) == 10.0
+    assert poll_figures(aware).polls == 1
 
 
 def test_a_server_silent_from_the_start_has_everything_new_when_it_answers() -> None:

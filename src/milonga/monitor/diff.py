@@ -15,14 +15,31 @@ COUNTER_WRAP = 2**32
 """cppTango's event counters are unsigned 32-bit integers: after 2**32 - 1 comes 0."""
 
 
+WRAP_MARGIN = 2**24
+"""How near its ends a 32-bit counter must be on both sides of a move for the move to be
+read as a wrap: before within this of 2**32, after below it (or the other way round).
+16 777 216 events is weeks of pushing at 10 Hz on either side of the wrap, and a counter
+that started again after a restart seldom sits that close to 2**32 before it."""
+
+
 def counter_delta(before: int, after: int) -> int:
-    """How far a counter moved from ``before`` to ``after``: a fall of more than half of
-    `COUNTER_WRAP` is the counter wrapping past 2**32, and counts as the rise it was (and
-    a rise of more than half, as a fall that wrapped the other way)."""
-    return (after - before + _HALF_WRAP) % COUNTER_WRAP - _HALF_WRAP
+    """How far a counter moved from ``before`` to ``after``.  A fall from within
+    `WRAP_MARGIN` of 2**32 to below `WRAP_MARGIN` is the counter wrapping past 2**32,
+    and counts as the rise it was (and such a rise, as a fall that wrapped the other way);
+    any other move counts as it is, so a restart from a counter above 2**31 is a fall."""
+    delta = after - before
+    if -_WRAP_JUMP < delta < _WRAP_JUMP:
+        return delta  # the usual case, quickly: no wrap
+    if before >= _WRAP_TOP and after < WRAP_MARGIN:
+        return delta + COUNTER_WRAP
+    if before < WRAP_MARGIN and after >= _WRAP_TOP:
+        return delta - COUNTER_WRAP
+    return delta
 
 
-_HALF_WRAP = COUNTER_WRAP // 2
+_WRAP_TOP = COUNTER_WRAP - WRAP_MARGIN
+_WRAP_JUMP = COUNTER_WRAP - 2 * WRAP_MARGIN
+"""The least move of a wrap, either way."""
 
 
 @dataclass(frozen=True)
@@ -36,9 +53,9 @@ class Change:
     def delta(self) -> int:
         """``after`` - ``before``, across a wrap of the counter (`counter_delta`)."""
         delta = self.after - self.before
-        return (
-            delta if -_HALF_WRAP <= delta < _HALF_WRAP else counter_delta(self.before, self.after)
-        )
+        if -_WRAP_JUMP < delta < _WRAP_JUMP:
+            return delta  # the usual case, quickly: no call
+        return counter_delta(self.before, self.after)
 
 
 @dataclass(frozen=True)

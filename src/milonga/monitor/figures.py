@@ -10,7 +10,11 @@ figures are its event gaps (and rate) and, for a subscriber, its latency.
 A stream's two ends are paired by the server: the publisher is the server the
 subscription's channel names (`Subscription.channel`, the publisher's admin device), the
 same device in the same control system (`server_identity`), so a subscription to a device
-of the same name in another control system is not paired with it.
+of the same name in another control system is not paired with it.  Nothing is looked up,
+so a channel that spells the Tango host otherwise than the publisher does (``localhost``
+against ``127.0.0.1``, a short host name against the full one) matches no publisher that
+way; it is then paired by the publisher's admin device and port alone, if exactly one
+monitored publisher matches so (`FigureWindow._sources`).
 
 A window is one poll interval, for the findings of each poll, or a whole run, for a
 report such as the demo's.  A window of one poll uses the tables `diff` made; a longer
@@ -30,7 +34,13 @@ from typing import NamedTuple
 
 from milonga.monitor.diff import Report, counter_delta
 from milonga.monitor.poll import PollReport, ServerEntry
-from milonga.monitor.snapshot import ClientPerfSample, ServerPerfSample, Snapshot, short_name
+from milonga.monitor.snapshot import (
+    ClientPerfSample,
+    ServerPerfSample,
+    Snapshot,
+    Subscription,
+    short_name,
+)
 from milonga.monitor.stats import (
     Metric,
     PerfTable,
@@ -92,6 +102,17 @@ def server_identity(name: str) -> str:
 def _device_part(identity: str) -> str:
     """A `server_identity` without its ``host:port/``."""
     return identity if identity.count("/") < 3 else identity.split("/", 1)[1]
+
+
+@functools.lru_cache(maxsize=NAME_CACHE)
+def _loose_id(stream_id: _StreamId) -> _StreamId:
+    """A stream id without the host name of its control system, keeping the port:
+    ``(h:10000/dserver/pub/1, key)`` -> ``(10000/dserver/pub/1, key)``."""
+    identity, key = stream_id
+    if identity.count("/") < 3:
+        return stream_id
+    host, _, device = identity.partition("/")
+    return f"{host.rpartition(':')[2]}/{device}", key
 
 
 @functools.lru_cache(maxsize=NAME_CACHE)
@@ -157,6 +178,9 @@ class StreamFigures(NamedTuple):
     attribute, in μs (its `Metric.PROCESSING_TIME` row for that attribute)."""
     latency: Statistics | None
     """From push to first callback of the stream's attribute in the subscriber, in μs."""
+    full_name: str
+    """`name` with the ``tango://host:port/`` of the subscriber's topic
+    (`full_stream_of_topic`): what tells streams of two control systems apart."""
     sharing: tuple[str, ...] = ()
     """The subscriber's other streams whose attribute has the same name (`attribute_of`)
     in the window: perf samples name only the attribute, so `processing` and `latency`
@@ -277,6 +301,9 @@ class _Subscribed:
     received: int = 0
     missed: int = 0
     counters: tuple[int, int] | None = None
+    published: _Published | None = None
+    """Its stream as its publisher pushes it, as the subscriber's last answer paired them
+    (`FigureWindow._sources`); None while no monitored publisher is known for it."""
 
 
 class FigureWindow:
@@ -295,6 +322,9 @@ class FigureWindow:
         self._publisher_of: dict[_StreamId, _Published] = {}
         """The stream of each publisher and key, as the publisher was last seen to publish
         it; by each `server_identity` the publisher is known by."""
+        self._loosely: _LooseIndex | None = None
+        """`_publisher_of` without host names, made when first needed after a publisher
+        was added: seldom needed, as most channels spell the Tango host as publishers do."""
         self._answers: dict[str, list[_Answer]] = {}
         """Each server's answers, for its samples."""
 
@@ -320,6 +350,7 @@ class FigureWindow:
     def _add_publisher(self, answer: _Answer) -> None:
         if answer.snapshot.server is None:
             return
+        self._loosely = None
         admin, last_answer, seconds = (
             answer.entry.server.admin,
             answer.entry.last_answer,
@@ -349,21 +380,65 @@ class FigureWindow:
         admin = answer.entry.server.admin
         changes = {change.topic: change for change in answer.changes.subscription_changes}
         mine = self._subscribed.setdefault(admin, {})
-        for topic, subscription in answer.snapshot.client.subscriptions.items():
+        subscriptions = answer.snapshot.client.subscriptions
+        publishers = self._sources(subscriptions)
+        for topic, subscription in subscriptions.items():
             key = _subscribed_id(subscription.channel, topic)
             seen = mine.get(key)
             if seen is None:
                 name = stream_of_topic(topic)
-                seen = mine[key] = _Subscribed(name, _full_stream(topic), sample_attribute(name))
+                seen = mine[key] = _Subscribed(
+                    name, full_stream_of_topic(topic), sample_attribute(name)
+                )
             change = changes.get(topic)
             if change is not None:
                 if change.server_counter is not None:
                     seen.received += max(0, change.server_counter.delta)
                 if change.missed_event_count is not None:
                     seen.missed += max(0, change.missed_event_count.delta)
-            published = self._publisher_of.get(key)
+            published = seen.published = publishers.get(topic)
             if published is not None and published.publisher in answered:
                 seen.counters = (published.counter, subscription.server_counter)
+
+    def _sources(self, subscriptions: Mapping[str, Subscription]) -> dict[str, _Published]:
+        """The stream each of one subscriber's ``subscriptions`` comes from, by topic, for
+        those whose publisher is monitored.
+
+        That is the stream of the same name from the server its channel names
+        (`server_identity`).  If none is known by that name, the channel may spell the
+        Tango host otherwise (nothing is looked up): the stream is then that of the one
+        monitored publisher with the same admin device and port (`_loose_id`), unless the
+        channel's ``host:port`` is one a monitored publisher is known by (its admin
+        device's TRL or its streams' names: a control system the monitor sees, so the
+        publisher the channel names is not monitored), or another of the subscriber's
+        topics comes from that stream by its exact name (two control systems with the same
+        names).  Two such publishers leave it unpaired.
+        """
+        found: dict[str, _Published] = {}
+        unmatched: list[tuple[str, str]] = []
+        for topic, subscription in subscriptions.items():
+            published = self._publisher_of.get(_subscribed_id(subscription.channel, topic))
+            if published is None:
+                unmatched.append((topic, subscription.channel))
+            else:
+                found[topic] = published
+        if unmatched:
+            claimed = {id(published) for published in found.values()}
+            for topic, channel in unmatched:
+                published = self._loosely_published(channel, topic)
+                if published is not None and id(published) not in claimed:
+                    found[topic] = published
+        return found
+
+    def _loosely_published(self, channel: str, topic: str) -> _Published | None:
+        """The one monitored stream ``topic`` through ``channel`` may come from, when the
+        channel spells the Tango host otherwise (`_sources`)."""
+        if self._loosely is None:
+            self._loosely = _LooseIndex.of(self._publisher_of)
+        if _host_of(channel) in self._loosely.hosts:
+            return None
+        candidates = self._loosely.streams.get(_loose_id(_subscribed_id(channel, topic)), {})
+        return next(iter(candidates.values())) if len(candidates) == 1 else None
 
     def _tables(self, admin: str) -> tuple[PerfTable | None, PerfTable | None]:
         """The server and client tables of ``admin`` over the window: those of its report
@@ -417,7 +492,7 @@ class FigureWindow:
             timings = _NO_TIMINGS if table is None else _by_attribute(table)
             shared = _shared_names(subscribed.values())
             for key, seen in sorted(subscribed.items()):
-                published = self._publisher_of.get(key)
+                published = seen.published
                 if published is not None:
                     gap = steady.get(published.publisher, {}).get(key[1], published.push_gap)
                     streams.append(
@@ -435,6 +510,27 @@ class FigureWindow:
 
 _StreamId = tuple[str, str]
 """A publisher's `server_identity` and a stream's key (`_key`)."""
+
+
+class _LooseIndex(NamedTuple):
+    """The streams of monitored publishers by `_loose_id`, for channels that spell the
+    Tango host otherwise than the publishers do."""
+
+    streams: dict[_StreamId, dict[str, _Published]]
+    """By `_loose_id`, then publisher admin device."""
+    hosts: set[str]
+    """The ``host:port`` of each control system a monitored publisher is known by."""
+
+    @classmethod
+    def of(cls, publisher_of: Mapping[_StreamId, _Published]) -> _LooseIndex:
+        """The index of `FigureWindow._publisher_of`."""
+        index = cls({}, set())
+        for stream_id, published in publisher_of.items():
+            loose = _loose_id(stream_id)
+            index.streams.setdefault(loose, {})[published.publisher] = published
+            if loose[0] != stream_id[0]:
+                index.hosts.add(stream_id[0].partition("/")[0])
+        return index
 
 
 @functools.lru_cache(maxsize=NAME_CACHE)
@@ -461,7 +557,7 @@ def _subscribed_id(channel: str, topic: str) -> _StreamId:
 
 
 @functools.lru_cache(maxsize=NAME_CACHE)
-def _full_stream(topic: str) -> str:
+def full_stream_of_topic(topic: str) -> str:
     """A topic's stream name with its ``tango://host:port/``."""
     host = topic[: len(topic) - len(short_name(topic))]
     return host + stream_of_topic(topic)
@@ -541,6 +637,7 @@ def _stream(
         push_gap,
         timings.processing.get(seen.attribute),
         timings.latency.get(seen.attribute),
+        seen.full_name,
         sharing,
     )
 

@@ -20,8 +20,10 @@ from typing import Any
 from milonga.monitor import rules
 from milonga.monitor.figures import (
     MICROS_PER_SECOND,
+    NAME_CACHE,
     FigureWindow,
     StreamFigures,
+    full_stream_of_topic,
     interval_seconds,
     sample_attribute,
     stream_of_topic,
@@ -69,7 +71,9 @@ class Subject:
     server: str
     """The admin device of the server, as the monitor names it."""
     stream: str | None = None
-    """``device/attribute.kind`` without the ``tango://host:port/`` prefix."""
+    """``device/attribute.kind`` without the ``tango://host:port/`` prefix, unless two
+    subscriptions of the server have that name (to devices of two control systems):
+    then with it."""
 
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, Subject):
@@ -188,8 +192,8 @@ class Diagnostician:
     def __init__(self) -> None:
         self._held: dict[tuple[str, Subject], _Held] = {}
         self._silent: dict[str, int] = {}
-        self._counters: dict[tuple[str, str], tuple[str, tuple[int, int], rules.Lags]] = {}
-        """By subscriber and stream: its publisher, (last pushed, last received) at the
+        self._counters: dict[_StreamKey, tuple[str, tuple[int, int], rules.Lags]] = {}
+        """By stream (`_stream_key`): its publisher, (last pushed, last received) at the
         last poll at which both ends answered, and the lags since a counter last went
         down."""
         self._latencies: dict[str, deque[tuple[datetime | None, Statistics, PerfTable]]] = {}
@@ -202,8 +206,8 @@ class Diagnostician:
         """By server: whether sampling was on in its server and client side at its last
         answer."""
         self._slow: deque[set[Subject]] = deque(maxlen=RECENT_POLLS)
-        self._slow_latency: dict[tuple[str, str], float | None] = {}
-        """By subscriber and stream, those on which slow-callback held at the last poll:
+        self._slow_latency: dict[_StreamKey, float | None] = {}
+        """By stream (`_stream_key`), those on which slow-callback held at the last poll:
         the median latency of the stream at its last poll with latency samples."""
 
     def add(self, report: PollReport) -> Findings:
@@ -225,19 +229,22 @@ class Diagnostician:
                 restarted.add(entry.server.admin)
         window = FigureWindow()
         window.add(report)
+        shared = _shared_names(answers)
         streams = window.streams()
+        if shared:
+            streams = tuple(_named(stream, shared) for stream in streams)
         for stream in streams:
             keep(rules.slow_callback(stream))
             keep(self._falling_behind(stream))
         for entry in answers:
-            keep(self._growing_latency(report.time, entry))
+            keep(self._growing_latency(report.time, entry, shared))
         for finding in self._still_slow(streams, found):
             keep(finding)
         self._slow.append(
             {key[1] for key in found if key[0] in {"slow-callback", "falling-behind"}}
         )
         for entry in answers:
-            for finding in self._missed(entry, restarted, streams):
+            for finding in self._missed(entry, restarted, streams, shared):
                 keep(finding)
             keep(self._churning(report.time, entry))
             for finding in self._not_connected(report.time, entry):
@@ -245,35 +252,55 @@ class Diagnostician:
             for finding in self._samples_shared(entry):
                 keep(finding)
         silent = {entry.server.admin for entry in report.entries if entry.report is None}
-        for finding in self._unknown(silent, found):
+        for finding in self._unknown(silent, found, answers, shared):
             keep(finding)
-        self._forget(report, streams, silent)
+        self._forget(report, streams, silent, answers)
         return self._settle(report.time, found)
 
     def _forget(
-        self, report: PollReport, streams: Sequence[StreamFigures], silent: set[str]
+        self,
+        report: PollReport,
+        streams: Sequence[StreamFigures],
+        silent: set[str],
+        answers: Sequence[ServerEntry],
     ) -> None:
         """Drop the history of servers no longer polled, and of streams that both their
-        ends answered without: a monitor that runs for weeks keeps only what it sees."""
+        ends answered without, or whose subscriber, among ``answers``, no longer has them:
+        a monitor that runs for weeks keeps only what it sees."""
         polled = {entry.server.admin for entry in report.entries}
         for history in (self._latencies, self._churn, self._waiting, self._sampling):
             for admin in history.keys() - polled:
                 del history[admin]
         for admin in self._silent.keys() - polled:
             del self._silent[admin]
-        present = {(stream.subscriber, stream.name) for stream in streams}
-        for key in self._counters.keys() - present:
+        present = {_stream_key(stream) for stream in streams}
+        gone = self._counters.keys() - present
+        if not gone:
+            return  # the usual case, quickly
+        subscribed = {
+            (entry.server.admin, full_stream_of_topic(topic))
+            for entry in answers
+            if entry.snapshot is not None and entry.snapshot.client is not None
+            for topic in entry.snapshot.client.subscriptions
+        }
+        for key in gone:
             publisher = self._counters[key][0]
-            if key[0] not in silent and publisher not in silent:
+            if key[0] not in silent and (publisher not in silent or key not in subscribed):
                 del self._counters[key]
 
     def _unknown(
-        self, silent: set[str], found: Mapping[tuple[str, Subject], Finding]
+        self,
+        silent: set[str],
+        found: Mapping[tuple[str, Subject], Finding],
+        answers: Sequence[ServerEntry],
+        shared: Mapping[str, frozenset[str]],
     ) -> list[Finding]:
         """The findings that held at the previous poll, that no rule makes now, and that
         this poll cannot decide: those of a ``silent`` server, and those of a stream whose
-        publisher is silent.  Momentary ones (`MOMENTARY`) held for their poll only."""
-        return [
+        publisher is silent while its subscriber, among ``answers``, still has the stream's
+        subscription (without it, the stream is gone).  Momentary ones (`MOMENTARY`) held
+        for their poll only."""
+        unknown = [
             held.finding
             for key, held in self._held.items()
             if key not in found
@@ -282,6 +309,21 @@ class Diagnostician:
                 held.finding.subject.server in silent
                 or held.finding.evidence.get("publisher") in silent
             )
+        ]
+        if not unknown:
+            return []
+        streams: dict[str, set[str]] = {}
+        for entry in answers:
+            client = entry.snapshot.client if entry.snapshot else None
+            streams[entry.server.admin] = {
+                _subject_stream(topic, shared.get(entry.server.admin, _NONE_SHARED))
+                for topic in (client.subscriptions if client else ())
+            }
+        return [
+            finding
+            for finding in unknown
+            if finding.subject.server in silent
+            or finding.subject.stream in streams.get(finding.subject.server, ())
         ]
 
     def _not_answering(self, entry: ServerEntry) -> Finding | None:
@@ -295,9 +337,8 @@ class Diagnostician:
     @staticmethod
     def _restarted(entry: ServerEntry) -> Finding | None:
         assert entry.report is not None
-        assert entry.snapshot is not None
         silent = entry.silent_polls if entry.last_answer is not None else 0
-        return rules.server_restarted(entry.server.admin, entry.report, entry.snapshot, silent)
+        return rules.server_restarted(entry.server.admin, entry.report, silent)
 
     def _falling_behind(self, stream: StreamFigures) -> Finding | None:
         """Add ``stream``'s lag to its history (`rules.Lags`), started again when one of
@@ -305,7 +346,7 @@ class Diagnostician:
         counters, lag = stream.counters, stream.lag
         if counters is None or lag is None:
             return None
-        key = (stream.subscriber, stream.name)
+        key = _stream_key(stream)
         before = self._counters.get(key)
         restarted = before is None or rules.went_down(before[1], counters)
         lags = rules.Lags() if restarted or before is None else before[2]
@@ -329,8 +370,8 @@ class Diagnostician:
             return []
         held = []
         for stream in streams:
-            key = (stream.subscriber, stream.name)
-            if key not in slow:
+            key = _stream_key(stream)
+            if (stream.subscriber, stream.name) not in slow:
                 if key not in before:
                     continue
                 finding = rules.slow_callback_held(stream, before[key])
@@ -341,7 +382,9 @@ class Diagnostician:
             self._slow_latency[key] = before.get(key) if latency is None else latency.median
         return held
 
-    def _growing_latency(self, time: datetime, entry: ServerEntry) -> Finding | None:
+    def _growing_latency(
+        self, time: datetime, entry: ServerEntry, shared: Mapping[str, frozenset[str]]
+    ) -> Finding | None:
         """Add the latency of ``entry``'s client table to its history; the history starts
         again at an answer without at least `DECILES_FROM` latency samples (sampling off,
         or too few events), so that it holds consecutive polls only."""
@@ -364,10 +407,15 @@ class Diagnostician:
         if start is not None and time > start:
             span = (time - start).total_seconds() * MICROS_PER_SECOND
             busy = sum(_processing(table) for _, _, table in history) / span
-        return rules.growing_latency(admin, latencies, busy, _slowest(entry, table))
+        slowest = _slowest(entry, table, shared.get(admin, _NONE_SHARED))
+        return rules.growing_latency(admin, latencies, busy, slowest)
 
     def _missed(
-        self, entry: ServerEntry, restarted: set[str], streams: Sequence[StreamFigures]
+        self,
+        entry: ServerEntry,
+        restarted: set[str],
+        streams: Sequence[StreamFigures],
+        shared: Mapping[str, frozenset[str]],
     ) -> list[Finding]:
         """missed-events of each subscription of ``entry`` whose missed count went up; the
         poll's ``streams`` tell the publisher of each stream, if it is monitored."""
@@ -385,7 +433,7 @@ class Diagnostician:
         found = []
         for change in changes:
             assert change.missed_event_count is not None
-            stream = stream_of_topic(change.topic)
+            stream = _subject_stream(change.topic, shared.get(admin, _NONE_SHARED))
             if (change.server_counter is not None and change.server_counter.delta < 0) or (
                 publishers.get(stream) in restarted
             ):
@@ -394,7 +442,7 @@ class Diagnostician:
                 cause = rules.MissedCause.CONSUMER_TOO_SLOW
             else:
                 cause = rules.MissedCause.UNKNOWN
-            found.append(rules.missed_events(admin, change, cause))
+            found.append(rules.missed_events(admin, change, cause, stream))
         return found
 
     def _churning(self, time: datetime, entry: ServerEntry) -> Finding | None:
@@ -488,13 +536,17 @@ def _processing(table: PerfTable) -> float:
     )
 
 
-def _slowest(entry: ServerEntry, table: PerfTable) -> tuple[str, Statistics] | None:
+def _slowest(
+    entry: ServerEntry, table: PerfTable, shared: frozenset[str]
+) -> tuple[str, Statistics] | None:
     """The stream of ``entry``'s subscriptions whose attribute took it longest to handle
-    in ``table`` (median processing time), with that time; None if no row names one."""
+    in ``table`` (median processing time), with that time; None if no row names one.
+    The stream is named as subjects name it (`_subject_stream`, with the ``shared``
+    names of its server)."""
     client = entry.snapshot.client if entry.snapshot else None
     streams: dict[str, str] = {}
     for topic in sorted(client.subscriptions if client else {}, reverse=True):
-        stream = stream_of_topic(topic)
+        stream = _subject_stream(topic, shared)
         streams[sample_attribute(stream)] = stream  # the first topic in order wins
     timed = [
         (row.statistics, streams[row.attribute.lower()])
@@ -507,6 +559,55 @@ def _slowest(entry: ServerEntry, table: PerfTable) -> tuple[str, Statistics] | N
         return None
     processing, stream = max(timed, key=lambda item: item[0].median)
     return stream, processing
+
+
+_StreamKey = tuple[str, str]
+"""A subscriber's admin device and the full name of one of its streams (`full_name`,
+spelled as cppTango spells the topic, the same at each answer): what tells a stream from
+any other, in any control system."""
+_NONE_SHARED: frozenset[str] = frozenset()
+
+
+def _stream_key(stream: StreamFigures) -> _StreamKey:
+    """What identifies ``stream`` from one poll to the next (`_StreamKey`)."""
+    return stream.subscriber, stream.full_name
+
+
+def _shared_names(answers: Iterable[ServerEntry]) -> dict[str, frozenset[str]]:
+    """By admin device, for each of ``answers`` whose subscriptions share short stream
+    names (to devices of one name in two control systems): those names (`_shared_of`)."""
+    shared = {}
+    for entry in answers:
+        client = entry.snapshot.client if entry.snapshot else None
+        if client is not None and len(client.subscriptions) > 1:
+            names = _shared_of(tuple(client.subscriptions))
+            if names:
+                shared[entry.server.admin] = names
+    return shared
+
+
+@functools.lru_cache(maxsize=NAME_CACHE)
+def _shared_of(topics: tuple[str, ...]) -> frozenset[str]:
+    """The short stream names (`stream_of_topic`, in lower case) that two or more of
+    ``topics`` have; kept, as a process's topics seldom change."""
+    names = [stream_of_topic(topic).lower() for topic in topics]
+    if len(set(names)) == len(names):
+        return _NONE_SHARED  # the usual case
+    return frozenset(name for name in names if names.count(name) > 1)
+
+
+def _subject_stream(topic: str, shared: frozenset[str]) -> str:
+    """How subjects name a subscriber's ``topic``: its short stream name, or its full
+    one (`full_stream_of_topic`) if the subscriber has that short name ``shared``."""
+    name = stream_of_topic(topic)
+    return full_stream_of_topic(topic) if name.lower() in shared else name
+
+
+def _named(stream: StreamFigures, shared: Mapping[str, frozenset[str]]) -> StreamFigures:
+    """``stream`` named as subjects name it (`_subject_stream`)."""
+    if stream.name.lower() in shared.get(stream.subscriber, _NONE_SHARED):
+        return stream._replace(name=stream.full_name)
+    return stream
 
 
 def findings_of(polls: Iterable[Poll]) -> list[Findings]:

@@ -110,6 +110,7 @@ class PollReport:
     """What changed in every monitored server since the previous poll."""
 
     time: datetime
+    """When the poll started, with a UTC offset (`PollHistory.add`)."""
     entries: tuple[ServerEntry, ...]
 
 
@@ -128,8 +129,13 @@ class PollHistory:
         self._unsampled: dict[str, Unsampled] = {}
 
     def add(self, poll: Poll) -> PollReport:
-        """Record ``poll`` and return what changed since each server's previous answer."""
-        return PollReport(poll.time, tuple(self._entry(poll.time, reply) for reply in poll.replies))
+        """Record ``poll`` and return what changed since each server's previous answer.
+
+        Every time in the report has a UTC offset, so that any two compare: a poll time
+        without one (as older records have) is taken as local time.
+        """
+        time = poll.time if poll.time.utcoffset() is not None else poll.time.astimezone()
+        return PollReport(time, tuple(self._entry(time, reply) for reply in poll.replies))
 
     def _entry(self, time: datetime, reply: Reply) -> ServerEntry:
         admin = reply.server.admin

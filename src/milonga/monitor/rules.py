@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from milonga.monitor import findings as model
 from milonga.monitor.diff import Report, SubscriptionChange, counter_delta
 from milonga.monitor.figures import StreamFigures, stream_of_topic
-from milonga.monitor.snapshot import NotConnected, Snapshot, short_name
+from milonga.monitor.snapshot import NotConnected, short_name
 from milonga.monitor.stats import DECILES_FROM, SAMPLE_LIMIT, Statistics, duration
 
 HIGH_WATER_MARK = 1000
@@ -35,10 +35,13 @@ HEARTBEAT_SECONDS = 10.0
 GROWTH_POLLS = 3
 """A figure that rose at each of this many polls in a row is growing, not noise."""
 NOISE_FACTOR = 2
-"""A lag grows when it rose over `GROWTH_POLLS` by more than this many times the largest
-fall seen: the falls of a few polls rarely show the whole band the query skew moves a
-healthy lag in (with lags drawn at random from a band, twice the fall seen so far keeps
-every start-up quiet in simulation; once would not)."""
+"""A lag grows when it rose over `GROWTH_POLLS` by more than this many times its largest
+recent fall (`Lags.fall`): the falls of a few polls rarely show the whole band the query
+skew moves a healthy lag in (with lags drawn at random from a band, twice the fall seen
+so far keeps every start-up quiet in simulation; once would not)."""
+BAND_POLLS = 12
+"""The polls over which a lag's falls show the width of its band: older falls are
+forgotten, so that one early dip does not hide growth for ever."""
 CHURN_POLLS = 2
 """Subscriptions that changed at each of this many polls in a row are churning, if
 something went away at `CHURN_REMOVALS` of the last `CHURN_WINDOW` polls."""
@@ -228,17 +231,24 @@ class Lags:
 
     Its two queries go out a few milliseconds apart, so the lag of a healthy stream wobbles
     within a band: the events pushed while one poll's queries are under way.  Keeps the
-    last `GROWTH_POLLS` + 1 lags, and the largest fall of the lag from its highest so far:
-    how wide that band has shown itself to be (a subscriber falling behind never falls).
+    last `BAND_POLLS` lags, and the falls of the lag over the last `BAND_POLLS` polls,
+    each from the highest of those lags before it: how wide the band has shown itself to
+    be lately.  A fall that ends a growth (the lag fell, at this poll and at each before
+    it back to one at which it was `growing`) is a catch-up, or events dropped once the
+    buffers were full: it says nothing of the band, so it is not kept, and the lags
+    before it are dropped, no longer highs to measure falls from.
     """
 
-    __slots__ = ("_peak", "fall", "recent")
+    __slots__ = ("_catching_up", "_falls", "_lags", "_polls", "_was_growing")
 
     def __init__(self) -> None:
-        self.recent: deque[int] = deque(maxlen=GROWTH_POLLS + 1)
-        self.fall = 0
-        """The largest fall of the lag seen: from its highest before to one after."""
-        self._peak: int | None = None
+        self._lags: deque[int] = deque(maxlen=BAND_POLLS)
+        """The last `BAND_POLLS` lags since the last catch-up."""
+        self._falls: deque[tuple[int, int]] = deque(maxlen=BAND_POLLS)
+        """The falls of the last `BAND_POLLS` polls: (the poll's number, the fall)."""
+        self._polls = 0
+        self._was_growing = False
+        self._catching_up = False
 
     @classmethod
     def of(cls, lags: Iterable[int]) -> Lags:
@@ -250,22 +260,41 @@ class Lags:
 
     def add(self, lag: int) -> None:
         """Add the lag of the latest poll."""
-        peak = self._peak
-        if peak is None or lag > peak:
-            self._peak = lag
-        elif peak - lag > self.fall:
-            self.fall = peak - lag
-        self.recent.append(lag)
+        lags = self._lags
+        self._polls += 1
+        if lags and lag < lags[-1]:
+            self._catching_up = self._was_growing or self._catching_up
+            if self._catching_up:
+                lags.clear()
+            else:
+                self._falls.append((self._polls, max(lags) - lag))
+        else:
+            self._catching_up = False
+        lags.append(lag)
+        self._was_growing = self.growing
+
+    @property
+    def recent(self) -> list[int]:
+        """The last `GROWTH_POLLS` + 1 lags (fewer just after a catch-up), oldest first."""
+        return list(self._lags)[-GROWTH_POLLS - 1 :]
+
+    @property
+    def fall(self) -> int:
+        """The largest fall of the lag over the last `BAND_POLLS` polls, catch-ups left out:
+        the width of its band as lately shown."""
+        since = self._polls - BAND_POLLS
+        return max((fall for poll, fall in self._falls if poll > since), default=0)
 
     @property
     def growing(self) -> bool:
         """Whether the lag rose at each of the last `GROWTH_POLLS` polls, and by more in
-        all than `NOISE_FACTOR` times the largest fall seen: more than the wobble of
-        the query skew can explain (a healthy lag rises over a few polls by at most the
-        width of its band; a falling-behind subscriber's grows without bound)."""
-        if len(self.recent) <= GROWTH_POLLS or self.recent[-1] <= self.recent[-2]:
+        all than `NOISE_FACTOR` times the largest recent fall (`fall`): more than the
+        wobble of the query skew can explain (a healthy lag rises over a few polls by at
+        most the width of its band; a falling-behind subscriber's grows without bound)."""
+        lags = self._lags
+        if len(lags) <= GROWTH_POLLS or lags[-1] <= lags[-2]:
             return False  # the usual case, quickly
-        recent = list(self.recent)
+        recent = self.recent
         return (
             _rising(recent) and recent[-1] > 0 and recent[-1] - recent[0] > NOISE_FACTOR * self.fall
         )
@@ -286,7 +315,7 @@ def falling_behind(stream: StreamFigures, lags: Lags) -> model.Finding | None:
     hold them are full; those lost are missed-events."""
     if not lags.growing:
         return None
-    recent = list(lags.recent)
+    recent = lags.recent
     lag = recent[-1]
     return _finding(
         "falling-behind",
@@ -358,11 +387,14 @@ def events_lost(change: SubscriptionChange) -> int | None:
     return max(gaps, counter - received - discarded)
 
 
-def missed_events(server: str, change: SubscriptionChange, cause: MissedCause) -> model.Finding:
+def missed_events(
+    server: str, change: SubscriptionChange, cause: MissedCause, stream: str | None = None
+) -> model.Finding:
     """missed-events: subscription ``change.topic`` of ``server`` missed events since the
     server's previous answer (its missed count rose), for the likely ``cause``: the gaps
-    in its server counter, and the events lost (`events_lost`)."""
-    stream = stream_of_topic(change.topic)
+    in its server counter, and the events lost (`events_lost`).  ``stream`` names the
+    topic's stream, by default by its short name (`stream_of_topic`)."""
+    stream = stream or stream_of_topic(change.topic)
     gaps = 0 if change.missed_event_count is None else change.missed_event_count.delta
     lost = events_lost(change)
     where = f"in {gaps} gap(s) of the server counter since its previous snapshot"
@@ -530,31 +562,25 @@ def server_not_answering(server: str, error: str, polls: int) -> model.Finding:
     )
 
 
-def server_restarted(
-    server: str, report: Report, snapshot: Snapshot, silent_polls: int
-) -> model.Finding | None:
-    """server-restarted: every counter ``server`` publishes that was in its previous answer
-    and is in this one, ``snapshot`` (``report`` compares the two), went down; or, after
-    ``silent_polls`` polls without an answer, every event count of its subscriptions did.
+def server_restarted(server: str, report: Report, silent_polls: int) -> model.Finding | None:
+    """server-restarted: of the counters ``server`` publishes that were in its previous
+    answer and are in this one (``report`` compares the two answers), at least one
+    went down and none rose; or, after ``silent_polls`` polls without an answer, the same
+    of the event counts of its subscriptions.
 
-    A restart starts every counter again; one counter going down alone is a stream whose
-    counter started again (or a subscription made again), and a counter that wrapped past
-    2**32 moved on (`counter_delta`).
+    A restart starts every counter again: one that went down while another rose is a
+    stream whose counter started again (or a subscription made again).  A counter that
+    did not move says nothing (an idle stream, which may have pushed nothing since the
+    restart either), and one that wrapped past 2**32 rose (`counter_delta`).
     """
-    down = _all_down(
-        [change.stream for change in report.published if change.counter.delta < 0],
-        kept=len(snapshot.server.publishers) - len(report.new_publishers) if snapshot.server else 0,
-    )
+    down = _down_alone([(change.stream, change.counter.delta) for change in report.published])
     if not down and silent_polls:
-        down = _all_down(
+        down = _down_alone(
             [
-                change.topic
+                (change.topic, change.event_count.delta)
                 for change in report.subscription_changes
-                if change.event_count and change.event_count.delta < 0
-            ],
-            kept=len(snapshot.client.subscriptions) - len(report.new_subscriptions)
-            if snapshot.client
-            else 0,
+                if change.event_count is not None
+            ]
         )
     if not down:
         return None
@@ -564,19 +590,21 @@ def server_restarted(
         "server-restarted",
         model.Severity.WARNING,
         model.Subject(server),
-        f"{server} restarted{after}: all {len(names)} of its counters went down "
-        f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}). Its subscribers "
-        "reconnect by themselves, but events pushed around the restart may be missed; "
-        "find out why it restarted.",
+        f"{server} restarted{after}: {len(names)} of its counters went down "
+        f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''}) and none rose. Its "
+        "subscribers reconnect by themselves, but events pushed around the restart may be "
+        "missed; find out why it restarted.",
         counters_down=len(names),
         silent_polls=silent_polls,
     )
 
 
-def _all_down(down: list[str], kept: int) -> list[str]:
-    """``down``, the counters that went down, if they are all ``kept`` counters of both
-    answers; otherwise none."""
-    return down if down and len(down) == kept else []
+def _down_alone(moves: Sequence[tuple[str, int]]) -> list[str]:
+    """The names of ``moves`` (name, how far its counter moved) whose counter went down,
+    if none rose; otherwise none."""
+    if any(delta > 0 for _, delta in moves):
+        return []
+    return [name for name, delta in moves if delta < 0]
 
 
 def events_pushed(report: Report) -> int:
