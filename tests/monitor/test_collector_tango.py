@@ -35,13 +35,22 @@ from tests.monitor.conftest import (
     SUBSCRIBER,
     EventServers,
 )
-from tests.monitor.frozen import frozen, start_ice
+from tests.monitor.frozen import frozen, start_ice, thread_states
 
 pytestmark = pytest.mark.requires_pytango10("QueryEventSystem needs cppTango 10")
 
 
 def servers_of(sandbox: TangoSandbox) -> list[MonitoredServer]:
     return resolve_servers([sandbox.trl(COUNTER), sandbox.trl(RELAY)])
+
+
+def connect(collector: Collector) -> None:
+    """Poll until a poll that every server of ``collector`` answered: each is connected,
+    with no call under way (a first call may outlast its poll on a busy machine)."""
+    wait_until(
+        lambda: all(reply.error is None for reply in collector.poll().replies),
+        "a poll that every server answers",
+    )
 
 
 def test_devices_of_one_server_make_one_entry(event_servers: EventServers) -> None:
@@ -164,7 +173,7 @@ def test_a_frozen_server_holds_up_neither_the_others_nor_the_exit(
     )
     collector = Collector(servers)  # the 1 s timeout: ample for the server that answers
     try:
-        collector.poll()  # connected while they answer
+        connect(collector)  # while they answer
         with frozen(event_servers.sandbox, ice):
             polls = [collector.poll() for _ in range(3)]
             collector.close()
@@ -180,6 +189,21 @@ def test_a_frozen_server_holds_up_neither_the_others_nor_the_exit(
     assert not [t for t in threading.enumerate() if t.name.startswith("milonga-monitor")]
 
 
+def test_a_frozen_server_runs_nothing_from_the_start_of_the_block(
+    event_servers: EventServers, sandbox_servers: SandboxServers
+) -> None:
+    """SIGSTOP stops a process's threads one by one, after `kill` has returned: until the
+    last one stops, the server may still answer a call."""
+    sandbox = event_servers.sandbox
+    ice, _ = start_ice(sandbox_servers)
+    pid = sandbox.database().get_device_info(f"dserver/{ice}").pid
+
+    for _ in range(100):  # the race is lost in a few rounds in 100, even with cores busy
+        with frozen(sandbox, ice):
+            states = thread_states(pid)
+        assert set(states) == {"T"}, f"threads of the frozen server not stopped: {states}"
+
+
 @contextlib.contextmanager
 def query_under_way(
     sandbox: TangoSandbox, sandbox_servers: SandboxServers
@@ -192,9 +216,12 @@ def query_under_way(
     pid = sandbox.database().get_device_info(f"dserver/{ice}").pid
     collector = Collector([server])
     try:
-        collector.poll()  # connected while it answers
+        connect(collector)  # while it answers
         with frozen(sandbox, ice):
-            yield collector, server, collector.poll(), pid
+            busy = collector.poll()
+            (reply,) = busy.replies
+            assert reply.error is not None, "the frozen server answered"
+            yield collector, server, busy, pid
     finally:
         collector.close()
 
@@ -266,7 +293,7 @@ def test_a_poll_interrupted_while_a_server_is_frozen_leaves_one_call_to_it(
     frozen_one, answering = resolve_servers([sandbox.trl(ice_device), sandbox.trl(RELAY)])
     collector = InterruptedWhileAsking([frozen_one, answering], answering.admin)
     try:
-        collector.poll()  # connected while they answer
+        connect(collector)  # while they answer
         with frozen(sandbox, ice):
             collector.armed.set()
             with pytest.raises(KeyboardInterrupt):
@@ -306,7 +333,7 @@ def test_servers_queried_in_turn_each_get_the_timeout(event_servers: EventServer
     timeout = 1.0
     in_turn = SlowToAsk(servers_of(event_servers.sandbox), timeout=timeout, max_workers=1)
     with in_turn:
-        in_turn.poll()  # connected: a query now takes a fraction of a millisecond
+        connect(in_turn)  # a query now takes a fraction of a millisecond
         in_turn.delay = 0.6 * timeout
         poll = in_turn.poll()  # the second query starts after more than the timeout
 
