@@ -169,7 +169,7 @@ def test_follows_events_and_turns_sampling_off_after_ctrl_c(
     seen = len(monitor.snapshots())
     status, stderr = monitor.interrupt()
 
-    assert status == 130
+    assert status == 130, stderr
     assert "Traceback" not in stderr
     assert stderr.count("whichever client queries a server first") == 1
     assert f"dserver/{PUBLISHER} (from {COUNTER})" in first[1]
