@@ -6,7 +6,7 @@ Tango: the report is plain data that `milonga.monitor.render` turns into text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 from milonga.monitor.snapshot import ClientSide, NotConnected, ServerSide, Snapshot, Subscription
 from milonga.monitor.stats import PerfTable, summarise_client_perf, summarise_server_perf
@@ -42,20 +42,18 @@ _WRAP_JUMP = COUNTER_WRAP - 2 * WRAP_MARGIN
 """The least move of a wrap, either way."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Change:
     """A counter that moved from ``before`` to ``after``."""
 
     before: int
     after: int
+    delta: int = field(init=False, repr=False, compare=False)
+    """``after`` - ``before``, across a wrap of the counter (`counter_delta`): worked out
+    once, as the findings read it several times."""
 
-    @property
-    def delta(self) -> int:
-        """``after`` - ``before``, across a wrap of the counter (`counter_delta`)."""
-        delta = self.after - self.before
-        if -_WRAP_JUMP < delta < _WRAP_JUMP:
-            return delta  # the usual case, quickly: no call
-        return counter_delta(self.before, self.after)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "delta", counter_delta(self.before, self.after))
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,6 @@ from milonga.monitor.snapshot import (
     ClientPerfSample,
     ServerPerfSample,
     Snapshot,
-    Subscription,
     short_name,
 )
 from milonga.monitor.stats import (
@@ -359,12 +358,13 @@ class FigureWindow:
         moves = {change.stream: change.counter.delta for change in answer.changes.published}
         mine = self._published.setdefault(admin, {})
         for stream, counter in answer.snapshot.server.publishers.items():
-            key = _key(stream)
+            ids = _published_ids(admin, stream)
+            key = ids[0][1]
             published = mine.get(key)
             if published is None:
                 published = mine[key] = _Published(admin, counter)
             published.counter = counter
-            for stream_id in _published_ids(admin, stream):
+            for stream_id in ids:
                 self._publisher_of[stream_id] = published
             moved = moves.get(stream, 0)
             if moved > 0 and last_answer is not None:
@@ -381,15 +381,13 @@ class FigureWindow:
         changes = {change.topic: change for change in answer.changes.subscription_changes}
         mine = self._subscribed.setdefault(admin, {})
         subscriptions = answer.snapshot.client.subscriptions
-        publishers = self._sources(subscriptions)
+        names = {topic: _topic_names(s.channel, topic) for topic, s in subscriptions.items()}
+        publishers = self._sources(names)
         for topic, subscription in subscriptions.items():
-            key = _subscribed_id(subscription.channel, topic)
-            seen = mine.get(key)
+            named = names[topic]
+            seen = mine.get(named.id)
             if seen is None:
-                name = stream_of_topic(topic)
-                seen = mine[key] = _Subscribed(
-                    name, full_stream_of_topic(topic), sample_attribute(name)
-                )
+                seen = mine[named.id] = _Subscribed(named.name, named.full_name, named.attribute)
             change = changes.get(topic)
             if change is not None:
                 if change.server_counter is not None:
@@ -400,9 +398,9 @@ class FigureWindow:
             if published is not None and published.publisher in answered:
                 seen.counters = (published.counter, subscription.server_counter)
 
-    def _sources(self, subscriptions: Mapping[str, Subscription]) -> dict[str, _Published]:
-        """The stream each of one subscriber's ``subscriptions`` comes from, by topic, for
-        those whose publisher is monitored.
+    def _sources(self, subscriptions: Mapping[str, _TopicNames]) -> dict[str, _Published]:
+        """The stream each of one subscriber's ``subscriptions`` (the names of each topic)
+        comes from, by topic, for those whose publisher is monitored.
 
         That is the stream of the same name from the server its channel names
         (`server_identity`).  If none is known by that name, the channel may spell the
@@ -415,29 +413,29 @@ class FigureWindow:
         names).  Two such publishers leave it unpaired.
         """
         found: dict[str, _Published] = {}
-        unmatched: list[tuple[str, str]] = []
-        for topic, subscription in subscriptions.items():
-            published = self._publisher_of.get(_subscribed_id(subscription.channel, topic))
+        unmatched: list[tuple[str, _TopicNames]] = []
+        for topic, named in subscriptions.items():
+            published = self._publisher_of.get(named.id)
             if published is None:
-                unmatched.append((topic, subscription.channel))
+                unmatched.append((topic, named))
             else:
                 found[topic] = published
         if unmatched:
             claimed = {id(published) for published in found.values()}
-            for topic, channel in unmatched:
-                published = self._loosely_published(channel, topic)
+            for topic, named in unmatched:
+                published = self._loosely_published(named)
                 if published is not None and id(published) not in claimed:
                     found[topic] = published
         return found
 
-    def _loosely_published(self, channel: str, topic: str) -> _Published | None:
-        """The one monitored stream ``topic`` through ``channel`` may come from, when the
-        channel spells the Tango host otherwise (`_sources`)."""
+    def _loosely_published(self, named: _TopicNames) -> _Published | None:
+        """The one monitored stream a topic so ``named`` may come from, when its channel
+        spells the Tango host otherwise (`_sources`)."""
         if self._loosely is None:
             self._loosely = _LooseIndex.of(self._publisher_of)
-        if _host_of(channel) in self._loosely.hosts:
+        if named.host in self._loosely.hosts:
             return None
-        candidates = self._loosely.streams.get(_loose_id(_subscribed_id(channel, topic)), {})
+        candidates = self._loosely.streams.get(_loose_id(named.id), {})
         return next(iter(candidates.values())) if len(candidates) == 1 else None
 
     def _tables(self, admin: str) -> tuple[PerfTable | None, PerfTable | None]:
@@ -493,18 +491,27 @@ class FigureWindow:
             shared = _shared_names(subscribed.values())
             for key, seen in sorted(subscribed.items()):
                 published = seen.published
-                if published is not None:
-                    gap = steady.get(published.publisher, {}).get(key[1], published.push_gap)
-                    streams.append(
-                        _stream(
-                            subscriber,
-                            seen,
-                            published,
-                            gap,
-                            timings,
-                            sharing=shared.get(id(seen), ()),
-                        )
+                if published is None:
+                    continue
+                # Processing times and latencies are matched by attribute name, the only
+                # name a perf sample carries: streams of one attribute name on several
+                # devices share them (`sharing`).
+                streams.append(
+                    StreamFigures(
+                        seen.name,
+                        published.publisher,
+                        subscriber,
+                        published.pushed,
+                        seen.received,
+                        seen.missed,
+                        seen.counters,
+                        steady.get(published.publisher, _NO_GAPS).get(key[1], published.push_gap),
+                        timings.processing.get(seen.attribute),
+                        timings.latency.get(seen.attribute),
+                        seen.full_name,
+                        shared.get(id(seen), ()),
                     )
+                )
         return tuple(streams)
 
 
@@ -550,10 +557,34 @@ def _published_ids(admin: str, stream: str) -> tuple[_StreamId, ...]:
     return ((own, key), (of_stream, key))
 
 
+class _TopicNames(NamedTuple):
+    """The names of a subscriber's topic, and of the channel its events come through."""
+
+    id: _StreamId
+    """What pairs it with a publisher's stream: the channel's `server_identity` and the
+    stream's key (`_key`)."""
+    name: str
+    """Its short stream name (`stream_of_topic`)."""
+    full_name: str
+    """Its stream name with ``tango://host:port/`` (`full_stream_of_topic`)."""
+    attribute: str
+    """Its attribute as perf samples name it (`sample_attribute`)."""
+    host: str | None
+    """The channel's ``host:port`` (`_host_of`)."""
+
+
 @functools.lru_cache(maxsize=NAME_CACHE)
-def _subscribed_id(channel: str, topic: str) -> _StreamId:
-    """The id of a subscriber's ``topic``, whose events come through ``channel``."""
-    return server_identity(channel), _key(topic)
+def _topic_names(channel: str, topic: str) -> _TopicNames:
+    """The names of a subscriber's ``topic``, whose events come through ``channel``: worked
+    out once, as the names of a system seldom change."""
+    name = stream_of_topic(topic)
+    return _TopicNames(
+        (server_identity(channel), _key(topic)),
+        name,
+        full_stream_of_topic(topic),
+        sample_attribute(name),
+        _host_of(channel),
+    )
 
 
 @functools.lru_cache(maxsize=NAME_CACHE)
@@ -612,36 +643,6 @@ def _steady_push_gaps(answers: Sequence[_Answer]) -> dict[str, float]:
     }
 
 
-def _stream(
-    subscriber: str,
-    seen: _Subscribed,
-    published: _Published,
-    push_gap: float | None,
-    timings: _Timings,
-    *,
-    sharing: tuple[str, ...],
-) -> StreamFigures:
-    """The figures of the stream ``seen`` by ``subscriber`` as ``published``, with its
-    ``push_gap``, the ``timings`` of the subscriber's client table and the other streams
-    ``sharing`` them.  Processing times and latencies are matched by attribute name, the
-    only name a perf sample carries: streams of one attribute name on several devices
-    share them."""
-    return StreamFigures(
-        seen.name,
-        published.publisher,
-        subscriber,
-        published.pushed,
-        seen.received,
-        seen.missed,
-        seen.counters,
-        push_gap,
-        timings.processing.get(seen.attribute),
-        timings.latency.get(seen.attribute),
-        seen.full_name,
-        sharing,
-    )
-
-
 class _Timings(NamedTuple):
     """The processing times and latencies of a client table's attributes, by the name of
     the attribute in lower case."""
@@ -652,17 +653,22 @@ class _Timings(NamedTuple):
 
 _NO_TIMINGS = _Timings({}, {})
 """The timings of a subscriber without a client table; never changed."""
+_NO_GAPS: Mapping[str, float] = {}
+"""The steady push gaps of a window of one poll: none; never changed."""
 
 
 def _by_attribute(table: PerfTable) -> _Timings:
     """The timings of each attribute of a client table."""
     timings = _Timings({}, {})
+    processing, latency = Metric.PROCESSING_TIME, Metric.LATENCY
     for row in table.rows:
-        if row.attribute is not None:
-            if row.metric is Metric.PROCESSING_TIME:
-                timings.processing[row.attribute.lower()] = row.statistics
-            elif row.metric is Metric.LATENCY:
-                timings.latency[row.attribute.lower()] = row.statistics
+        attribute = row.attribute
+        if attribute is None:
+            continue
+        if row.metric is processing:
+            timings.processing[attribute.lower()] = row.statistics
+        elif row.metric is latency:
+            timings.latency[attribute.lower()] = row.statistics
     return timings
 
 

@@ -352,7 +352,7 @@ class Diagnostician:
         lags = rules.Lags() if restarted or before is None else before[2]
         self._counters[key] = (stream.publisher, counters, lags)
         lags.add(lag)
-        return rules.falling_behind(stream, lags)
+        return rules.falling_behind(stream, lags) if lags.growing else None
 
     def _still_slow(
         self, streams: Sequence[StreamFigures], found: Mapping[tuple[str, Subject], Finding]

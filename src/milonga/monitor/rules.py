@@ -16,6 +16,7 @@ import operator
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from milonga.monitor import findings as model
 from milonga.monitor.diff import Report, SubscriptionChange, counter_delta
@@ -239,7 +240,7 @@ class Lags:
     before it are dropped, no longer highs to measure falls from.
     """
 
-    __slots__ = ("_catching_up", "_falls", "_lags", "_polls", "_was_growing")
+    __slots__ = ("_catching_up", "_falls", "_lags", "_polls", "growing")
 
     def __init__(self) -> None:
         self._lags: deque[int] = deque(maxlen=BAND_POLLS)
@@ -247,7 +248,12 @@ class Lags:
         self._falls: deque[tuple[int, int]] = deque(maxlen=BAND_POLLS)
         """The falls of the last `BAND_POLLS` polls: (the poll's number, the fall)."""
         self._polls = 0
-        self._was_growing = False
+        self.growing = False
+        """Whether the lag rose at each of the last `GROWTH_POLLS` polls, and by more in
+        all than `NOISE_FACTOR` times the largest recent fall (`fall`): more than the
+        wobble of the query skew can explain (a healthy lag rises over a few polls by at
+        most the width of its band; a falling-behind subscriber's grows without bound).
+        Worked out by `add`."""
         self._catching_up = False
 
     @classmethod
@@ -263,7 +269,7 @@ class Lags:
         lags = self._lags
         self._polls += 1
         if lags and lag < lags[-1]:
-            self._catching_up = self._was_growing or self._catching_up
+            self._catching_up = self.growing or self._catching_up
             if self._catching_up:
                 lags.clear()
             else:
@@ -271,7 +277,7 @@ class Lags:
         else:
             self._catching_up = False
         lags.append(lag)
-        self._was_growing = self.growing
+        self.growing = self._grew()
 
     @property
     def recent(self) -> list[int]:
@@ -285,12 +291,8 @@ class Lags:
         since = self._polls - BAND_POLLS
         return max((fall for poll, fall in self._falls if poll > since), default=0)
 
-    @property
-    def growing(self) -> bool:
-        """Whether the lag rose at each of the last `GROWTH_POLLS` polls, and by more in
-        all than `NOISE_FACTOR` times the largest recent fall (`fall`): more than the
-        wobble of the query skew can explain (a healthy lag rises over a few polls by at
-        most the width of its band; a falling-behind subscriber's grows without bound)."""
+    def _grew(self) -> bool:
+        """`growing`, after the latest lag was added."""
         lags = self._lags
         if len(lags) <= GROWTH_POLLS or lags[-1] <= lags[-2]:
             return False  # the usual case, quickly
@@ -448,9 +450,12 @@ class ChurnStep:
         return bool(self.removed or self.callbacks_removed)
 
 
-@dataclass(frozen=True)
-class Wakes:
-    """How often a subscriber's event thread woke up at one poll, and what is expected."""
+class Wakes(NamedTuple):
+    """How often a subscriber's event thread woke up at one poll, and what is expected.
+
+    A named tuple rather than a dataclass: the findings make one for every subscriber at
+    every poll, and a tuple is quicker to make.
+    """
 
     statistics: Statistics
     """Its `Metric.WAKE_COUNT` row: wake-ups per sampled event, 1 when nothing else woke it."""
@@ -487,6 +492,7 @@ def subscription_churn(
     recent = window[-CHURN_POLLS:]
     churning = (
         len(recent) == CHURN_POLLS
+        and recent[-1].changed  # the usual case, quickly: nothing changed at this poll
         and all(step.changed for step in recent)
         and sum(step.took_away for step in window) >= CHURN_REMOVALS
     )
@@ -610,9 +616,13 @@ def _down_alone(moves: Sequence[tuple[str, int]]) -> list[str]:
 def events_pushed(report: Report) -> int:
     """Events a process pushed since its previous answer, by its counters: how far each
     counter moved up, and the counters of streams new since then."""
-    return sum(max(0, change.counter.delta) for change in report.published) + sum(
-        publisher.counter for publisher in report.new_publishers
-    )
+    pushed = 0
+    for change in report.published:
+        if change.counter.delta > 0:
+            pushed += change.counter.delta
+    for publisher in report.new_publishers:
+        pushed += publisher.counter
+    return pushed
 
 
 def events_received(report: Report) -> int:
@@ -620,9 +630,11 @@ def events_received(report: Report) -> int:
     discarded ones, on every subscription, new ones included."""
     received = 0
     for changed in report.subscription_changes:
-        for change in (changed.event_count, changed.discarded_event_count):
-            if change is not None and change.delta > 0:
-                received += change.delta
+        if changed.event_count is not None and changed.event_count.delta > 0:
+            received += changed.event_count.delta
+        discarded = changed.discarded_event_count
+        if discarded is not None and discarded.delta > 0:
+            received += discarded.delta
     for subscription in report.new_subscriptions:
         received += subscription.event_count + subscription.discarded_event_count
     return received

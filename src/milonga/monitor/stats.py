@@ -144,14 +144,10 @@ class PerfTable:
     def get(self, metric: Metric, attribute: str | None = None) -> Statistics | None:
         """The statistics of ``metric`` for ``attribute`` (None: the whole process); None
         if the table has no such row."""
-        return next(
-            (
-                row.statistics
-                for row in self.rows
-                if row.metric is metric and row.attribute == attribute
-            ),
-            None,
-        )
+        for row in self.rows:
+            if row.metric is metric and row.attribute == attribute:
+                return row.statistics
+        return None
 
 
 Sample = TypeVar("Sample", ServerPerfSample, ClientPerfSample)
