@@ -14,7 +14,7 @@ of the same name in another control system is not paired with it.  Nothing is lo
 so a channel that spells the Tango host otherwise than the publisher does (``localhost``
 against ``127.0.0.1``, a short host name against the full one) matches no publisher that
 way; it is then paired by the publisher's admin device and port alone, if exactly one
-monitored publisher matches so (`FigureWindow._sources`).
+monitored publisher matches so (`FigureWindow._pair_loosely`).
 
 A window is one poll interval, for the findings of each poll, or a whole run, for a
 report such as the demo's.  A window of one poll uses the tables `diff` made; a longer
@@ -302,7 +302,7 @@ class _Subscribed:
     counters: tuple[int, int] | None = None
     published: _Published | None = None
     """Its stream as its publisher pushes it, as the subscriber's last answer paired them
-    (`FigureWindow._sources`); None while no monitored publisher is known for it."""
+    (`FigureWindow._pair_loosely`); None while no monitored publisher is known for it."""
 
 
 class FigureWindow:
@@ -377,60 +377,62 @@ class FigureWindow:
         """Add the subscriptions of ``answer``, one of the ``answered`` of the poll."""
         if answer.snapshot.client is None:
             return
-        admin = answer.entry.server.admin
-        changes = {change.topic: change for change in answer.changes.subscription_changes}
-        mine = self._subscribed.setdefault(admin, {})
-        subscriptions = answer.snapshot.client.subscriptions
-        names = {topic: _topic_names(s.channel, topic) for topic, s in subscriptions.items()}
-        publishers = self._sources(names)
-        for topic, subscription in subscriptions.items():
-            named = names[topic]
+        mine = self._subscribed.setdefault(answer.entry.server.admin, {})
+        by_topic: dict[str, _Subscribed] = {}
+        unmatched: list[tuple[_Subscribed, _TopicNames, int]] = []
+        for topic, subscription in answer.snapshot.client.subscriptions.items():
+            named = _topic_names(subscription.channel, topic)
             seen = mine.get(named.id)
             if seen is None:
                 seen = mine[named.id] = _Subscribed(named.name, named.full_name, named.attribute)
-            change = changes.get(topic)
-            if change is not None:
-                if change.server_counter is not None:
-                    seen.received += max(0, change.server_counter.delta)
-                if change.missed_event_count is not None:
-                    seen.missed += max(0, change.missed_event_count.delta)
-            published = seen.published = publishers.get(topic)
-            if published is not None and published.publisher in answered:
+            by_topic[topic] = seen
+            published = seen.published = self._publisher_of.get(named.id)
+            if published is None:
+                unmatched.append((seen, named, subscription.server_counter))
+            elif published.publisher in answered:
                 seen.counters = (published.counter, subscription.server_counter)
+        if unmatched:
+            self._pair_loosely(unmatched, by_topic.values(), answered)
+        for change in answer.changes.subscription_changes:
+            seen = by_topic[change.topic]
+            received, missed = change.server_counter, change.missed_event_count
+            if received is not None and received.delta > 0:
+                seen.received += received.delta
+            if missed is not None and missed.delta > 0:
+                seen.missed += missed.delta
 
-    def _sources(self, subscriptions: Mapping[str, _TopicNames]) -> dict[str, _Published]:
-        """The stream each of one subscriber's ``subscriptions`` (the names of each topic)
-        comes from, by topic, for those whose publisher is monitored.
+    def _pair_loosely(
+        self,
+        unmatched: Sequence[tuple[_Subscribed, _TopicNames, int]],
+        subscribed: Iterable[_Subscribed],
+        answered: Mapping[str, _Answer],
+    ) -> None:
+        """Pair the ``unmatched`` topics of one subscriber (each with its names and its last
+        received server counter), whose channels name no monitored publisher's stream;
+        ``subscribed`` are all its topics at this answer.
 
-        That is the stream of the same name from the server its channel names
-        (`server_identity`).  If none is known by that name, the channel may spell the
-        Tango host otherwise (nothing is looked up): the stream is then that of the one
-        monitored publisher with the same admin device and port (`_loose_id`), unless the
-        channel's ``host:port`` is one a monitored publisher is known by (its admin
+        A topic is paired with the stream of the same name from the server its channel
+        names (`server_identity`).  If none is known by that name, the channel may spell
+        the Tango host otherwise (nothing is looked up): the stream is then that of the
+        one monitored publisher with the same admin device and port (`_loose_id`), unless
+        the channel's ``host:port`` is one a monitored publisher is known by (its admin
         device's TRL or its streams' names: a control system the monitor sees, so the
         publisher the channel names is not monitored), or another of the subscriber's
-        topics comes from that stream by its exact name (two control systems with the same
-        names).  Two such publishers leave it unpaired.
+        topics comes from that stream by its exact name (two control systems with the
+        same names).  Two such publishers leave it unpaired.
         """
-        found: dict[str, _Published] = {}
-        unmatched: list[tuple[str, _TopicNames]] = []
-        for topic, named in subscriptions.items():
-            published = self._publisher_of.get(named.id)
-            if published is None:
-                unmatched.append((topic, named))
-            else:
-                found[topic] = published
-        if unmatched:
-            claimed = {id(published) for published in found.values()}
-            for topic, named in unmatched:
-                published = self._loosely_published(named)
-                if published is not None and id(published) not in claimed:
-                    found[topic] = published
-        return found
+        claimed = {id(seen.published) for seen in subscribed if seen.published is not None}
+        for seen, named, server_counter in unmatched:
+            published = self._loosely_published(named)
+            if published is None or id(published) in claimed:
+                continue
+            seen.published = published
+            if published.publisher in answered:
+                seen.counters = (published.counter, server_counter)
 
     def _loosely_published(self, named: _TopicNames) -> _Published | None:
         """The one monitored stream a topic so ``named`` may come from, when its channel
-        spells the Tango host otherwise (`_sources`)."""
+        spells the Tango host otherwise (`_pair_loosely`)."""
         if self._loosely is None:
             self._loosely = _LooseIndex.of(self._publisher_of)
         if named.host in self._loosely.hosts:

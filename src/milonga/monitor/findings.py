@@ -233,9 +233,12 @@ class Diagnostician:
         streams = window.streams()
         if shared:
             streams = tuple(_named(stream, shared) for stream in streams)
+        present = set()
         for stream in streams:
+            key = _stream_key(stream)
+            present.add(key)
             keep(rules.slow_callback(stream))
-            keep(self._falling_behind(stream))
+            keep(self._falling_behind(stream, key))
         for entry in answers:
             keep(self._growing_latency(report.time, entry, shared))
         for finding in self._still_slow(streams, found):
@@ -254,26 +257,26 @@ class Diagnostician:
         silent = {entry.server.admin for entry in report.entries if entry.report is None}
         for finding in self._unknown(silent, found, answers, shared):
             keep(finding)
-        self._forget(report, streams, silent, answers)
+        self._forget(report, present, silent, answers)
         return self._settle(report.time, found)
 
     def _forget(
         self,
         report: PollReport,
-        streams: Sequence[StreamFigures],
+        present: set[_StreamKey],
         silent: set[str],
         answers: Sequence[ServerEntry],
     ) -> None:
-        """Drop the history of servers no longer polled, and of streams that both their
-        ends answered without, or whose subscriber, among ``answers``, no longer has them:
-        a monitor that runs for weeks keeps only what it sees."""
+        """Drop the history of servers no longer polled, and of streams not ``present``
+        (`_stream_key`) that both their ends answered without, or whose subscriber, among
+        ``answers``, no longer has them: a monitor that runs for weeks keeps only what it
+        sees."""
         polled = {entry.server.admin for entry in report.entries}
         for history in (self._latencies, self._churn, self._waiting, self._sampling):
             for admin in history.keys() - polled:
                 del history[admin]
         for admin in self._silent.keys() - polled:
             del self._silent[admin]
-        present = {_stream_key(stream) for stream in streams}
         gone = self._counters.keys() - present
         if not gone:
             return  # the usual case, quickly
@@ -340,13 +343,13 @@ class Diagnostician:
         silent = entry.silent_polls if entry.last_answer is not None else 0
         return rules.server_restarted(entry.server.admin, entry.report, silent)
 
-    def _falling_behind(self, stream: StreamFigures) -> Finding | None:
-        """Add ``stream``'s lag to its history (`rules.Lags`), started again when one of
-        its counters went down (a restart, or a subscription made again)."""
+    def _falling_behind(self, stream: StreamFigures, key: _StreamKey) -> Finding | None:
+        """Add ``stream``'s lag to its history (`rules.Lags`) kept under ``key``
+        (`_stream_key`), started again when one of its counters went down (a restart, or a
+        subscription made again)."""
         counters, lag = stream.counters, stream.lag
         if counters is None or lag is None:
             return None
-        key = _stream_key(stream)
         before = self._counters.get(key)
         restarted = before is None or rules.went_down(before[1], counters)
         lags = rules.Lags() if restarted or before is None else before[2]
@@ -454,7 +457,7 @@ class Diagnostician:
         if history is None:
             history = self._churn[admin] = deque(maxlen=rules.CHURN_WINDOW)
         history.append(step)
-        return rules.subscription_churn(admin, list(history), _wakes(time, entry))
+        return rules.subscription_churn(admin, history, _wakes(time, entry))
 
     def _not_connected(self, time: datetime, entry: ServerEntry) -> list[Finding]:
         """not-connected for each waiting subscription of ``entry`` first seen more than a

@@ -488,15 +488,16 @@ def subscription_churn(
     away at `CHURN_REMOVALS` of the last `CHURN_WINDOW` of them (the pattern repeats); or,
     from this poll's ``wakes``, more than a tenth of its events found its event thread
     woken for something else than a heartbeat first."""
-    window = list(steps[-CHURN_WINDOW:])
+    woken = wakes is not None and wakes.unexplained
+    if not woken and (not steps or not steps[-1].changed):
+        return None  # the usual case, quickly: nothing changed at this poll
+    window = list(steps)[-CHURN_WINDOW:]
     recent = window[-CHURN_POLLS:]
     churning = (
         len(recent) == CHURN_POLLS
-        and recent[-1].changed  # the usual case, quickly: nothing changed at this poll
         and all(step.changed for step in recent)
         and sum(step.took_away for step in window) >= CHURN_REMOVALS
     )
-    woken = wakes is not None and wakes.unexplained
     if not churning and not woken:
         return None
     parts = []
@@ -579,14 +580,12 @@ def server_restarted(server: str, report: Report, silent_polls: int) -> model.Fi
     did not move says nothing (an idle stream, which may have pushed nothing since the
     restart either), and one that wrapped past 2**32 rose (`counter_delta`).
     """
-    down = _down_alone([(change.stream, change.counter.delta) for change in report.published])
+    down = _down_alone((change.stream, change.counter.delta) for change in report.published)
     if not down and silent_polls:
         down = _down_alone(
-            [
-                (change.topic, change.event_count.delta)
-                for change in report.subscription_changes
-                if change.event_count is not None
-            ]
+            (change.topic, change.event_count.delta)
+            for change in report.subscription_changes
+            if change.event_count is not None
         )
     if not down:
         return None
@@ -605,12 +604,16 @@ def server_restarted(server: str, report: Report, silent_polls: int) -> model.Fi
     )
 
 
-def _down_alone(moves: Sequence[tuple[str, int]]) -> list[str]:
+def _down_alone(moves: Iterable[tuple[str, int]]) -> list[str]:
     """The names of ``moves`` (name, how far its counter moved) whose counter went down,
-    if none rose; otherwise none."""
-    if any(delta > 0 for _, delta in moves):
-        return []
-    return [name for name, delta in moves if delta < 0]
+    if none rose; otherwise none, as soon as one rose."""
+    down = []
+    for name, delta in moves:
+        if delta > 0:
+            return []
+        if delta < 0:
+            down.append(name)
+    return down
 
 
 def events_pushed(report: Report) -> int:
