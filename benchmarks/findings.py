@@ -37,7 +37,7 @@ def _stream(server: int, stream: int) -> str:
     return f"{HOST}bench/findings/{server}/attr{stream}"
 
 
-def _reply(server: int, servers: int, poll: int) -> dict[str, Any]:
+def reply_object(server: int, servers: int, poll: int) -> dict[str, Any]:
     """The `QueryEventSystem` object of server ``server`` of ``servers`` at ``poll``."""
     pushed = poll * EVENTS_PER_POLL
     source = (server + 1) % servers
@@ -91,16 +91,26 @@ def _reply(server: int, servers: int, poll: int) -> dict[str, Any]:
     }
 
 
+def monitored_servers(servers: int) -> list[MonitoredServer]:
+    """The ``servers`` servers of a system, in the order `reply_object` numbers them."""
+    return [MonitoredServer(f"dserver/BenchFindings/{i}") for i in range(servers)]
+
+
+def poll_time(poll: int) -> datetime:
+    """When poll number ``poll`` of a system is taken."""
+    return START + timedelta(seconds=poll * PERIOD_SECONDS)
+
+
 def system_reports(servers: int, polls: int) -> list[PollReport]:
     """The reports of ``polls`` polls of a system of ``servers`` servers."""
-    monitored = [MonitoredServer(f"dserver/BenchFindings/{i}") for i in range(servers)]
+    monitored = monitored_servers(servers)
     history = PollHistory()
     return [
         history.add(
             Poll(
-                START + timedelta(seconds=poll * PERIOD_SECONDS),
+                poll_time(poll),
                 tuple(
-                    Reply.decoded(server, _reply(i, servers, poll))
+                    Reply.decoded(server, reply_object(i, servers, poll))
                     for i, server in enumerate(monitored)
                 ),
             )

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import tango
 
-from benchmarks import findings, monitor, raw_pytango, scheduler
+from benchmarks import exporter, findings, monitor, raw_pytango, scheduler
 from benchmarks.__main__ import main
 from benchmarks.harness import (
     REGISTRY,
@@ -31,7 +31,7 @@ from benchmarks.harness import (
     wait_until,
     write_json,
 )
-from milonga.monitor import resolve_servers
+from milonga.monitor import Reply, resolve_servers
 from milonga.sandbox import TangoSandbox
 from milonga.scheduler import DEFAULT_QUEUE_SIZE, CallbackScheduler
 
@@ -201,6 +201,7 @@ def test_the_raw_pytango_baselines_are_registered_before_the_scheduler_benchmark
         "sync_read_subscribe_200",
         "monitor_snapshot",
         "monitor_findings",
+        "exporter",
         "scheduler_fairness",
         "scheduler_noop_rate",
         "scheduler_handoff",
@@ -420,6 +421,35 @@ def test_monitor_findings_times_the_findings_of_a_healthy_system() -> None:
 
     assert findings.cpu_per_poll(reports) > 0
     assert all(entry.report is not None for entry in reports[-1].entries)
+
+
+@pytest.mark.parametrize("samples", [False, True], ids=["counters only", "with samples"])
+def test_exporter_times_the_exporter_of_a_healthy_system(samples: bool) -> None:
+    """`exporter_polls` raises if the system it is given has a finding."""
+    result = exporter.exporter_polls(3, polls=exporter.SCRAPE_EVERY, samples=samples)
+
+    assert result["cpu"] > 0
+    assert all(result[stage] >= 0 for stage in exporter.STAGES)
+    assert result[exporter.FLOOR] > 0
+    assert result["scrape"] > 0
+    assert result["bytes"] > 0
+
+
+def test_exporter_modes_are_without_and_with_perf_samples() -> None:
+    """The counters-only mode reads replies as a server gives them with perf monitoring
+    off; the other mode's replies carry samples, so its page has the histograms."""
+    server = findings.monitored_servers(2)[0]
+    snapshots = [
+        Reply.answered(server, exporter.reply_text(0, 2, 1, samples)).snapshot
+        for samples in (False, True)
+    ]
+
+    assert [snapshot and snapshot.perf_monitoring for snapshot in snapshots] == [False, True]
+    small, large = (
+        exporter.exporter_polls(2, exporter.SCRAPE_EVERY, samples)["bytes"]
+        for samples in (False, True)
+    )
+    assert small < large
 
 
 def test_monitor_snapshot_times_one_and_all_servers() -> None:

@@ -9,7 +9,19 @@ import sys
 
 import pytest
 
-PURE = ("snapshot", "diff", "stats", "figures", "findings", "rules", "render", "jsonl", "poll")
+PURE = (
+    "snapshot",
+    "diff",
+    "stats",
+    "figures",
+    "findings",
+    "rules",
+    "render",
+    "jsonl",
+    "poll",
+    "metrics",
+    "serve",
+)
 
 
 @pytest.mark.parametrize(

@@ -42,9 +42,10 @@ _WRAP_JUMP = COUNTER_WRAP - 2 * WRAP_MARGIN
 """The least move of a wrap, either way."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Change:
-    """A counter that moved from ``before`` to ``after``."""
+    """A counter that moved from ``before`` to ``after``.  Not frozen, to be quick to
+    make (a poll makes one per counter that moved); never changed once made."""
 
     before: int
     after: int
@@ -53,7 +54,7 @@ class Change:
     once, as the findings read it several times."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "delta", counter_delta(self.before, self.after))
+        self.delta = counter_delta(self.before, self.after)
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,9 @@ def diff(
 
 
 def _subscription_change(old: Subscription, new: Subscription) -> SubscriptionChange | None:
+    if old == new:
+        return None  # an idle subscription, quickly
+
     def moved(before: int, after: int) -> Change | None:
         return None if before == after else Change(before, after)
 

@@ -319,7 +319,7 @@ class Diagnostician:
         for entry in answers:
             client = entry.snapshot.client if entry.snapshot else None
             streams[entry.server.admin] = {
-                _subject_stream(topic, shared.get(entry.server.admin, _NONE_SHARED))
+                subject_stream(topic, shared.get(entry.server.admin, _NONE_SHARED))
                 for topic in (client.subscriptions if client else ())
             }
         return [
@@ -436,7 +436,7 @@ class Diagnostician:
         found = []
         for change in changes:
             assert change.missed_event_count is not None
-            stream = _subject_stream(change.topic, shared.get(admin, _NONE_SHARED))
+            stream = subject_stream(change.topic, shared.get(admin, _NONE_SHARED))
             if (change.server_counter is not None and change.server_counter.delta < 0) or (
                 publishers.get(stream) in restarted
             ):
@@ -544,12 +544,12 @@ def _slowest(
 ) -> tuple[str, Statistics] | None:
     """The stream of ``entry``'s subscriptions whose attribute took it longest to handle
     in ``table`` (median processing time), with that time; None if no row names one.
-    The stream is named as subjects name it (`_subject_stream`, with the ``shared``
+    The stream is named as subjects name it (`subject_stream`, with the ``shared``
     names of its server)."""
     client = entry.snapshot.client if entry.snapshot else None
     streams: dict[str, str] = {}
     for topic in sorted(client.subscriptions if client else {}, reverse=True):
-        stream = _subject_stream(topic, shared)
+        stream = subject_stream(topic, shared)
         streams[sample_attribute(stream)] = stream  # the first topic in order wins
     timed = [
         (row.statistics, streams[row.attribute.lower()])
@@ -578,19 +578,19 @@ def _stream_key(stream: StreamFigures) -> _StreamKey:
 
 def _shared_names(answers: Iterable[ServerEntry]) -> dict[str, frozenset[str]]:
     """By admin device, for each of ``answers`` whose subscriptions share short stream
-    names (to devices of one name in two control systems): those names (`_shared_of`)."""
+    names (to devices of one name in two control systems): those names (`shared_of`)."""
     shared = {}
     for entry in answers:
         client = entry.snapshot.client if entry.snapshot else None
         if client is not None and len(client.subscriptions) > 1:
-            names = _shared_of(tuple(client.subscriptions))
+            names = shared_of(tuple(client.subscriptions))
             if names:
                 shared[entry.server.admin] = names
     return shared
 
 
 @functools.lru_cache(maxsize=NAME_CACHE)
-def _shared_of(topics: tuple[str, ...]) -> frozenset[str]:
+def shared_of(topics: tuple[str, ...]) -> frozenset[str]:
     """The short stream names (`stream_of_topic`, in lower case) that two or more of
     ``topics`` have; kept, as a process's topics seldom change."""
     names = [stream_of_topic(topic).lower() for topic in topics]
@@ -599,7 +599,7 @@ def _shared_of(topics: tuple[str, ...]) -> frozenset[str]:
     return frozenset(name for name in names if names.count(name) > 1)
 
 
-def _subject_stream(topic: str, shared: frozenset[str]) -> str:
+def subject_stream(topic: str, shared: frozenset[str]) -> str:
     """How subjects name a subscriber's ``topic``: its short stream name, or its full
     one (`full_stream_of_topic`) if the subscriber has that short name ``shared``."""
     name = stream_of_topic(topic)
@@ -607,7 +607,7 @@ def _subject_stream(topic: str, shared: frozenset[str]) -> str:
 
 
 def _named(stream: StreamFigures, shared: Mapping[str, frozenset[str]]) -> StreamFigures:
-    """``stream`` named as subjects name it (`_subject_stream`)."""
+    """``stream`` named as subjects name it (`subject_stream`)."""
     if stream.name.lower() in shared.get(stream.subscriber, _NONE_SHARED):
         return stream._replace(name=stream.full_name)
     return stream

@@ -67,10 +67,14 @@ def summarise(values: Sequence[float]) -> Statistics:
     if count >= PERCENTILES_FROM:
         percentiles = statistics.quantiles(ordered, n=100)
         p1, p99 = within(percentiles[0]), within(percentiles[-1])
-    error = statistics.stdev(ordered) / math.sqrt(count) if count > 1 else 0.0
+    mean = statistics.fmean(ordered)
+    error = 0.0
+    if count > 1:  # in floats: `statistics.stdev` works in exact fractions, 20 times slower
+        variance = math.fsum((value - mean) ** 2 for value in ordered) / (count - 1)
+        error = math.sqrt(variance / count)
     return Statistics(
         count=count,
-        mean=within(statistics.fmean(ordered)),
+        mean=within(mean),
         standard_error=error,
         median=within(statistics.median(ordered)),
         minimum=low,
