@@ -214,24 +214,28 @@ def diff(
 
 
 def _subscription_change(old: Subscription, new: Subscription) -> SubscriptionChange | None:
+    """What changed in one subscription; None if nothing did."""
     if old == new:
         return None  # an idle subscription, quickly
 
     def moved(before: int, after: int) -> Change | None:
         return None if before == after else Change(before, after)
 
-    change = SubscriptionChange(
-        topic=new.topic,
-        event_count=moved(old.event_count, new.event_count),
-        server_counter=moved(old.server_counter, new.server_counter),
-        callback_count=moved(old.callback_count, new.callback_count),
-        missed_event_count=moved(old.missed_event_count, new.missed_event_count),
-        discarded_event_count=moved(old.discarded_event_count, new.discarded_event_count),
-        last_resubscribed=None
+    counts = {
+        "event_count": moved(old.event_count, new.event_count),
+        "server_counter": moved(old.server_counter, new.server_counter),
+        "callback_count": moved(old.callback_count, new.callback_count),
+        "missed_event_count": moved(old.missed_event_count, new.missed_event_count),
+        "discarded_event_count": moved(old.discarded_event_count, new.discarded_event_count),
+    }
+    renewed = (
+        None
         if old.last_resubscribed == new.last_resubscribed
-        else (old.last_resubscribed, new.last_resubscribed),
+        else (old.last_resubscribed, new.last_resubscribed)
     )
-    return None if change == SubscriptionChange(new.topic) else change
+    if renewed is None and not any(counts.values()):
+        return None  # only its channel changed, which a report does not show
+    return SubscriptionChange(new.topic, last_resubscribed=renewed, **counts)
 
 
 def _sorted_entries(
