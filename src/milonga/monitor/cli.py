@@ -7,14 +7,21 @@ import contextlib
 import functools
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
 from milonga import standard_streams
-from milonga.monitor.collector import Collector, MonitorSetupError, resolve_servers
+from milonga.monitor.collector import (
+    Collector,
+    MonitorSetupError,
+    Selection,
+    is_pattern,
+    select_servers,
+)
 from milonga.monitor.findings import Severity
 from milonga.monitor.jsonl import JsonLinesWriter, poll_record
 from milonga.monitor.loop import (
+    RESOLVE_SECONDS,
     JsonLinesOutput,
     Output,
     OutputError,
@@ -24,7 +31,9 @@ from milonga.monitor.loop import (
     Screen,
     WorstSeverity,
 )
+from milonga.monitor.metrics import EventSystemMetrics
 from milonga.monitor.render import render_poll
+from milonga.monitor.serve import MetricsServer, PrometheusOutput, ServeError, parse_address
 from milonga.monitor.stats import SAMPLE_LIMIT
 from milonga.terminated import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, handling, raising
 
@@ -56,7 +65,11 @@ DESCRIPTION = textwrap.fill(
     "Poll the QueryEventSystem admin command of the device servers running DEVICE... "
     "every polling period and print what changed in their Tango event systems since the "
     "previous snapshot. Each DEVICE is a device name, alias, admin device (dserver/...) or "
-    "full TRL; devices of one server are watched as one entry.",
+    "full TRL; devices of one server are watched as one entry. A DEVICE holding *, ? or "
+    "[ is a shell-style pattern over the exported devices, such as 'sys/*/*' (quote it); "
+    "with patterns or --all the servers are looked up again every "
+    f"{RESOLVE_SECONDS:g} s, so that servers that appear or go away are followed. "
+    "--serve serves the figures to Prometheus at http://HOST:PORT/metrics.",
     width=88,
 )
 
@@ -80,9 +93,10 @@ note:
 
 exit status:
   0 after --count snapshots, 1 if the output cannot be written (standard output or
-  error closed, FILE or the screen failing), 2 for bad arguments or devices, 3 after
-  --count snapshots with --fail-on SEVERITY when a finding that bad or worse held at any
-  of them, 130 after Ctrl-C, 143 after SIGTERM or SIGHUP.
+  error closed, FILE or the screen failing), 2 for bad arguments or devices, or an
+  address that --serve cannot use, 3 after --count snapshots with --fail-on SEVERITY
+  when a finding that bad or worse held at any of them, 130 after Ctrl-C, 143 after
+  SIGTERM or SIGHUP. The metrics server of --serve is closed however the monitor stops.
 """
 
 
@@ -121,13 +135,43 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _address(text: str) -> tuple[str, int]:
+    """The address of --serve, as `parse_address` reads it."""
+    try:
+        return parse_address(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The monitor's options, shared by `tango-event-monitor` and `milonga monitor`."""
     parser.add_argument(
         "devices",
-        nargs="+",
+        nargs="*",
         metavar="DEVICE",
-        help="a device, alias, admin device (dserver/Executable/instance) or full TRL",
+        help="a device, alias, admin device (dserver/Executable/instance) or full TRL, or a "
+        "shell-style pattern over the exported devices ('sys/*/*'); at least one unless "
+        "--all is given",
+    )
+    parser.add_argument(
+        "--all",
+        dest="everything",
+        action="store_true",
+        help="poll every device server exported in the Tango database (TANGO_HOST)",
+    )
+    parser.add_argument(
+        "--serve",
+        type=_address,
+        metavar="[HOST:]PORT",
+        help="serve the latest snapshot's figures as Prometheus metrics at "
+        "http://HOST:PORT/metrics (HOST 127.0.0.1 by default) until the monitor stops",
+    )
+    parser.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print no snapshots on standard output (with --serve or -o FILE, as a "
+        "service); notes, warnings and errors still go to standard error",
     )
     parser.add_argument(
         "--polling-period",
@@ -211,7 +255,7 @@ def run(
     try:
         with handling(raising()):
             return _run(args, prog, out, err)
-    except MonitorSetupError as error:
+    except (MonitorSetupError, ServeError) as error:
         print(f"{prog}: error: {error}", file=err, flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -228,14 +272,26 @@ def _run(args: argparse.Namespace, prog: str, out: TextIO, err: TextIO) -> int:
             "--fail-on sets the exit status when the monitor stops by itself after --count "
             "snapshots; give --count N as well"
         )
-    with Collector(resolve_servers(args.devices)) as collector:
-        for server in collector.check_support():
-            print(
-                f"{prog}: warning: {server.label} does not answer yet; it is polled all the "
-                "same and reported once it answers",
-                file=err,
-                flush=True,
-            )
+    if args.quiet and args.output == STANDARD_OUTPUT:
+        raise MonitorSetupError(
+            "--quiet leaves standard output empty, and -o - writes the snapshots to it; "
+            "give one of them, or -o FILE to write the snapshots to a file"
+        )
+    if not args.devices and not args.everything:
+        raise MonitorSetupError(
+            "no device given; name at least one device, admin device or pattern (such as "
+            "'sys/*/*'), or give --all to poll every device server in the database"
+        )
+    selection = select_servers(args.devices, everything=args.everything)
+    say = functools.partial(_say, prog, err)
+    for pattern in selection.unmatched:
+        say(
+            "warning",
+            f"{pattern!r} matches no exported device yet; it is looked up again every "
+            f"{RESOLVE_SECONDS:g} s",
+        )
+    with _serving(args.serve, say) as outputs, Collector(selection.servers) as collector:
+        _warn_silent(collector, say)
         try:
             to_file = args.output not in {None, STANDARD_OUTPUT}
             writer = JsonLinesWriter(args.output, append=args.append) if to_file else None
@@ -245,8 +301,46 @@ def _run(args: argparse.Namespace, prog: str, out: TextIO, err: TextIO) -> int:
                 "writable directory"
             ) from None
         with writer or contextlib.nullcontext():
-            say = functools.partial(_say, prog, err)
-            return _monitor(collector, args, writer=writer, out=out, say=say, prog=prog)
+            return _monitor(
+                collector, args, writer=writer, outputs=outputs, out=out, say=say, prog=prog
+            )
+
+
+@contextlib.contextmanager
+def _serving(address: tuple[str, int] | None, say: Say) -> Iterator[list[Output]]:
+    """Serve metrics at ``address`` (none if None) inside the block, and yield the outputs
+    that feed them; the server is started on entry (raising `ServeError` if it cannot
+    be) and closed on leaving, however the block ends."""
+    if address is None:
+        yield []
+        return
+    metrics = EventSystemMetrics()
+    with MetricsServer(*address, metrics) as server:
+        say("note", f"serving Prometheus metrics at {_url(*server.address)}")
+        yield [PrometheusOutput(metrics)]
+
+
+def _url(host: str, port: int) -> str:
+    """The URL of the metrics of a server bound to ``host:port``."""
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
+
+
+def _warn_silent(collector: Collector, say: Say) -> None:
+    """Check that the servers can be monitored; warn about each that does not answer."""
+    for server in collector.check_support():
+        say(
+            "warning",
+            f"{server.label} does not answer yet; it is polled all the same and reported "
+            "once it answers",
+        )
+
+
+def _resolver(args: argparse.Namespace) -> Callable[[], Selection] | None:
+    """How the loop looks the servers up again: only with patterns or --all, as names
+    alone always select the same servers."""
+    if not args.everything and not any(is_pattern(name) for name in args.devices):
+        return None
+    return functools.partial(select_servers, args.devices, everything=args.everything)
 
 
 def _monitor(
@@ -254,26 +348,29 @@ def _monitor(
     args: argparse.Namespace,
     *,
     writer: JsonLinesWriter | None,
+    outputs: Sequence[Output],
     out: TextIO,
     say: Say,
     prog: str,
 ) -> int:
-    """Run the poll loop as ``args`` ask, with the screen on ``out`` and the JSON Lines
-    file of ``writer``, and return the exit status; a stop signal raises."""
+    """Run the poll loop as ``args`` ask, with the screen on ``out`` (none with
+    --quiet), the JSON Lines file of ``writer`` and ``outputs``, and return the exit
+    status; a stop signal raises."""
     worst = WorstSeverity()
-    outputs: list[Output] = [worst]
+    every: list[Output] = [*outputs, worst]
     if writer is not None:
-        outputs.insert(0, JsonLinesOutput(writer, args.output))
+        every.insert(0, JsonLinesOutput(writer, args.output))
     as_lines = args.output == STANDARD_OUTPUT
     loop = PollLoop(
         collector,
-        outputs,
+        every,
         period=args.polling_period,
         count=args.count,
         sampling=args.monitor,
-        screen=Screen(out, _json_line if as_lines else _text),
+        screen=None if args.quiet else Screen(out, _json_line if as_lines else _text),
         say=say,
         prog=prog,
+        resolve=_resolver(args),
     )
     if args.monitor:
         say("note", SAMPLES_WARNING)

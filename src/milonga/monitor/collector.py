@@ -5,12 +5,13 @@ Everything else in `milonga.monitor` is pure; this module is the part that talks
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -38,6 +39,11 @@ _TRL = re.compile(
 )
 NO_DATABASE = "#dbase=no"
 """Ends the TRL of a device whose server runs without a database (``-nodb``)."""
+PATTERN_CHARACTERS = frozenset("*?[")
+"""A name holding one of these is a shell-style pattern (`fnmatch`) over device names."""
+_NO_CAP = 1 << 16
+"""`Collector`'s worker cap when none is given: threads are made only as calls need them,
+one per server with a call under way, so this bound is never reached in practice."""
 
 
 class MonitorSetupError(Exception):
@@ -66,15 +72,95 @@ def resolve_servers(names: Sequence[str]) -> list[MonitoredServer]:
     """
     if not names:
         raise MonitorSetupError("no device given; name at least one device or admin device")
-    _check_tango_host(names)
+    return list(select_servers(names).servers)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The servers that names, patterns and ``--all`` select, as `select_servers` found them."""
+
+    servers: tuple[MonitoredServer, ...]
+    unmatched: tuple[str, ...] = ()
+    """The patterns that matched no exported device; they may match one later."""
+
+
+def is_pattern(name: str) -> bool:
+    """Whether ``name`` is a shell-style pattern rather than one device's name."""
+    return not PATTERN_CHARACTERS.isdisjoint(name)
+
+
+def select_servers(names: Sequence[str], *, everything: bool = False) -> Selection:
+    """The device servers that ``names`` and ``everything`` select, each once.
+
+    A name is a device, alias, admin device or TRL, as `resolve_servers` takes, or a
+    shell-style pattern (see `is_pattern`, matched without regard to case, as Tango
+    names are) over the devices exported in the database (TANGO_HOST's, or that of the
+    pattern's ``tango://host:port/`` prefix): each matching device's server is selected,
+    labelled with the pattern.  ``everything`` adds every device server exported in the
+    TANGO_HOST database, labelled with its admin device alone.  Servers come in the order
+    of the names, then those of ``everything``.
+
+    Raises `MonitorSetupError` as `resolve_servers` does for a name; a pattern that
+    matches nothing is not an error, but is listed in `Selection.unmatched`.
+    """
+    _check_tango_host(names, everything)
     databases: dict[str, tango.Database] = {}
     admins: dict[str, tuple[str, list[str]]] = {}
+    unmatched: list[str] = []
+
+    def add(admin: str, key: str, source: str | None) -> None:
+        _, sources = admins.setdefault(key, (admin, []))
+        if source is not None and source not in sources:
+            sources.append(source)
+
     for name in names:
-        admin, key, is_admin = _admin_of(name, databases)
-        _, devices = admins.setdefault(key, (admin, []))
-        if not is_admin and name not in devices:
-            devices.append(name)
-    return [MonitoredServer(admin, tuple(devices)) for admin, devices in admins.values()]
+        if not is_pattern(name):
+            admin, key, is_admin = _admin_of(name, databases)
+            add(admin, key, None if is_admin else name)
+            continue
+        found = _matching_servers(name, databases)
+        if not found:
+            unmatched.append(name)
+        for admin, key in found:
+            add(admin, key, name)
+    if everything:
+        for admin, key in _matching_servers("dserver/*", databases):
+            add(admin, key, None)
+    return Selection(
+        tuple(MonitoredServer(admin, tuple(sources)) for admin, sources in admins.values()),
+        tuple(unmatched),
+    )
+
+
+def _matching_servers(pattern: str, databases: dict[str, tango.Database]) -> list[tuple[str, str]]:
+    """The admin device and `server_key` of the server of each exported device whose name
+    matches ``pattern``, each server once; raises `MonitorSetupError` if the database
+    cannot be asked."""
+    _check_text(pattern)
+    trl = _TRL.match(pattern)
+    prefix = trl["prefix"] if trl else ""
+    wanted = (trl["name"] if trl else pattern).lower()
+    if trl and trl["nodb"]:
+        raise MonitorSetupError(
+            f"{pattern!r} is a pattern for a server without a database ({NO_DATABASE}); "
+            "patterns are matched against a database's exported devices, so name that "
+            "server's devices one by one"
+        )
+    found: dict[str, str] = {}
+    try:
+        db = _database(trl, databases)
+        host, port = db.get_db_host(), db.get_db_port()
+        for device in db.get_device_exported("*"):
+            if not fnmatch.fnmatchcase(device.lower(), wanted):
+                continue
+            if device.lower().startswith("dserver/"):
+                admin = device
+            else:
+                admin = f"dserver/{db.get_device_info(device).ds_full_name}"
+            found.setdefault(server_key(host, port, admin), prefix + admin)
+    except tango.DevFailed as failure:
+        raise MonitorSetupError(_setup_failure(pattern, failure)) from None
+    return [(admin, key) for key, admin in found.items()]
 
 
 def server_key(db_host: str, db_port: str | int, admin: str) -> str:
@@ -86,9 +172,9 @@ def server_key(db_host: str, db_port: str | int, admin: str) -> str:
     return device_trl(f"tango://{db_host}:{db_port}/{admin}")
 
 
-def _check_tango_host(names: Sequence[str]) -> None:
+def _check_tango_host(names: Sequence[str], everything: bool = False) -> None:
     """cppTango prints its own message when TANGO_HOST is unset; say it once, clearly."""
-    if all(_TRL.match(name) for name in names) or "TANGO_HOST" in os.environ:
+    if "TANGO_HOST" in os.environ or (not everything and all(_TRL.match(n) for n in names)):
         return
     home = os.environ.get("HOME")
     rc_files = [Path("/etc/tangorc")] + ([Path(home) / ".tangorc"] if home else [])
@@ -293,11 +379,14 @@ class Collector:
         self.servers = tuple(servers)
         self.timeout = timeout
         self._lines = {server.admin: _Line() for server in self.servers}
+        self._dropped: dict[str, _Line] = {}  # lines of servers gone, with a call under way
         # Guards the `_Line.sent` of every line, and is notified when a call ends.
         self._ended = threading.Condition()
         self._closing = threading.Event()
-        self._workers = max_workers or max(1, len(self._lines))
-        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="milonga-monitor")
+        self._workers = max_workers
+        self._pool = ThreadPoolExecutor(
+            max_workers or _NO_CAP, thread_name_prefix="milonga-monitor"
+        )
         # Process lookups only ask the databases, one at a time, apart from the servers.
         self._lookups = ThreadPoolExecutor(1, thread_name_prefix="milonga-monitor-database")
         self._databases: dict[str, tango.Database] = {}  # used by the lookup thread only
@@ -312,6 +401,38 @@ class Collector:
     def _retry_limit(self) -> float:
         """The longest a call after one that failed lasts: cppTango reconnects first."""
         return self.timeout + RECONNECT_SECONDS
+
+    def set_servers(
+        self, servers: Sequence[MonitoredServer], *, sampling_off: Iterable[str] = ()
+    ) -> None:
+        """Poll ``servers`` from now on, in place of the servers so far.
+
+        Servers are told apart by admin device: one polled already keeps its line (its
+        proxy and any call under way) and takes its new label; a new one gets a line.  A
+        server gone is no longer asked; a call still under way on it ends on its own and
+        its result is not used (if it comes back before that, it finds that call under
+        way, as if it had never gone).  Performance sampling is turned off in the servers
+        gone whose admin devices ``sampling_off`` names, without waiting for them: best
+        effort, as a server gone is often not running any more.  Call it from the thread
+        that polls, between two calls of the other methods.
+        """
+        kept = {**self._dropped, **self._lines}
+        lines = {s.admin: kept.pop(s.admin) if s.admin in kept else _Line() for s in servers}
+        off = set(sampling_off) & kept.keys()
+        with self._ended:  # dropped before the swap: a worker finds its line in either
+            self._dropped = {
+                a: line for a, line in kept.items() if line.sent is not None or a in off
+            }
+        self.servers = tuple(servers)
+        self._lines = lines
+        for admin in off:
+            self._pool.submit(self._call_on, MonitoredServer(admin), kept[admin], _switch(False))
+
+    def submit_lookup(self, lookup: Callable[[], _T]) -> Future[_T]:
+        """Run ``lookup``, a call that asks only Tango databases, in the thread of the
+        process lookups (see `processes`), after those already asked for.  `close` waits
+        for it if it has started, and drops it otherwise."""
+        return self._lookups.submit(lookup)
 
     def check_support(self) -> list[MonitoredServer]:
         """Check that every answering server has `QUERY_COMMAND`; return those not answering.
@@ -361,11 +482,7 @@ class Collector:
         """
         wanted = {server.admin for server in (self.servers if servers is None else servers)}
         chosen = [server for server in self.servers if server.admin in wanted]
-
-        def switch(proxy: tango.DeviceProxy) -> None:
-            proxy.command_inout(PERF_COMMAND, enabled)
-
-        results = self._each(switch, chosen, patience=patience)
+        results = self._each(_switch(enabled), chosen, patience=patience)
         return {
             server.admin: result
             for server, result in zip(chosen, results, strict=True)
@@ -466,12 +583,12 @@ class Collector:
         with self._ended:
             under_way = {server.admin: self._lines[server.admin].sent for server in servers}
         futures = {
-            server.admin: self._pool.submit(self._call_on, server, call)
+            server.admin: self._pool.submit(self._call_on, server, self._lines[server.admin], call)
             for server in servers
             if under_way[server.admin] is None
         }
         # With fewer workers than servers, calls wait their turn: each gets the timeout.
-        turns = -(-len(futures) // self._workers)
+        turns = -(-len(futures) // self._workers) if self._workers else 1
         wait(futures.values(), timeout=self.timeout * turns)
         results: list[_T | CallError] = []
         for server in servers:
@@ -486,11 +603,10 @@ class Collector:
         return results
 
     def _call_on(
-        self, server: MonitoredServer, call: Callable[[tango.DeviceProxy], _T]
+        self, server: MonitoredServer, line: _Line, call: Callable[[tango.DeviceProxy], _T]
     ) -> _T | CallError:
-        """``call(proxy)`` on ``server``, in a worker thread, unless a call to it is
-        under way already: the error then says since when."""
-        line = self._lines[server.admin]
+        """``call(proxy)`` on ``server`` through its ``line``, in a worker thread, unless a
+        call to it is under way already: the error then says since when."""
         with self._ended:
             if line.sent is not None:
                 return self._unanswered(server, line.sent, sent=False)
@@ -566,16 +682,26 @@ class Collector:
         return f"pid {info.pid}, started {info.started_date}"
 
     def _proxy(self, server: MonitoredServer) -> tango.DeviceProxy:
-        """The server's proxy; ``timeout`` is set once a call has connected it.
+        """The server's proxy, kept in its line (that of a server gone while a call to it
+        is under way, too); ``timeout`` is set once a call has connected it.
 
         Setting it connects, and a failed connection makes cppTango refuse the next one
         for 1 s, hiding why it failed.  Until connected, calls end within cppTango's 3 s
         connection timeout anyway.
         """
-        line = self._lines[server.admin]
+        line = self._lines.get(server.admin) or self._dropped[server.admin]
         if line.proxy is None:
             line.proxy = _admin_proxy(server.admin, None)
         return line.proxy
+
+
+def _switch(enabled: bool) -> Callable[[tango.DeviceProxy], None]:
+    """The call that turns performance sampling on or off in a server."""
+
+    def switch(proxy: tango.DeviceProxy) -> None:
+        proxy.command_inout(PERF_COMMAND, enabled)
+
+    return switch
 
 
 def _not_answered(result: object) -> bool:

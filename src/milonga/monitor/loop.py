@@ -20,19 +20,31 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from types import FrameType
 from typing import Protocol, TextIO
 
+import tango
+
 from milonga import standard_streams
-from milonga.monitor.collector import PERF_COMMAND, CallError, Collector
+from milonga.monitor.collector import (
+    PERF_COMMAND,
+    CallError,
+    Collector,
+    MonitorSetupError,
+    Selection,
+)
 from milonga.monitor.findings import Diagnostician, Findings, Severity
 from milonga.monitor.jsonl import JsonLinesWriter
 from milonga.monitor.poll import Cadence, MonitoredServer, Poll, PollHistory, PollReport
+from milonga.tango_errors import root_cause
 from milonga.terminated import STOP_SIGNALS, Handler, Terminated, handling
 
 Say = Callable[[str, str], None]
 """Tells the user something: ``say(kind, text)``, kind being note, warning or error."""
+RESOLVE_SECONDS = 60.0
+"""How often `PollLoop` looks again for the servers to poll, when it is told how."""
 
 
 @dataclass(frozen=True)
@@ -70,8 +82,17 @@ class PollLoop:
 
     With ``sampling``, performance sampling is on in every server while the loop runs
     (see `run`); ``prog`` names the command that turns it off by hand, in the warning for
-    a server where the loop could not.  ``say`` tells the user about sampling and about
-    polls that overran the period.
+    a server where the loop could not.  ``say`` tells the user about sampling, about
+    polls that overran the period and about the servers polled.
+
+    With ``resolve``, the servers to poll are looked up again every ``resolve_period``
+    seconds: ``resolve()`` runs in the collector's database thread (`Collector.
+    submit_lookup`), so that no poll waits for it, and its `Selection` takes effect at the
+    next poll after it has ended.  New servers are polled (sampling is turned on in each
+    at its first answer, as in a restarted one), servers gone are dropped (sampling is
+    turned off in them, without waiting), each said as a note; a pattern that no longer
+    matches anything is a warning.  A failing ``resolve`` is a warning, and the servers
+    stay as they are.  Without it, the collector's servers are polled throughout.
     """
 
     def __init__(
@@ -85,6 +106,8 @@ class PollLoop:
         screen: Screen | None = None,
         say: Say,
         prog: str,
+        resolve: Callable[[], Selection] | None = None,
+        resolve_period: float = RESOLVE_SECONDS,
     ) -> None:
         self.collector = collector
         self.outputs = tuple(outputs)
@@ -102,6 +125,10 @@ class PollLoop:
         self._turned_on: set[str] = set()  # admin devices in which sampling may be on
         # By admin device: the process in which sampling was last turned on, if known.
         self._processes: dict[str, str | None] = {}
+        self.resolve = resolve
+        self.resolve_period = resolve_period
+        self._resolving: Future[Selection] | None = None
+        self._next_resolution = time.monotonic() + resolve_period
 
     def run(
         self, on_sampling_failed: Callable[[Mapping[str, CallError]], None] | None = None
@@ -133,6 +160,8 @@ class PollLoop:
             self._say("error", str(error))
             raise
         finally:
+            if self._resolving is not None:
+                self._resolving.cancel()  # one under way is left to end: close waits for it
             if self.sampling:
                 # A further signal must not leave sampling on: only the last poll, and the
                 # wait for servers that do not answer, heed it.
@@ -172,6 +201,7 @@ class PollLoop:
     def _snapshot(self) -> Poll:
         """Take a poll and send it to the outputs.  A stop signal during the poll waits
         until they have it, which makes it the last poll: no reply is lost to the signal."""
+        self._follow_selection()
         with _holding_signals() as (arrived, _):
             poll = self.collector.poll()
         self._record(poll)
@@ -184,6 +214,70 @@ class PollLoop:
             reply.server.admin for reply in poll.replies if reply.snapshot is not None
         )
         return poll
+
+    def _follow_selection(self) -> None:
+        """Take the servers of a lookup that has ended, and start the next one when due."""
+        if self.resolve is None:
+            return
+        if self._resolving is not None and self._resolving.done():
+            self._adopt(self._resolving)
+            self._resolving = None
+        now = time.monotonic()
+        if self._resolving is None and now >= self._next_resolution:
+            self._next_resolution = now + self.resolve_period
+            self._resolving = self.collector.submit_lookup(self.resolve)
+
+    def _adopt(self, resolving: Future[Selection]) -> None:
+        """Poll the servers that ``resolving`` found from now on, and say what changed."""
+        try:
+            selection = resolving.result()
+        except (MonitorSetupError, tango.DevFailed) as error:
+            reason = root_cause(error) if isinstance(error, tango.DevFailed) else str(error)
+            self._say(
+                "warning",
+                f"could not look up the servers to poll again ({reason}); still polling "
+                f"the same {len(self.collector.servers)} server(s), and looking again in "
+                f"{self.resolve_period:g} s",
+            )
+            return
+        before = self.collector.servers
+        admins = {server.admin for server in selection.servers}
+        gone = [server for server in before if server.admin not in admins]
+        known = {server.admin for server in before}
+        added = [server for server in selection.servers if server.admin not in known]
+        matched_before = {name for server in before for name in server.devices}
+        self.collector.set_servers(
+            selection.servers,
+            sampling_off=[server.admin for server in gone if server.admin in self._turned_on],
+        )
+        turned_on = {server.admin for server in gone} & self._turned_on
+        self._turned_on -= turned_on
+        self._tell_changes(added, gone, turned_on)
+        for pattern in selection.unmatched:
+            if pattern in matched_before:
+                self._say(
+                    "warning",
+                    f"{pattern!r} matches no exported device any more; it is looked up "
+                    f"again every {self.resolve_period:g} s",
+                )
+
+    def _tell_changes(
+        self,
+        added: Sequence[MonitoredServer],
+        gone: Sequence[MonitoredServer],
+        turned_on: set[str],
+    ) -> None:
+        """Say which servers are polled from now on, and which no longer (and that
+        sampling is being turned off in those of ``turned_on``)."""
+        for server in added:
+            self._say("note", f"polling {server.label} from now on: it is newly selected")
+        for server in gone:
+            off = "; turning performance sampling off in it" if server.admin in turned_on else ""
+            self._say(
+                "note",
+                f"no longer polling {server.label}: it is no longer selected (gone from the "
+                f"database, or no longer exported){off}",
+            )
 
     def _record(self, poll: Poll) -> None:
         """Send ``poll``, with what changed and the findings, to the outputs, then to the

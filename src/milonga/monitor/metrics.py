@@ -23,8 +23,9 @@ a stream's first value is its counter; each poll then adds how far the counter r
 restart, a subscription made again), its new value: the events since.  Prometheus's
 ``rate()`` and ``increase()`` are then right across restarts and wraps.  A server that
 does not answer keeps its series as at its last answer, with ``tango_server_up`` 0; a
-stream gone from a server that answers, and every series of a server no longer polled,
-is dropped.  Pure code, no Tango.
+stream gone from a server that answers is not shown, but its total is kept, to go on
+from there if it comes back; every series of a server no longer polled is dropped.  Pure
+code, no Tango.
 """
 
 from __future__ import annotations
@@ -190,9 +191,11 @@ class _Server(NamedTuple):
     snapshot: Snapshot | None
     """Its last answer; None if it has not answered since it was first polled."""
     pushed: Mapping[str, int]
-    """Running total of each stream it publishes, by the stream's full name."""
+    """Running total of each stream it published while polled, by the stream's full name;
+    only those in its last answer are exported."""
     subscribed: Mapping[str, _Totals]
-    """Running totals of each of its subscriptions, by topic."""
+    """Running totals of each subscription it had while polled, by topic; only those in
+    its last answer are exported."""
     histograms: Mapping[_HistogramKey, _Counts]
 
 
@@ -277,14 +280,16 @@ def _walk(view: _View, sink: _Sink) -> None:
         sink.sample(UP, (admin,), 1 if server.up else 0)
         if server.snapshot is None:
             continue
-        shared = shared_of(tuple(server.pushed))
-        for stream, total in server.pushed.items():
-            sink.sample(PUSHED, (admin, subject_stream(stream, shared)), total)
+        publishers = server.snapshot.server.publishers if server.snapshot.server else {}
+        shared = shared_of(tuple(publishers))
+        for stream in publishers:
+            sink.sample(PUSHED, (admin, subject_stream(stream, shared)), server.pushed[stream])
         client = server.snapshot.client
         sink.sample(NOT_CONNECTED, (admin,), len(client.not_connected) if client else 0)
         if client is not None:
-            shared = shared_of(tuple(server.subscribed))
-            for topic, (received, missed, discarded) in server.subscribed.items():
+            shared = shared_of(tuple(client.subscriptions))
+            for topic in client.subscriptions:
+                received, missed, discarded = server.subscribed[topic]
                 labels = (admin, subject_stream(topic, shared))
                 sink.sample(RECEIVED, labels, received)
                 sink.sample(MISSED, labels, missed)
@@ -330,37 +335,50 @@ def _grown(total: int, change: Change | None) -> int:
 
 def _pushed(before: Mapping[str, int], snapshot: Snapshot, report: Report) -> dict[str, int]:
     """The running totals of the streams ``snapshot`` publishes, ``report`` telling how
-    far each moved since the totals ``before``; a stream first seen starts at its counter."""
+    far each moved since the totals ``before``.  A stream first seen starts at its
+    counter; one back after it was gone from an answer (cppTango forgets a restarted
+    server's streams until a client subscribes again) adds its counter, the events since
+    it started again, to its total.  The totals of streams gone are kept, so that their
+    series go on rising when they come back."""
+    totals = dict(before)
     if snapshot.server is None:
-        return {}
+        return totals
     moved = {change.stream: change.counter for change in report.published}
-    totals = {}
+    back = {publisher.stream for publisher in report.new_publishers}
     for stream, counter in snapshot.server.publishers.items():
         total = before.get(stream)
-        totals[stream] = counter if total is None else _grown(total, moved.get(stream))
+        if total is None:
+            totals[stream] = counter
+        elif stream in back:
+            totals[stream] = total + counter
+        else:
+            totals[stream] = _grown(total, moved.get(stream))
     return totals
 
 
 def _subscribed(
     before: Mapping[str, _Totals], snapshot: Snapshot, report: Report
 ) -> dict[str, _Totals]:
-    """The running totals of ``snapshot``'s subscriptions (see `_pushed`)."""
+    """The running totals of ``snapshot``'s subscriptions (see `_pushed`): one made again
+    after it was gone from an answer adds its counts to its totals."""
+    totals = dict(before)
     if snapshot.client is None:
-        return {}
+        return totals
     moved = {change.topic: change for change in report.subscription_changes}
-    totals = {}
+    back = {subscription.topic for subscription in report.new_subscriptions}
     for topic, subscription in snapshot.client.subscriptions.items():
         total = before.get(topic)
         change = moved.get(topic)
+        counts = (
+            subscription.event_count,
+            subscription.missed_event_count,
+            subscription.discarded_event_count,
+        )
         if total is None:
-            totals[topic] = (
-                subscription.event_count,
-                subscription.missed_event_count,
-                subscription.discarded_event_count,
-            )
-        elif change is None:
-            totals[topic] = total
-        else:
+            totals[topic] = counts
+        elif topic in back:
+            totals[topic] = (total[0] + counts[0], total[1] + counts[1], total[2] + counts[2])
+        elif change is not None:
             totals[topic] = (
                 _grown(total[0], change.event_count),
                 _grown(total[1], change.missed_event_count),
