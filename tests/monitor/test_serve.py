@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
+import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,7 +18,13 @@ from milonga.monitor.findings import Findings
 from milonga.monitor.loop import PollUpdate
 from milonga.monitor.metrics import EventSystemMetrics
 from milonga.monitor.poll import PollHistory, PollReport, ServerEntry
-from milonga.monitor.serve import MetricsServer, PrometheusOutput, ServeError, parse_address
+from milonga.monitor.serve import (
+    MAX_CONNECTIONS,
+    MetricsServer,
+    PrometheusOutput,
+    ServeError,
+    parse_address,
+)
 from tests.monitor.strategies import HOST, poll_of, publisher_reply
 
 SAFETY_SECONDS = 60.0
@@ -254,3 +262,42 @@ def test_bad_addresses_are_named_with_the_form_expected(text: str, why: str) -> 
     message = str(raised.value)
     assert repr(text) in message
     assert "expected [HOST:]PORT" in message
+
+
+def test_close_cuts_idle_connections_and_joins_their_threads(metrics: CountingMetrics) -> None:
+    before = set(threading.enumerate())
+    server = MetricsServer("127.0.0.1", 0, metrics)
+    server.start()
+    idle = [socket.create_connection(server.address, timeout=SAFETY_SECONDS) for _ in range(3)]
+    get(server)  # served after the idle ones were accepted: each holds a thread now
+
+    server.close()
+
+    assert set(threading.enumerate()) == before
+    for connection in idle:
+        assert connection.recv(1) == b""  # cut by the server
+        connection.close()
+
+
+def test_connections_beyond_the_limit_are_closed_at_once(
+    server: MetricsServer,
+) -> None:
+    idle = [
+        socket.create_connection(server.address, timeout=SAFETY_SECONDS)
+        for _ in range(MAX_CONNECTIONS)
+    ]
+    try:
+        with socket.create_connection(server.address, timeout=SAFETY_SECONDS) as extra:
+            assert extra.recv(1) == b""  # accepted after the others, and closed unserved
+    finally:
+        for connection in idle:
+            connection.close()
+
+    # Once the idle connections end, scrapes are served again.
+    deadline = time.monotonic() + SAFETY_SECONDS
+    while True:
+        try:
+            assert get(server)[0] == 200
+            break
+        except (urllib.error.URLError, ConnectionError):
+            assert time.monotonic() < deadline, "no scrape served after the idle ones ended"

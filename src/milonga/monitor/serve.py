@@ -18,6 +18,7 @@ loop's output that feeds the metrics.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import socketserver
@@ -36,9 +37,12 @@ DEFAULT_HOST = "127.0.0.1"
 """The host `parse_address` gives an address without one: this machine only."""
 PATH = "/metrics"
 THREAD_NAME = "milonga-metrics"
-REQUEST_TIMEOUT_SECONDS = 30.0
-"""How long a scraper may take to send its request: a stuck one cannot hold `close`
-longer than this."""
+REQUEST_TIMEOUT_SECONDS = 10.0
+"""How long a scraper may take to send its request before its connection is closed."""
+MAX_CONNECTIONS = 16
+"""Connections served at once; more are closed at once.  Prometheus scrapes over one
+connection at a time, so this only bounds the threads a crowd of idle clients could
+hold."""
 _FORM = "[HOST:]PORT, such as 9100, 0.0.0.0:9100 or [::1]:9100"
 
 
@@ -108,7 +112,9 @@ class MetricsServer:
         return str(host), int(port)
 
     def close(self) -> None:
-        """Stop serving, close the socket and join the server's threads; idempotent."""
+        """Stop serving, cut the connections still open, close the socket and join every
+        thread of the server; idempotent.  A scrape cut short is taken again by
+        Prometheus."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is None:
@@ -116,7 +122,7 @@ class MetricsServer:
         if thread is not None:
             server.shutdown()
             thread.join()
-        server.server_close()  # joins the threads of requests under way
+        server.server_close()
 
     def page(self) -> bytes:
         """The text format of the latest poll: rendered if a poll came since the last
@@ -145,12 +151,47 @@ class MetricsServer:
 
 class _HTTPServer(ThreadingHTTPServer):
     """A threading HTTP server for one `MetricsServer`, of the address family of its
-    host, that names no host by DNS when it binds."""
+    host, that names no host by DNS when it binds.  Its request threads are joined when
+    it closes, once their connections are cut."""
+
+    daemon_threads = False
 
     def __init__(self, family: int, address: tuple[Any, ...], metrics: MetricsServer) -> None:
         self.address_family = family
         self.metrics = metrics
+        self._open: set[socket.socket] = set()
+        """The connections being served; guarded by ``_guard``."""
+        self._guard = threading.Lock()
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """Serve the connection on a thread of its own, unless `MAX_CONNECTIONS` are
+        being served: then close it at once."""
+        with self._guard:
+            full = len(self._open) >= MAX_CONNECTIONS
+            if not full:
+                self._open.add(request)
+        if full:
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._guard:
+                self._open.discard(request)
+
+    def server_close(self) -> None:
+        """Close the listening socket, cut the connections still open (a client that
+        sends nothing would otherwise hold its thread for `REQUEST_TIMEOUT_SECONDS`), and
+        join their threads."""
+        with self._guard:
+            for connection in self._open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+        super().server_close()
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind also looks up the host's full name (socket.getfqdn),
@@ -171,7 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _HTTPServer
     timeout = REQUEST_TIMEOUT_SECONDS
 
-    def do_GET(self) -> None:  # noqa: N802: the name http.server calls
+    def do_GET(self) -> None:  # the name http.server calls
         if self.path.partition("?")[0] != PATH:
             self._answer(404, b"Not found: the metrics are at /metrics\n", "text/plain")
             return
@@ -184,7 +225,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002: http.server's name
+    def log_message(self, format: str, *args: Any) -> None:  # the name http.server gives
         """Scrapes are not logged: stderr is for the monitor's notes and warnings."""
 
 
