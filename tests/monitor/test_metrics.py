@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
+from itertools import pairwise
 from pathlib import Path
-from typing import Any
 
 import pytest
 from hypothesis import given
@@ -85,18 +86,16 @@ def scrapes(polls: Iterable[Poll]) -> Iterator[tuple[Poll, Samples]]:
         yield poll, scrape(metrics)
 
 
-def pushed_totals(replies: Sequence[dict[str, Any] | str]) -> list[float | None]:
-    """``tango_event_pushed_total`` of `STREAM` after each of ``replies`` of `PUB`, each
-    a `QueryEventSystem` object or an error text."""
-    polls = [poll_of(index, {PUB: reply}) for index, reply in enumerate(replies)]
-    return [
-        value(samples, "tango_event_pushed_total", server=PUB, stream="a/b/c/x.change")
-        for _, samples in scrapes(polls)
-    ]
+def increase(values: Sequence[float | None]) -> float:
+    """How much a counter rose over the scraped ``values`` (None: no series), as
+    Prometheus's ``increase()`` counts it without extrapolating: a value lower than the
+    one before is a reset, after which the counter counted from 0 up to it."""
+    shown = [seen for seen in values if seen is not None]
+    return sum(now - before if now >= before else now for before, now in pairwise(shown))
 
 
 @pytest.mark.parametrize("name", ["slow-callback", "falling-behind", "samples-shared"])
-def test_counters_equal_the_replies_while_none_went_down(name: str) -> None:
+def test_counters_equal_the_replies(name: str) -> None:
     for poll, samples in scrapes(read_polls(RECORDED / f"{name}.jsonl")):
         for reply in poll.replies:
             admin, snapshot = reply.server.admin, reply.snapshot
@@ -115,7 +114,7 @@ def test_counters_equal_the_replies_while_none_went_down(name: str) -> None:
                 assert value(samples, "tango_event_not_connected", server=admin) == 0
 
 
-def test_a_restart_keeps_the_total_rising_by_the_events_since() -> None:
+def test_a_restart_drops_the_counter_and_increase_counts_every_event() -> None:
     # The recording's counters: 12, 24, restart, 6, 18, 30, silent twice, restart, 6, 18, 30.
     admin = "tango://127.0.0.1:40999/dserver/FindingsRestart/1"
     labels = {"server": admin, "stream": "test/findings/restarted/level.change"}
@@ -131,21 +130,22 @@ def test_a_restart_keeps_the_total_rising_by_the_events_since() -> None:
     assert seen == [
         (12, 1),
         (24, 1),
+        (6, 1),
+        (18, 1),
         (30, 1),
-        (42, 1),
-        (54, 1),
-        (54, 0),
-        (54, 0),
-        (60, 1),
-        (72, 1),
-        (84, 1),
+        (30, 0),
+        (30, 0),
+        (6, 1),
+        (18, 1),
+        (30, 1),
     ]
+    # Pushed: 24 by the first process, 30 by each of the next two; 12 before the first poll.
+    assert increase([pushed for pushed, _ in seen]) == 24 + 30 + 30 - 12
 
 
-def test_a_subscription_gone_loses_its_series_and_goes_on_rising_when_back() -> None:
-    # FindingsChurn's event counts: 12, 24, 36, gone, 12, gone, 0, 12, 36, 36.  A
-    # subscription made again counts from 0: its total adds those counts to the 36 before,
-    # so the exported counter never drops and rate() sees no reset.
+def test_a_subscription_gone_loses_its_series_and_counts_again_from_its_reply() -> None:
+    # FindingsChurn's event counts: 12, 24, 36, gone, 12, gone, 0, 12, 36, 36.  Made
+    # again, a subscription counts from 0: the drop is a reset to Prometheus.
     admin = "tango://127.0.0.1:52339/dserver/FindingsChurn/1"
     labels = {"server": admin, "stream": "test/findings/pusher/level.change"}
 
@@ -154,36 +154,21 @@ def test_a_subscription_gone_loses_its_series_and_goes_on_rising_when_back() -> 
         for _, samples in scrapes(read_polls(RECORDED / "subscription-churn.jsonl"))
     ]
 
-    assert received == [12, 24, 36, None, 48, None, 48, 60, 84, 84]
+    assert received == [12, 24, 36, None, 12, None, 0, 12, 36, 36]
+    assert increase(received) == (36 - 12) + 12 + 36
 
 
-def test_counters_rise_across_a_32_bit_wrap() -> None:
-    before, after = COUNTER_WRAP - 5, 3
+def test_an_exporter_started_later_shows_the_same_counters() -> None:
+    polls = list(read_polls(RECORDED / "server-restarted.jsonl"))
+    admin = "tango://127.0.0.1:40999/dserver/FindingsRestart/1"
+    labels = {"server": admin, "stream": "test/findings/restarted/level.change"}
 
-    totals = pushed_totals([publisher_reply({STREAM: before}), publisher_reply({STREAM: after})])
-
-    assert totals == [before, before + 8]
-
-
-def test_received_missed_and_discarded_rise_across_a_wrap_and_a_restart() -> None:
-    top = COUNTER_WRAP - 2
-    polls = [
-        poll_of(0, {SUB: subscriber_reply({TOPIC: subscription(top, missed=top, discarded=1)})}),
-        poll_of(1, {SUB: subscriber_reply({TOPIC: subscription(4, missed=top + 1, discarded=2)})}),
-        poll_of(2, {SUB: subscriber_reply({TOPIC: subscription(2, missed=3, discarded=0)})}),
-    ]
-    labels = {"server": SUB, "stream": "a/b/c/x.change"}
-
-    seen = [
-        tuple(
-            value(samples, f"tango_event_{name}_total", **labels)
-            for name in ("received", "missed", "discarded")
-        )
-        for _, samples in scrapes(polls)
+    first = [value(samples, "tango_event_pushed_total", **labels) for _, samples in scrapes(polls)]
+    later = [
+        value(samples, "tango_event_pushed_total", **labels) for _, samples in scrapes(polls[3:])
     ]
 
-    # missed: top + 1 = 2**32 - 1, then 0, 1, 2, 3: four more.
-    assert seen == [(top, top, 1), (top + 6, top + 1, 2), (top + 8, top + 5, 2)]
+    assert later == first[3:]
 
 
 def test_a_silent_server_keeps_its_series_with_up_0() -> None:
@@ -331,6 +316,13 @@ def test_the_last_poll_time_and_the_generation() -> None:
     assert metrics.generation == 1
     when = START.astimezone().timestamp() + 2.5
     assert value(scrape(metrics), "milonga_last_poll_timestamp_seconds") == when
+    assert value(scrape(metrics), "milonga_polling_period_seconds") is None  # not told
+
+
+def test_the_polling_period_is_exported_when_given() -> None:
+    metrics = EventSystemMetrics(polling_period=300.0)
+
+    assert value(scrape(metrics), "milonga_polling_period_seconds") == 300.0
 
 
 def test_streams_of_one_name_in_two_control_systems_are_named_in_full() -> None:
@@ -349,33 +341,117 @@ near_wrap = st.one_of(
     st.integers(COUNTER_WRAP - 2**24, COUNTER_WRAP - 1),
     st.integers(0, 2**32 - 1),
 )
+silent = "API_DeviceNotExported: stopped"
 
 
-@given(st.lists(st.one_of(st.none(), near_wrap), min_size=1, max_size=12))
-def test_exported_counters_never_drop(counters: list[int | None]) -> None:
+@given(
+    st.lists(
+        st.one_of(st.none(), st.tuples(near_wrap, near_wrap, near_wrap, near_wrap)),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_each_exported_counter_equals_its_replys(
+    counters: list[tuple[int, int, int, int] | None],
+) -> None:
     polls = [
         poll_of(
             index,
             {
-                PUB: "API_DeviceNotExported: stopped"
-                if counter is None
-                else publisher_reply({STREAM: counter}),
-                SUB: "API_DeviceNotExported: stopped"
-                if counter is None
+                PUB: silent if seen is None else publisher_reply({STREAM: seen[0]}),
+                SUB: silent
+                if seen is None
                 else subscriber_reply(
-                    {TOPIC: subscription(counter, missed=counter, discarded=counter)}
+                    {TOPIC: subscription(seen[1], missed=seen[2], discarded=seen[3])}
                 ),
             },
         )
-        for index, counter in enumerate(counters)
+        for index, seen in enumerate(counters)
     ]
-    last: Samples = {}
+    last = None
+    labels = {"stream": "a/b/c/x.change"}
 
-    for _, samples in scrapes(polls):
-        for key, before in last.items():
-            if key[0].endswith("_total") and key in samples:
-                assert samples[key] >= before, key
-        last.update({key: v for key, v in samples.items() if key[0].endswith("_total")})
+    for (_, samples), seen in zip(scrapes(polls), counters, strict=True):
+        last = seen or last  # a silent server keeps its last values
+        shown = (
+            value(samples, "tango_event_pushed_total", server=PUB, **labels),
+            value(samples, "tango_event_received_total", server=SUB, **labels),
+            value(samples, "tango_event_missed_total", server=SUB, **labels),
+            value(samples, "tango_event_discarded_total", server=SUB, **labels),
+        )
+        assert shown == (last or (None, None, None, None))
+        assert value(samples, "tango_server_up", server=PUB) == (seen is not None)
+
+
+def topics_of(names: list[tuple[int, str, str]]) -> list[str]:
+    """Topics or streams from (control system, attribute, kind) triples: a few of each,
+    so that many short and full names are shared."""
+    return [
+        f"tango://host{system}:10000/a/b/c/{attribute}.{kind}" for system, attribute, kind in names
+    ]
+
+
+names = st.lists(
+    st.tuples(
+        st.integers(0, 2),
+        st.sampled_from(["x", "X", "y"]),
+        st.sampled_from(["change", "idl5_change", "idl4_change", "periodic", "idl5_periodic"]),
+    ),
+    unique=True,
+    max_size=12,
+)
+
+
+@given(names)
+def test_stream_labels_are_unique_per_server_and_family(
+    triples: list[tuple[int, str, str]],
+) -> None:
+    topics = topics_of(triples)
+    reply = subscriber_reply({topic: subscription(1) for topic in topics})
+    reply["server"] = publisher_reply(dict.fromkeys(topics, 1))["server"]
+
+    page = scrape_one(poll_of(0, {SUB: reply}))
+
+    counts = Counter(
+        (sample.name, tuple(sorted(sample.labels.items())))
+        for family in text_string_to_metric_families(page.decode())
+        for sample in family.samples
+    )
+    assert [key for key, count in counts.items() if count > 1] == []
+    for name in ("tango_event_pushed_total", "tango_event_received_total"):
+        assert len(series(parse(page), name)) == len(topics)
+
+
+def scrape_one(poll: Poll) -> bytes:
+    """The page of the text format a scrape after only ``poll`` reads."""
+    metrics = EventSystemMetrics()
+    report = PollHistory().add(poll)
+    metrics.update(report, Diagnostician().add(report))
+    return metrics.text()[1]
+
+
+def test_streams_of_one_full_name_are_labelled_as_cppTango_writes_them() -> None:
+    # What one process publishes for IDL5 clients and for older ones.
+    streams = {f"{HOST}a/b/c/x.idl5_change": 10, STREAM: 3, OTHER_STREAM: 1}
+
+    ((_, samples),) = scrapes([poll_of(0, {PUB: publisher_reply(streams)})])
+
+    assert {
+        dict(labels)["stream"]: samples["tango_event_pushed_total", labels]
+        for labels in series(samples, "tango_event_pushed_total")
+    } == {f"{HOST}a/b/c/x.idl5_change": 10, STREAM: 3, "a/b/c/y.change": 1}
+
+
+def test_a_negative_latency_counts_as_0() -> None:
+    perf = [client_sample("x", 1_000, 20, -2_000), client_sample("x", 1_000, 20, 30)]
+    reply = subscriber_reply({TOPIC: subscription(2)}, perf)
+
+    ((_, samples),) = scrapes([poll_of(0, {SUB: reply})])
+
+    latency = {"server": SUB, "attribute": "x"}
+    lowest = repr(BUCKETS[0])
+    assert value(samples, "tango_event_latency_seconds_bucket", **latency, le=lowest) == 2
+    assert value(samples, "tango_event_latency_seconds_sum", **latency) == pytest.approx(30e-6)
 
 
 def test_label_values_are_escaped() -> None:

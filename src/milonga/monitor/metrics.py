@@ -17,15 +17,22 @@ text format, many times quicker, for `milonga.monitor.serve`.  One walk over the
 - ``milonga_finding{server,stream,kind,severity}``: 1 per finding that holds;
 - ``milonga_last_poll_timestamp_seconds``: when the latest poll was taken.
 
-Counters are the exporter's own running totals, so that they never drop while it runs:
-a stream's first value is its counter; each poll then adds how far the counter rose
-(`Change.delta` of the poll's `Report`, across a 32-bit wrap), or, when it went down (a
-restart, a subscription made again), its new value: the events since.  Prometheus's
-``rate()`` and ``increase()`` are then right across restarts and wraps.  A server that
-does not answer keeps its series as at its last answer, with ``tango_server_up`` 0; a
-stream gone from a server that answers is not shown, but its total is kept, to go on
-from there if it comes back; every series of a server no longer polled is dropped.  Pure
-code, no Tango.
+Counters are the servers' own, as their last answer gives them: a publisher's count of a
+stream, a subscription's ``event_count``, ``missed_event_count`` and
+``discarded_event_count``.  An exporter restarting changes nothing; a server restarting
+(or a subscription made again) makes them drop, which Prometheus's ``rate()`` and
+``increase()`` read as a reset, as they should.  The one case they get wrong is a 32-bit
+counter wrapping (read as a reset: the 2**32 minus the value before are lost), after
+weeks of pushing at high rates.  A server that does not answer keeps its series as at
+its last answer, with ``tango_server_up`` 0; a stream gone from a server that answers,
+and every series of a server no longer polled, is dropped.
+
+The ``stream`` label is unique per server and family (`stream_labels`): the short name,
+the full ``tango://host:port/...`` one where two of the server's streams have that short
+name, and the stream as cppTango writes it (with its kind, ``idl5_change``) where that
+still clashes.  Histogram observations below 0 (a latency measured across two hosts'
+clocks that disagree) are counted as 0, in the buckets and in the sum.  Pure code, no
+Tango.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import math
 import operator
 import threading
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import NamedTuple, Protocol
@@ -45,7 +53,6 @@ from prometheus_client.core import (
     Metric,
 )
 
-from milonga.monitor.diff import Change, Report
 from milonga.monitor.figures import MICROS_PER_SECOND
 from milonga.monitor.findings import Finding, Findings, shared_of, subject_stream
 from milonga.monitor.poll import PollReport, ServerEntry
@@ -158,6 +165,13 @@ FINDING = Family(
 LAST_POLL = Family(
     "milonga_last_poll_timestamp_seconds", "gauge", "Unix time of the exporter's latest poll.", ()
 )
+POLLING_PERIOD = Family(
+    "milonga_polling_period_seconds",
+    "gauge",
+    "Time between two polls of the exporter: one whose latest poll is several periods old "
+    "has stalled.",
+    (),
+)
 FAMILIES = (
     UP,
     NOT_CONNECTED,
@@ -169,6 +183,7 @@ FAMILIES = (
     *HISTOGRAMS.values(),
     FINDING,
     LAST_POLL,
+    POLLING_PERIOD,
 )
 """Every family, in the order a scrape shows them."""
 
@@ -178,8 +193,6 @@ _HistogramKey = tuple[str, str]
 _Counts = tuple[tuple[int, ...], float]
 """A histogram's observations: how many are at most each bound of `BUCKET_MICROS`
 (cumulative, as Prometheus counts buckets), then how many in all; and their sum in μs."""
-_Totals = tuple[int, int, int]
-"""A subscription's running totals: received, missed and discarded events."""
 Labels = tuple[str, ...]
 
 
@@ -190,16 +203,10 @@ class _Server(NamedTuple):
     up: bool
     snapshot: Snapshot | None
     """Its last answer; None if it has not answered since it was first polled."""
-    pushed: Mapping[str, int]
-    """Running total of each stream it published while polled, by the stream's full name;
-    only those in its last answer are exported."""
-    subscribed: Mapping[str, _Totals]
-    """Running totals of each subscription it had while polled, by topic; only those in
-    its last answer are exported."""
     histograms: Mapping[_HistogramKey, _Counts]
 
 
-_NEVER_ANSWERED = _Server(False, None, {}, {}, {})
+_NEVER_ANSWERED = _Server(False, None, {})
 
 
 class _View(NamedTuple):
@@ -209,6 +216,8 @@ class _View(NamedTuple):
     time: datetime | None
     servers: Mapping[str, _Server]
     findings: tuple[Finding, ...]
+    period: float | None
+    """The polling period, if known."""
 
 
 class EventSystemMetrics:
@@ -219,8 +228,10 @@ class EventSystemMetrics:
     poll before.
     """
 
-    def __init__(self) -> None:
-        self._view = _View(0, None, {}, ())
+    def __init__(self, polling_period: float | None = None) -> None:
+        """``polling_period``, the seconds between two polls, is exported with the
+        metrics when given, for alerts to tell a stalled exporter."""
+        self._view = _View(0, None, {}, (), polling_period)
         self._updating = threading.Lock()
         self._rendering = threading.Lock()
         self._prefixes: dict[tuple[str, Labels], tuple[str, ...]] = {}
@@ -238,7 +249,12 @@ class EventSystemMetrics:
                 entry.server.admin: _next_server(before.servers.get(entry.server.admin), entry)
                 for entry in report.entries
             }
-            self._view = _View(before.generation + 1, report.time, servers, findings.active)
+            self._view = before._replace(
+                generation=before.generation + 1,
+                time=report.time,
+                servers=servers,
+                findings=findings.active,
+            )
 
     def collect(self) -> Iterable[Metric]:
         """The metric families of the latest poll, as `prometheus_client` objects."""
@@ -281,20 +297,18 @@ def _walk(view: _View, sink: _Sink) -> None:
         if server.snapshot is None:
             continue
         publishers = server.snapshot.server.publishers if server.snapshot.server else {}
-        shared = shared_of(tuple(publishers))
-        for stream in publishers:
-            sink.sample(PUSHED, (admin, subject_stream(stream, shared)), server.pushed[stream])
+        for stream, label in stream_labels(tuple(publishers)).items():
+            sink.sample(PUSHED, (admin, label), publishers[stream])
         client = server.snapshot.client
         sink.sample(NOT_CONNECTED, (admin,), len(client.not_connected) if client else 0)
         if client is not None:
-            shared = shared_of(tuple(client.subscriptions))
-            for topic in client.subscriptions:
-                received, missed, discarded = server.subscribed[topic]
-                labels = (admin, subject_stream(topic, shared))
-                sink.sample(RECEIVED, labels, received)
-                sink.sample(MISSED, labels, missed)
-                sink.sample(DISCARDED, labels, discarded)
-                sink.sample(CALLBACKS, labels, client.subscriptions[topic].callback_count)
+            for topic, label in stream_labels(tuple(client.subscriptions)).items():
+                subscription = client.subscriptions[topic]
+                labels = (admin, label)
+                sink.sample(RECEIVED, labels, subscription.event_count)
+                sink.sample(MISSED, labels, subscription.missed_event_count)
+                sink.sample(DISCARDED, labels, subscription.discarded_event_count)
+                sink.sample(CALLBACKS, labels, subscription.callback_count)
         for (name, label), counts in server.histograms.items():
             sink.histogram(HISTOGRAMS[name], (admin,) if name == PUSH else (admin, label), counts)
     for finding in view.findings:
@@ -303,88 +317,31 @@ def _walk(view: _View, sink: _Sink) -> None:
         sink.sample(FINDING, held, 1)
     if view.time is not None:
         sink.sample(LAST_POLL, (), view.time.timestamp())
+    if view.period is not None:
+        sink.sample(POLLING_PERIOD, (), view.period)
+
+
+def stream_labels(names: tuple[str, ...]) -> dict[str, str]:
+    """The ``stream`` label of each of one server's published streams or subscribed
+    topics ``names`` (as cppTango writes them), unique among them: its short name, or its
+    full one where two of ``names`` share that short name (`subject_stream`, as findings
+    name streams), or, where two still get one label, the name as it is."""
+    shared = shared_of(names)
+    labels = {name: subject_stream(name, shared) for name in names}
+    if shared:
+        clashes = Counter(labels.values())
+        labels = {name: name if clashes[label] > 1 else label for name, label in labels.items()}
+    return labels
 
 
 def _next_server(before: _Server | None, entry: ServerEntry) -> _Server:
     """What to export of ``entry``'s server after this poll, given what was exported
     before (None: it was not polled at the poll before)."""
-    snapshot, report = entry.snapshot, entry.report
-    if snapshot is None or report is None:
+    snapshot = entry.snapshot
+    if snapshot is None:
         return (before or _NEVER_ANSWERED)._replace(up=False)
-    if before is None:  # first seen: every counter as it is
-        before = _NEVER_ANSWERED
-        report = Report()
-    return _Server(
-        up=True,
-        snapshot=snapshot,
-        pushed=_pushed(before.pushed, snapshot, report),
-        subscribed=_subscribed(before.subscribed, snapshot, report),
-        histograms=_observed(before.histograms, entry),
-    )
-
-
-def _grown(total: int, change: Change | None) -> int:
-    """The running total of a counter that was ``total`` after it made ``change`` (None:
-    it did not move): up by how far it rose (across a 32-bit wrap), or, when it went
-    down, by its new value, which counts the events since it started again."""
-    if change is None:
-        return total
-    delta = change.delta
-    return total + (delta if delta >= 0 else change.after)
-
-
-def _pushed(before: Mapping[str, int], snapshot: Snapshot, report: Report) -> dict[str, int]:
-    """The running totals of the streams ``snapshot`` publishes, ``report`` telling how
-    far each moved since the totals ``before``.  A stream first seen starts at its
-    counter; one back after it was gone from an answer (cppTango forgets a restarted
-    server's streams until a client subscribes again) adds its counter, the events since
-    it started again, to its total.  The totals of streams gone are kept, so that their
-    series go on rising when they come back."""
-    totals = dict(before)
-    if snapshot.server is None:
-        return totals
-    moved = {change.stream: change.counter for change in report.published}
-    back = {publisher.stream for publisher in report.new_publishers}
-    for stream, counter in snapshot.server.publishers.items():
-        total = before.get(stream)
-        if total is None:
-            totals[stream] = counter
-        elif stream in back:
-            totals[stream] = total + counter
-        else:
-            totals[stream] = _grown(total, moved.get(stream))
-    return totals
-
-
-def _subscribed(
-    before: Mapping[str, _Totals], snapshot: Snapshot, report: Report
-) -> dict[str, _Totals]:
-    """The running totals of ``snapshot``'s subscriptions (see `_pushed`): one made again
-    after it was gone from an answer adds its counts to its totals."""
-    totals = dict(before)
-    if snapshot.client is None:
-        return totals
-    moved = {change.topic: change for change in report.subscription_changes}
-    back = {subscription.topic for subscription in report.new_subscriptions}
-    for topic, subscription in snapshot.client.subscriptions.items():
-        total = before.get(topic)
-        change = moved.get(topic)
-        counts = (
-            subscription.event_count,
-            subscription.missed_event_count,
-            subscription.discarded_event_count,
-        )
-        if total is None:
-            totals[topic] = counts
-        elif topic in back:
-            totals[topic] = (total[0] + counts[0], total[1] + counts[1], total[2] + counts[2])
-        elif change is not None:
-            totals[topic] = (
-                _grown(total[0], change.event_count),
-                _grown(total[1], change.missed_event_count),
-                _grown(total[2], change.discarded_event_count),
-            )
-    return totals
+    histograms = (before or _NEVER_ANSWERED).histograms
+    return _Server(up=True, snapshot=snapshot, histograms=_observed(histograms, entry))
 
 
 def _observed(
@@ -440,10 +397,11 @@ def _client_observations(
 def _observe(
     histograms: dict[_HistogramKey, _Counts], key: _HistogramKey, micros: Sequence[float]
 ) -> None:
-    """Add ``micros`` to the histogram ``key`` of ``histograms``, as a new tuple."""
+    """Add ``micros`` to the histogram ``key`` of ``histograms``, as a new tuple; values
+    below 0 (clocks of two hosts that disagree) count as 0, in the buckets and the sum."""
     if not micros:
         return
-    ordered = sorted(micros)
+    ordered = sorted(max(observed, 0) for observed in micros)
     counts = (*(bisect_right(ordered, bound) for bound in BUCKET_MICROS), len(ordered))
     before = histograms.get(key)
     if before is None:
