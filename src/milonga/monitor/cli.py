@@ -16,6 +16,7 @@ from milonga.monitor.collector import (
     MonitorSetupError,
     Selection,
     is_pattern,
+    no_query_command,
     select_servers,
 )
 from milonga.monitor.findings import Severity
@@ -32,6 +33,7 @@ from milonga.monitor.loop import (
     WorstSeverity,
 )
 from milonga.monitor.metrics import EventSystemMetrics
+from milonga.monitor.poll import MonitoredServer
 from milonga.monitor.render import render_poll
 from milonga.monitor.serve import MetricsServer, PrometheusOutput, ServeError, parse_address
 from milonga.monitor.stats import SAMPLE_LIMIT
@@ -290,8 +292,9 @@ def _run(args: argparse.Namespace, prog: str, out: TextIO, err: TextIO) -> int:
             f"{pattern!r} matches no exported device yet; it is looked up again every "
             f"{RESOLVE_SECONDS:g} s",
         )
-    with _serving(args.serve, say) as outputs, Collector(selection.servers) as collector:
-        _warn_silent(collector, say)
+    serving = _serving(args.serve, args.polling_period, say)
+    with serving as outputs, Collector(selection.servers) as collector:
+        lacking = _check_support(collector, selection, say)
         try:
             to_file = args.output not in {None, STANDARD_OUTPUT}
             writer = JsonLinesWriter(args.output, append=args.append) if to_file else None
@@ -302,19 +305,27 @@ def _run(args: argparse.Namespace, prog: str, out: TextIO, err: TextIO) -> int:
             ) from None
         with writer or contextlib.nullcontext():
             return _monitor(
-                collector, args, writer=writer, outputs=outputs, out=out, say=say, prog=prog
+                collector,
+                args,
+                writer=writer,
+                outputs=outputs,
+                out=out,
+                say=say,
+                prog=prog,
+                selection=selection,
+                lacking=lacking,
             )
 
 
 @contextlib.contextmanager
-def _serving(address: tuple[str, int] | None, say: Say) -> Iterator[list[Output]]:
-    """Serve metrics at ``address`` (none if None) inside the block, and yield the outputs
-    that feed them; the server is started on entry (raising `ServeError` if it cannot
-    be) and closed on leaving, however the block ends."""
+def _serving(address: tuple[str, int] | None, period: float, say: Say) -> Iterator[list[Output]]:
+    """Serve metrics at ``address`` (none if None) inside the block, with the polling
+    ``period``, and yield the outputs that feed them; the server is started on entry
+    (raising `ServeError` if it cannot be) and closed on leaving, however the block ends."""
     if address is None:
         yield []
         return
-    metrics = EventSystemMetrics()
+    metrics = EventSystemMetrics(polling_period=period)
     with MetricsServer(*address, metrics) as server:
         say("note", f"serving Prometheus metrics at {_url(*server.address)}")
         yield [PrometheusOutput(metrics)]
@@ -325,14 +336,24 @@ def _url(host: str, port: int) -> str:
     return f"http://{f'[{host}]' if ':' in host else host}:{port}/metrics"
 
 
-def _warn_silent(collector: Collector, say: Say) -> None:
-    """Check that the servers can be monitored; warn about each that does not answer."""
-    for server in collector.check_support():
+def _check_support(collector: Collector, selection: Selection, say: Say) -> list[MonitoredServer]:
+    """Check that the servers can be monitored; warn about each that does not answer.
+
+    Return those that answer without the query command, to be left out; raises
+    `MonitorSetupError` if one of them was named rather than matched by a pattern or
+    ``--all``.
+    """
+    silent, lacking = collector.find_support(collector.servers)
+    for server in lacking:
+        if server.admin in selection.named:
+            raise MonitorSetupError(no_query_command(server))
+    for server in silent:
         say(
             "warning",
             f"{server.label} does not answer yet; it is polled all the same and reported "
             "once it answers",
         )
+    return lacking
 
 
 def _resolver(args: argparse.Namespace) -> Callable[[], Selection] | None:
@@ -352,10 +373,13 @@ def _monitor(
     out: TextIO,
     say: Say,
     prog: str,
+    selection: Selection,
+    lacking: Sequence[MonitoredServer],
 ) -> int:
     """Run the poll loop as ``args`` ask, with the screen on ``out`` (none with
     --quiet), the JSON Lines file of ``writer`` and ``outputs``, and return the exit
-    status; a stop signal raises."""
+    status; a stop signal raises.  The servers of ``lacking`` are left out first, and
+    those that ``selection`` named are never left out."""
     worst = WorstSeverity()
     every: list[Output] = [*outputs, worst]
     if writer is not None:
@@ -371,7 +395,9 @@ def _monitor(
         say=say,
         prog=prog,
         resolve=_resolver(args),
+        required=selection.named,
     )
+    loop.leave_out(lacking)
     if args.monitor:
         say("note", SAMPLES_WARNING)
     try:

@@ -53,10 +53,15 @@ class MonitorSetupError(Exception):
 def check_query_support(server: MonitoredServer, commands: Iterable[str]) -> None:
     """Raise `MonitorSetupError` unless ``commands`` include `QUERY_COMMAND`."""
     if QUERY_COMMAND.lower() not in {command.lower() for command in commands}:
-        raise MonitorSetupError(
-            f"{server.label} cannot be monitored: its device server has no {QUERY_COMMAND} "
-            f"command, which needs {REQUIRED_TANGO}; upgrade that server or leave it out"
-        )
+        raise MonitorSetupError(no_query_command(server))
+
+
+def no_query_command(server: MonitoredServer) -> str:
+    """Why ``server``, which has no `QUERY_COMMAND`, cannot be monitored, and what to do."""
+    return (
+        f"{server.label} cannot be monitored: its device server has no {QUERY_COMMAND} "
+        f"command, which needs {REQUIRED_TANGO}; upgrade that server or leave it out"
+    )
 
 
 def resolve_servers(names: Sequence[str]) -> list[MonitoredServer]:
@@ -82,6 +87,9 @@ class Selection:
     servers: tuple[MonitoredServer, ...]
     unmatched: tuple[str, ...] = ()
     """The patterns that matched no exported device; they may match one later."""
+    named: frozenset[str] = frozenset()
+    """The admin devices of the servers that a name (not a pattern, nor ``everything``)
+    selected: those must be monitored, whereas the others may be left out."""
 
 
 def is_pattern(name: str) -> bool:
@@ -107,6 +115,7 @@ def select_servers(names: Sequence[str], *, everything: bool = False) -> Selecti
     databases: dict[str, tango.Database] = {}
     admins: dict[str, tuple[str, list[str]]] = {}
     unmatched: list[str] = []
+    named: set[str] = set()  # server keys
 
     def add(admin: str, key: str, source: str | None) -> None:
         _, sources = admins.setdefault(key, (admin, []))
@@ -117,6 +126,7 @@ def select_servers(names: Sequence[str], *, everything: bool = False) -> Selecti
         if not is_pattern(name):
             admin, key, is_admin = _admin_of(name, databases)
             add(admin, key, None if is_admin else name)
+            named.add(key)
             continue
         found = _matching_servers(name, databases)
         if not found:
@@ -129,6 +139,7 @@ def select_servers(names: Sequence[str], *, everything: bool = False) -> Selecti
     return Selection(
         tuple(MonitoredServer(admin, tuple(sources)) for admin, sources in admins.values()),
         tuple(unmatched),
+        frozenset(admins[key][0] for key in named),
     )
 
 
@@ -379,7 +390,10 @@ class Collector:
         self.servers = tuple(servers)
         self.timeout = timeout
         self._lines = {server.admin: _Line() for server in self.servers}
-        self._dropped: dict[str, _Line] = {}  # lines of servers gone, with a call under way
+        # Lines of servers gone with a call under way, or kept to turn sampling off.
+        self._dropped: dict[str, _Line] = {}
+        self._known: set[str] = set()  # admin devices known to have the query command or not
+        self._lacking: set[str] = set()  # admin devices known to lack it
         # Guards the `_Line.sent` of every line, and is notified when a call ends.
         self._ended = threading.Condition()
         self._closing = threading.Event()
@@ -402,31 +416,27 @@ class Collector:
         """The longest a call after one that failed lasts: cppTango reconnects first."""
         return self.timeout + RECONNECT_SECONDS
 
-    def set_servers(
-        self, servers: Sequence[MonitoredServer], *, sampling_off: Iterable[str] = ()
-    ) -> None:
+    def set_servers(self, servers: Sequence[MonitoredServer], *, keep: Iterable[str] = ()) -> None:
         """Poll ``servers`` from now on, in place of the servers so far.
 
         Servers are told apart by admin device: one polled already keeps its line (its
         proxy and any call under way) and takes its new label; a new one gets a line.  A
         server gone is no longer asked; a call still under way on it ends on its own and
         its result is not used (if it comes back before that, it finds that call under
-        way, as if it had never gone).  Performance sampling is turned off in the servers
-        gone whose admin devices ``sampling_off`` names, without waiting for them: best
-        effort, as a server gone is often not running any more.  Call it from the thread
+        way, as if it had never gone).  The servers gone (now or before) whose admin
+        devices ``keep`` names keep their lines, so that `set_perf_monitoring` can still
+        turn sampling off in them, after any call under way.  Call it from the thread
         that polls, between two calls of the other methods.
         """
         kept = {**self._dropped, **self._lines}
         lines = {s.admin: kept.pop(s.admin) if s.admin in kept else _Line() for s in servers}
-        off = set(sampling_off) & kept.keys()
+        wanted = set(keep)
         with self._ended:  # dropped before the swap: a worker finds its line in either
             self._dropped = {
-                a: line for a, line in kept.items() if line.sent is not None or a in off
+                a: line for a, line in kept.items() if line.sent is not None or a in wanted
             }
         self.servers = tuple(servers)
         self._lines = lines
-        for admin in off:
-            self._pool.submit(self._call_on, MonitoredServer(admin), kept[admin], _switch(False))
 
     def submit_lookup(self, lookup: Callable[[], _T]) -> Future[_T]:
         """Run ``lookup``, a call that asks only Tango databases, in the thread of the
@@ -439,27 +449,66 @@ class Collector:
 
         Raises `MonitorSetupError` for a server that answers without the command.
         """
-        commands = self._each(
-            lambda proxy: [c.cmd_name for c in proxy.command_list_query()], self.servers
-        )
-        silent = []
-        for server, result in zip(self.servers, commands, strict=True):
-            if isinstance(result, list):
-                check_query_support(server, result)
-            else:
-                silent.append(server)
+        silent, lacking = self.find_support(self.servers)
+        if lacking:
+            raise MonitorSetupError(no_query_command(lacking[0]))
         return silent
 
+    def find_support(
+        self, servers: Sequence[MonitoredServer]
+    ) -> tuple[list[MonitoredServer], list[MonitoredServer]]:
+        """Ask each of ``servers`` whether it has `QUERY_COMMAND`; return those that did
+        not answer, and those that answered without it (also in `lacking` from now on)."""
+        commands = self._each(
+            lambda proxy: [c.cmd_name for c in proxy.command_list_query()], servers
+        )
+        silent, lacking = [], []
+        for server, result in zip(servers, commands, strict=True):
+            if not isinstance(result, list):
+                silent.append(server)
+                continue
+            self._known.add(server.admin)
+            try:
+                check_query_support(server, result)
+            except MonitorSetupError:
+                lacking.append(server)
+                self._lacking.add(server.admin)
+        return silent, lacking
+
+    @property
+    def lacking(self) -> frozenset[str]:
+        """The admin devices of the servers found to have no `QUERY_COMMAND` so far."""
+        return frozenset(self._lacking)
+
     def poll(self) -> Poll:
-        """Every server's `QueryEventSystem` reply, all asked at once."""
+        """Every server's `QueryEventSystem` reply, all asked at once.
+
+        A server that answers with an error before it ever answered the query is asked
+        whether it has the command at all (once it answers that): one without it gets the
+        error `no_query_command` and is in `lacking` from then on.
+        """
         time = datetime.now().astimezone()  # local time, with its UTC offset
         answers = self._each(lambda proxy: str(proxy.command_inout(QUERY_COMMAND)), self.servers)
+        self._known.update(
+            server.admin
+            for server, answer in zip(self.servers, answers, strict=True)
+            if isinstance(answer, str)
+        )
+        unknown = [
+            server
+            for server, answer in zip(self.servers, answers, strict=True)
+            if isinstance(answer, CallError) and answer.answered and server.admin not in self._known
+        ]
+        lacking = {server.admin for server in self.find_support(unknown)[1]} if unknown else set()
         return Poll(
             time,
             tuple(
                 Reply.answered(server, answer)
                 if isinstance(answer, str)
-                else Reply.failed(server, _in_poll(answer))
+                else Reply.failed(
+                    server,
+                    no_query_command(server) if server.admin in lacking else _in_poll(answer),
+                )
                 for server, answer in zip(self.servers, answers, strict=True)
             ),
         )
@@ -472,7 +521,8 @@ class Collector:
         patience: float = 0.0,
     ) -> dict[str, CallError]:
         """Turn performance sampling on or off in ``servers`` (all by default); return
-        the errors, by admin device.
+        the errors, by admin device.  ``servers`` may include servers gone whose lines
+        `set_servers` kept.
 
         A server that does not answer in time, or is still busy with an earlier call,
         gives an error whose ``answered`` is False.  With ``patience``, such a server is
@@ -480,8 +530,8 @@ class Collector:
         `_each`.  With ``patience`` at least `call_limit`, every call to them has ended
         on return, so that `close` need not wait.
         """
-        wanted = {server.admin for server in (self.servers if servers is None else servers)}
-        chosen = [server for server in self.servers if server.admin in wanted]
+        reachable = {**self._dropped, **self._lines}
+        chosen = [s for s in (self.servers if servers is None else servers) if s.admin in reachable]
         results = self._each(_switch(enabled), chosen, patience=patience)
         return {
             server.admin: result
@@ -567,7 +617,8 @@ class Collector:
         for server in servers:  # how long each has not answered, over every round
             result = results[server.admin]
             if isinstance(result, CallError) and not result.answered:
-                results[server.admin] = self._unanswered(server, started, sent=result.sent)
+                line = self._line(server.admin)
+                results[server.admin] = self._unanswered(line, started, sent=result.sent)
         return [results[server.admin] for server in servers]
 
     def _round(
@@ -581,9 +632,9 @@ class Collector:
         """
         started = time.monotonic()
         with self._ended:
-            under_way = {server.admin: self._lines[server.admin].sent for server in servers}
+            under_way = {server.admin: self._line(server.admin).sent for server in servers}
         futures = {
-            server.admin: self._pool.submit(self._call_on, server, self._lines[server.admin], call)
+            server.admin: self._pool.submit(self._call_on, server, self._line(server.admin), call)
             for server in servers
             if under_way[server.admin] is None
         }
@@ -595,11 +646,11 @@ class Collector:
             future = futures.get(server.admin)
             if future is None:
                 sent = under_way[server.admin] or started
-                results.append(self._unanswered(server, sent, sent=False))
+                results.append(self._unanswered(self._line(server.admin), sent, sent=False))
             elif future.done():
                 results.append(future.result())
             else:
-                results.append(self._unanswered(server, started, sent=True))
+                results.append(self._unanswered(self._line(server.admin), started, sent=True))
         return results
 
     def _call_on(
@@ -609,7 +660,7 @@ class Collector:
         call to it is under way already: the error then says since when."""
         with self._ended:
             if line.sent is not None:
-                return self._unanswered(server, line.sent, sent=False)
+                return self._unanswered(line, line.sent, sent=False)
             line.sent = time.monotonic()
         try:
             proxy = self._proxy(server)
@@ -627,11 +678,11 @@ class Collector:
                 line.sent = None
                 self._ended.notify_all()
 
-    def _unanswered(self, server: MonitoredServer, since: float, *, sent: bool) -> CallError:
-        """The error of a server that has not answered since ``since``, or since the call
-        under way to it was sent if that was earlier."""
+    def _unanswered(self, line: _Line, since: float, *, sent: bool) -> CallError:
+        """The error of the server of ``line``, which has not answered since ``since``, or
+        since the call under way on ``line`` was sent if that was earlier."""
         with self._ended:
-            under_way = self._lines[server.admin].sent
+            under_way = line.sent
         waited = time.monotonic() - (since if under_way is None else min(since, under_way))
         return CallError(
             f"no answer for {waited:.1f} s (the timeout is {self.timeout:g} s): its device "
@@ -647,11 +698,15 @@ class Collector:
         return those with none, or nothing once ``deadline`` has passed."""
 
         def free() -> list[MonitoredServer]:
-            return [server for server in servers if self._lines[server.admin].sent is None]
+            return [server for server in servers if self._line(server.admin).sent is None]
 
         with self._ended:
             self._ended.wait_for(free, timeout=max(0.0, deadline - time.monotonic()))
             return free() if time.monotonic() < deadline else []
+
+    def _line(self, admin: str) -> _Line:
+        """The line of the server of ``admin``: polled, or gone but kept."""
+        return self._lines.get(admin) or self._dropped[admin]
 
     def _telling(self, line: _Line, failure: tango.DevFailed) -> tango.DevFailed:
         """``failure``, or the server's previous one if cppTango just delayed reconnecting.
@@ -689,7 +744,7 @@ class Collector:
         for 1 s, hiding why it failed.  Until connected, calls end within cppTango's 3 s
         connection timeout anyway.
         """
-        line = self._lines.get(server.admin) or self._dropped[server.admin]
+        line = self._line(server.admin)
         if line.proxy is None:
             line.proxy = _admin_proxy(server.admin, None)
         return line.proxy

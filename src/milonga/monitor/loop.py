@@ -19,7 +19,7 @@ import select
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import FrameType
@@ -30,6 +30,8 @@ import tango
 from milonga import standard_streams
 from milonga.monitor.collector import (
     PERF_COMMAND,
+    QUERY_COMMAND,
+    REQUIRED_TANGO,
     CallError,
     Collector,
     MonitorSetupError,
@@ -93,6 +95,15 @@ class PollLoop:
     turned off in them, without waiting), each said as a note; a pattern that no longer
     matches anything is a warning.  A failing ``resolve`` is a warning, and the servers
     stay as they are.  Without it, the collector's servers are polled throughout.
+
+    A server gone in which sampling may be on stays in the loop's care until it has
+    answered the call that turns sampling off: that call is made again at each poll
+    while it has not, and once more at the end, with the others.
+
+    Servers whose admin devices are not in ``required`` (all are, when it is None), nor
+    in the `Selection.named` of a lookup, are left out once found without
+    `QueryEventSystem` (`leave_out`), at their first answer, with a warning each, and are
+    not polled again for the rest of the loop even if a lookup selects them again.
     """
 
     def __init__(
@@ -108,6 +119,7 @@ class PollLoop:
         prog: str,
         resolve: Callable[[], Selection] | None = None,
         resolve_period: float = RESOLVE_SECONDS,
+        required: Collection[str] | None = None,
     ) -> None:
         self.collector = collector
         self.outputs = tuple(outputs)
@@ -123,6 +135,9 @@ class PollLoop:
         self._last_poll_wanted = True  # until a poll that ends the loop says otherwise
         self._answered: set[str] = set()  # admin devices that have answered a poll
         self._turned_on: set[str] = set()  # admin devices in which sampling may be on
+        self._gone: dict[str, MonitoredServer] = {}  # servers gone, sampling maybe on
+        self._required = required
+        self._left_out: set[str] = set()  # admin devices of servers left out
         # By admin device: the process in which sampling was last turned on, if known.
         self._processes: dict[str, str | None] = {}
         self.resolve = resolve
@@ -202,8 +217,10 @@ class PollLoop:
         """Take a poll and send it to the outputs.  A stop signal during the poll waits
         until they have it, which makes it the last poll: no reply is lost to the signal."""
         self._follow_selection()
+        if self.sampling and self._gone:
+            self._turn_gone_off()
         with _holding_signals() as (arrived, _):
-            poll = self.collector.poll()
+            poll = self._without_lacking(self.collector.poll())
         self._record(poll)
         if arrived:
             self._last_poll_wanted = False
@@ -214,6 +231,42 @@ class PollLoop:
             reply.server.admin for reply in poll.replies if reply.snapshot is not None
         )
         return poll
+
+    def leave_out(self, servers: Iterable[MonitoredServer]) -> None:
+        """Stop polling ``servers``, found without `QueryEventSystem`, for good; warn
+        about each."""
+        left = {s.admin: s for s in servers if s.admin not in self._left_out}
+        if not left:
+            return
+        self._left_out.update(left)
+        self.collector.set_servers(
+            [s for s in self.collector.servers if s.admin not in left], keep=self._gone
+        )
+        for server in left.values():
+            self._say(
+                "warning",
+                f"leaving {server.label} out: its device server has no {QUERY_COMMAND} command, "
+                f"which needs {REQUIRED_TANGO}; upgrade it and restart the monitor to poll it",
+            )
+
+    def _without_lacking(self, poll: Poll) -> Poll:
+        """``poll`` without the replies of the servers found lacking `QueryEventSystem`
+        that may be left out, which `leave_out` leaves out."""
+        lacking = self.collector.lacking
+        left = [
+            reply.server
+            for reply in poll.replies
+            if reply.server.admin in lacking and not self._is_required(reply.server.admin)
+        ]
+        if not left:
+            return poll
+        self.leave_out(left)
+        admins = {server.admin for server in left}
+        return Poll(poll.time, tuple(r for r in poll.replies if r.server.admin not in admins))
+
+    def _is_required(self, admin: str) -> bool:
+        """Whether the server of ``admin`` must be polled even without the query command."""
+        return self._required is None or admin in self._required
 
     def _follow_selection(self) -> None:
         """Take the servers of a lookup that has ended, and start the next one when due."""
@@ -240,18 +293,20 @@ class PollLoop:
                 f"{self.resolve_period:g} s",
             )
             return
+        if self._required is not None:  # None: every server is required throughout
+            self._required = selection.named
         before = self.collector.servers
-        admins = {server.admin for server in selection.servers}
+        chosen = [s for s in selection.servers if s.admin not in self._left_out]
+        admins = {server.admin for server in chosen}
         gone = [server for server in before if server.admin not in admins]
         known = {server.admin for server in before}
-        added = [server for server in selection.servers if server.admin not in known]
+        added = [server for server in chosen if server.admin not in known]
         matched_before = {name for server in before for name in server.devices}
-        self.collector.set_servers(
-            selection.servers,
-            sampling_off=[server.admin for server in gone if server.admin in self._turned_on],
-        )
         turned_on = {server.admin for server in gone} & self._turned_on
-        self._turned_on -= turned_on
+        self._gone.update((server.admin, server) for server in gone if server.admin in turned_on)
+        for admin in admins:
+            self._gone.pop(admin, None)  # polled again: in the loop's care as any other
+        self.collector.set_servers(chosen, keep=self._gone)
         self._tell_changes(added, gone, turned_on)
         for pattern in selection.unmatched:
             if pattern in matched_before:
@@ -352,6 +407,17 @@ class PollLoop:
         self._processes.update(self.collector.processes(on))
         return errors
 
+    def _turn_gone_off(self) -> None:
+        """Turn sampling off in the servers gone in which it may be on, without waiting
+        for a call under way; those that answer leave the loop's care, with a warning
+        for each that answered with an error."""
+        errors = self.collector.set_perf_monitoring(False, list(self._gone.values()))
+        done = [admin for admin in self._gone if admin not in errors or errors[admin].answered]
+        for admin in done:
+            del self._gone[admin]
+            self._turned_on.discard(admin)
+        self._warn_left_on({a: e for a, e in errors.items() if e.answered})
+
     def _turn_sampling_off(self, handlers: dict[int, Handler]) -> None:
         """Turn sampling off in every server in which it may be on, and warn about each
         where that fails.  Those that do not answer at once are waited for, up to the
@@ -359,6 +425,7 @@ class PollLoop:
         way have ended then, so the whole stop fits well within the 10 s that service
         managers allow before SIGKILL.  A signal that ``handlers`` act on ends the wait."""
         servers = [s for s in self.collector.servers if s.admin in self._turned_on]
+        servers += self._gone.values()
         errors = self.collector.set_perf_monitoring(False, servers)
         slow = [s for s in servers if s.admin in errors and not errors[s.admin].answered]
         if slow:
