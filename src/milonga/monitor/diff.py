@@ -6,9 +6,19 @@ Tango: the report is plain data that `milonga.monitor.render` turns into text.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
-from milonga.monitor.snapshot import ClientSide, NotConnected, ServerSide, Snapshot, Subscription
+from milonga.monitor.snapshot import (
+    EMPTY_SNAPSHOT,
+    ClientSide,
+    NotConnected,
+    ServerSide,
+    Snapshot,
+    Subscription,
+)
 from milonga.monitor.stats import PerfTable, summarise_client_perf, summarise_server_perf
 
 COUNTER_WRAP = 2**32
@@ -42,10 +52,11 @@ _WRAP_JUMP = COUNTER_WRAP - 2 * WRAP_MARGIN
 """The least move of a wrap, either way."""
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Change:
-    """A counter that moved from ``before`` to ``after``.  Not frozen, to be quick to
-    make (a poll makes one per counter that moved); never changed once made."""
+    """A counter that moved from ``before`` to ``after``.  Not frozen, and with an
+    ``__init__`` of its own rather than a ``__post_init__``, to be quick to make (a poll
+    makes one per counter that moved); never changed once made."""
 
     before: int
     after: int
@@ -53,28 +64,27 @@ class Change:
     """``after`` - ``before``, across a wrap of the counter (`counter_delta`): worked out
     once, as the findings read it several times."""
 
-    def __post_init__(self) -> None:
-        self.delta = counter_delta(self.before, self.after)
+    def __init__(self, before: int, after: int) -> None:
+        self.before = before
+        self.after = after
+        self.delta = counter_delta(before, after)
 
 
-@dataclass(frozen=True)
-class Publisher:
+class Publisher(NamedTuple):
     """A stream the process publishes, with the last server counter pushed on it."""
 
     stream: str
     counter: int
 
 
-@dataclass(frozen=True)
-class PublisherChange:
+class PublisherChange(NamedTuple):
     """A stream on which the process pushed events (or whose counter went down)."""
 
     stream: str
     counter: Change
 
 
-@dataclass(frozen=True)
-class SubscriptionChange:
+class SubscriptionChange(NamedTuple):
     """The fields of one subscription that changed; None for those that did not."""
 
     topic: str
@@ -87,9 +97,13 @@ class SubscriptionChange:
     """(before, after) when the subscription was renewed in between."""
 
 
-@dataclass(frozen=True)
-class Report:
-    """What changed in one process, section by section; empty tuples when nothing did."""
+class Report(NamedTuple):
+    """What changed in one process, section by section; empty tuples when nothing did.
+
+    A named tuple rather than a frozen dataclass, as are its parts (`Publisher`,
+    `PublisherChange`, `SubscriptionChange`): every poll makes them for every server, and
+    a tuple is several times quicker to make.
+    """
 
     new_publishers: tuple[Publisher, ...] = ()
     published: tuple[PublisherChange, ...] = ()
@@ -111,7 +125,7 @@ class Report:
     @property
     def is_empty(self) -> bool:
         """Whether there is nothing to show."""
-        return not any(getattr(self, field.name) for field in fields(self))
+        return not any(self)
 
 
 @dataclass(frozen=True)
@@ -130,17 +144,32 @@ class Unsampled:
     def after(self, snapshot: Snapshot) -> Unsampled:
         """What is still unsampled once ``snapshot`` is read: a side with sampling off (or
         not there) waits for a first sample again, a side with samples no longer does, and
-        a side with sampling on but no sample yet stays as it was."""
-        return Unsampled(
-            server=_still_unsampled(self.server, snapshot.server),
-            client=_still_unsampled(self.client, snapshot.client),
-        )
+        a side with sampling on but no sample yet stays as it was.  One of four shared
+        values (`_UNSAMPLED`), as every poll asks it of every server."""
+        return _UNSAMPLED[
+            _still_unsampled(self.server, snapshot.server),
+            _still_unsampled(self.client, snapshot.client),
+        ]
+
+
+_UNSAMPLED = {
+    (server, client): Unsampled(server, client)
+    for server in (False, True)
+    for client in (False, True)
+}
+"""Each value of `Unsampled`, by (server, client)."""
+UNSAMPLED = _UNSAMPLED[True, True]
+"""Both sides unsampled: the state of a process not seen before."""
 
 
 def _still_unsampled(before: bool, side: ServerSide | ClientSide | None) -> bool:
     if side is None or side.perf is None:
         return True
     return before and not side.perf
+
+
+_NOTHING: Mapping[str, Any] = MappingProxyType({})
+"""The publishers or subscriptions of a side that is not there; never changed."""
 
 
 def diff(
@@ -157,53 +186,32 @@ def diff(
     across polls instead.
     """
     if unsampled is None:
-        unsampled = Unsampled() if previous is None else Unsampled().after(previous)
-    before = previous or Snapshot(server=None, client=None)
-    old_counters = dict(before.server.publishers) if before.server else {}
-    new_counters = dict(current.server.publishers) if current.server else {}
-    old_subscriptions = dict(before.client.subscriptions) if before.client else {}
-    new_subscriptions = dict(current.client.subscriptions) if current.client else {}
-    old_waiting = (
-        {entry.key: entry for entry in before.client.not_connected} if before.client else {}
-    )
-    new_waiting = (
-        {entry.key: entry for entry in current.client.not_connected} if current.client else {}
-    )
+        unsampled = UNSAMPLED if previous is None else UNSAMPLED.after(previous)
+    before = previous or EMPTY_SNAPSHOT
+    old_counters = before.server.publishers if before.server else _NOTHING
+    new_counters = current.server.publishers if current.server else _NOTHING
+    old_subscriptions = before.client.subscriptions if before.client else _NOTHING
+    new_subscriptions = current.client.subscriptions if current.client else _NOTHING
+    old_waiting = before.client.not_connected if before.client else ()
+    new_waiting = current.client.not_connected if current.client else ()
 
-    published = tuple(
-        PublisherChange(stream, Change(old_counters[stream], counter))
-        for stream, counter in sorted(new_counters.items())
-        if stream in old_counters and old_counters[stream] != counter
-    )
-    changed = tuple(
-        change
-        for topic, subscription in sorted(new_subscriptions.items())
-        if topic in old_subscriptions
-        and (change := _subscription_change(old_subscriptions[topic], subscription)) is not None
-    )
+    new_publishers, published = _publisher_changes(old_counters, new_counters)
+    added, changed = _subscription_changes(old_subscriptions, new_subscriptions)
     went_down = [c.stream for c in published if c.counter.delta < 0]
     went_down += [c.topic for c in changed if c.event_count and c.event_count.delta < 0]
 
     server_samples = current.server.perf if current.server else None
     client_samples = current.client.perf if current.client else None
     return Report(
-        new_publishers=tuple(
-            Publisher(stream, counter)
-            for stream, counter in sorted(new_counters.items())
-            if stream not in old_counters
-        ),
+        new_publishers=new_publishers,
         published=published,
-        removed_publishers=tuple(sorted(set(old_counters) - set(new_counters))),
+        removed_publishers=_removed(old_counters, new_counters),
         server_perf=summarise_server_perf(server_samples, sampling_just_started=unsampled.server)
         if server_samples
         else None,
-        new_subscriptions=tuple(
-            subscription
-            for topic, subscription in sorted(new_subscriptions.items())
-            if topic not in old_subscriptions
-        ),
+        new_subscriptions=added,
         subscription_changes=changed,
-        removed_subscriptions=tuple(sorted(set(old_subscriptions) - set(new_subscriptions))),
+        removed_subscriptions=_removed(old_subscriptions, new_subscriptions),
         not_connected=_sorted_entries(new_waiting, exclude=old_waiting),
         connected_again=_sorted_entries(old_waiting, exclude=new_waiting),
         client_perf=summarise_client_perf(client_samples, sampling_just_started=unsampled.client)
@@ -213,38 +221,76 @@ def diff(
     )
 
 
+def _publisher_changes(
+    old: Mapping[str, int], new: Mapping[str, int]
+) -> tuple[tuple[Publisher, ...], tuple[PublisherChange, ...]]:
+    """The streams of ``new`` not in ``old``, and those whose counter moved from ``old``;
+    each by stream name."""
+    added = []
+    published = []
+    for stream in sorted(new):
+        counter = new[stream]
+        if stream not in old:
+            added.append(Publisher(stream, counter))
+        elif old[stream] != counter:
+            published.append(PublisherChange(stream, Change(old[stream], counter)))
+    return tuple(added), tuple(published)
+
+
+def _subscription_changes(
+    old: Mapping[str, Subscription], new: Mapping[str, Subscription]
+) -> tuple[tuple[Subscription, ...], tuple[SubscriptionChange, ...]]:
+    """The subscriptions of ``new`` not in ``old``, and what changed in the others
+    (`_subscription_change`); each by topic."""
+    added = []
+    changed = []
+    for topic in sorted(new):
+        subscription = new[topic]
+        if topic not in old:
+            added.append(subscription)
+        elif (change := _subscription_change(old[topic], subscription)) is not None:
+            changed.append(change)
+    return tuple(added), tuple(changed)
+
+
+def _removed(old: Mapping[str, object], new: Mapping[str, object]) -> tuple[str, ...]:
+    """The names of ``old`` that ``new`` no longer has, in order."""
+    return tuple(sorted(old.keys() - new.keys()))
+
+
 def _subscription_change(old: Subscription, new: Subscription) -> SubscriptionChange | None:
     """What changed in one subscription; None if nothing did."""
     if old == new:
         return None  # an idle subscription, quickly
-
-    def moved(before: int, after: int) -> Change | None:
-        return None if before == after else Change(before, after)
-
-    counts = {
-        "event_count": moved(old.event_count, new.event_count),
-        "server_counter": moved(old.server_counter, new.server_counter),
-        "callback_count": moved(old.callback_count, new.callback_count),
-        "missed_event_count": moved(old.missed_event_count, new.missed_event_count),
-        "discarded_event_count": moved(old.discarded_event_count, new.discarded_event_count),
-    }
+    counts = (  # in the order of `SubscriptionChange`'s fields
+        _moved(old.event_count, new.event_count),
+        _moved(old.server_counter, new.server_counter),
+        _moved(old.callback_count, new.callback_count),
+        _moved(old.missed_event_count, new.missed_event_count),
+        _moved(old.discarded_event_count, new.discarded_event_count),
+    )
     renewed = (
         None
         if old.last_resubscribed == new.last_resubscribed
         else (old.last_resubscribed, new.last_resubscribed)
     )
-    if renewed is None and not any(counts.values()):
+    if renewed is None and not any(counts):
         return None  # only its channel changed, which a report does not show
-    return SubscriptionChange(new.topic, last_resubscribed=renewed, **counts)
+    return SubscriptionChange(new.topic, *counts, last_resubscribed=renewed)
+
+
+def _moved(before: int, after: int) -> Change | None:
+    """The move of a counter from ``before`` to ``after``; None if it did not move."""
+    return None if before == after else Change(before, after)
 
 
 def _sorted_entries(
-    entries: dict[tuple[str, str, str, str | None], NotConnected],
-    exclude: dict[tuple[str, str, str, str | None], NotConnected],
+    entries: tuple[NotConnected, ...], exclude: tuple[NotConnected, ...]
 ) -> tuple[NotConnected, ...]:
-    return tuple(
-        sorted(
-            (entry for key, entry in entries.items() if key not in exclude),
-            key=lambda entry: (entry.stream, entry.tango_host or ""),
-        )
-    )
+    """The ``entries`` whose key (`NotConnected.key`) none of ``exclude`` has, one per key
+    (the last), by stream and Tango host."""
+    if not entries:
+        return ()  # the usual case, quickly
+    excluded = {entry.key for entry in exclude}
+    kept = {entry.key: entry for entry in entries if entry.key not in excluded}
+    return tuple(sorted(kept.values(), key=lambda entry: (entry.stream, entry.tango_host or "")))

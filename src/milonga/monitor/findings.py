@@ -465,6 +465,9 @@ class Diagnostician:
         assert entry.snapshot is not None
         admin = entry.server.admin
         waiting = entry.snapshot.client.not_connected if entry.snapshot.client else ()
+        if not waiting:
+            self._waiting.pop(admin, None)
+            return []  # the usual case, quickly
         before = self._waiting.get(admin, {})
         self._waiting[admin] = seen = {item.key: before.get(item.key, time) for item in waiting}
         found = (
@@ -524,8 +527,10 @@ def _wakes(time: datetime, entry: ServerEntry) -> rules.Wakes | None:
     table = entry.report.client_perf
     wakes = None if table is None else table.get(Metric.WAKE_COUNT)
     client = entry.snapshot.client if entry.snapshot else None
+    if wakes is None or client is None:
+        return None  # the usual case, quickly: no samples
     seconds = interval_seconds(time, entry.last_answer)
-    if wakes is None or client is None or seconds is None:
+    if seconds is None:
         return None
     return rules.Wakes(wakes, len(client.channels) * (seconds / rules.HEARTBEAT_SECONDS + 1))
 

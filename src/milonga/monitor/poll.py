@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from milonga.monitor.diff import Report, Unsampled, diff
+from milonga.monitor.diff import UNSAMPLED, Report, Unsampled, diff
 from milonga.monitor.snapshot import Snapshot, SnapshotFormatError, parse_snapshot
 
 
@@ -62,7 +62,7 @@ class Reply:
     def decoded(cls, server: MonitoredServer, data: Any) -> Reply:
         """The reply for ``data``, the server's reply decoded from JSON; an error reply if
         it is unusable."""
-        if not isinstance(data, Mapping):
+        if type(data) is not dict and not isinstance(data, Mapping):  # dict: told quicker
             return cls.failed(server, "QueryEventSystem returned JSON that is not an object")
         try:
             return cls(server, data, parse_snapshot(data), None)
@@ -84,9 +84,12 @@ class Poll:
     replies: tuple[Reply, ...]
 
 
-@dataclass(frozen=True)
-class ServerEntry:
-    """One server in a poll report."""
+class ServerEntry(NamedTuple):
+    """One server in a poll report.
+
+    A named tuple rather than a frozen dataclass, as `Report`: every poll makes one per
+    server.
+    """
 
     server: MonitoredServer
     report: Report | None
@@ -100,7 +103,7 @@ class ServerEntry:
     its first answer, and when it did not answer."""
     snapshot: Snapshot | None = None
     """Its answer to this poll; None when it did not answer."""
-    unsampled: Unsampled = field(default_factory=Unsampled)
+    unsampled: Unsampled = UNSAMPLED
     """Which of its sides had taken no sample since sampling was turned on, as of its
     previous answer: the first sample of such a side in `snapshot` has no real gap."""
 
@@ -145,7 +148,7 @@ class PollHistory:
         last = self._last.get(admin)
         self._last[admin] = (time, reply.snapshot)
         silent = self._silent.pop(admin, 0)
-        unsampled = self._unsampled.get(admin, Unsampled())
+        unsampled = self._unsampled.get(admin, UNSAMPLED)
         self._unsampled[admin] = unsampled.after(reply.snapshot)
         return ServerEntry(
             reply.server,

@@ -188,16 +188,24 @@ def _server_side(server: Mapping[str, Any]) -> ServerSide:
     counters = _object(server.get("event_counters"), "server.event_counters")
     perf = server.get("perf")
     return ServerSide(
-        publishers={
-            stream: max(0, _int(count, f"server.event_counters[{stream!r}]") - 1)
-            for stream, count in counters.items()
-        },
+        publishers=_publishers(counters),
         perf=None
         if perf is None
         else tuple(
             _server_sample(_object(item, "server.perf[]")) for item in _list(perf, "server.perf")
         ),
     )
+
+
+def _publishers(counters: Mapping[str, Any]) -> dict[str, int]:
+    """`ServerSide.publishers` from the reply's ``event_counters``; an error names the
+    stream, put together only for the error."""
+    publishers = {}
+    for stream, count in counters.items():
+        if type(count) is not int:
+            _int(count, f"server.event_counters[{stream!r}]")  # raises, naming the stream
+        publishers[stream] = count - 1 if count > 0 else 0
+    return publishers
 
 
 def _server_sample(sample: Mapping[str, Any]) -> ServerPerfSample:
@@ -285,6 +293,8 @@ def _client_sample(sample: Mapping[str, Any]) -> ClientPerfSample:
 def _object(value: Any, where: str, key: str | None = None) -> Mapping[str, Any]:
     """``value`` if it is a JSON object; ``where`` (then ``[key]``, if given) names it in
     the error."""
+    if type(value) is dict:
+        return value  # what the JSON decoder makes, told quicker than by the ABC below
     if not isinstance(value, Mapping):
         where = where if key is None else f"{where}[{key!r}]"
         raise SnapshotFormatError(f"{where} is {_kind(value)}, not a JSON object")
@@ -308,12 +318,15 @@ def _int(value: Any, where: str, key: str | None = None) -> int:
 
 
 def _int_field(entry: Mapping[str, Any], key: str, where: str) -> int:
-    return _int(entry.get(key), where, key)
+    """``entry[key]`` if it is an integer; otherwise `_int` raises, naming it."""
+    value = entry.get(key)
+    return value if type(value) is int else _int(value, where, key)
 
 
 def _optional_int(entry: Mapping[str, Any], key: str, where: str) -> int | None:
+    """``entry[key]`` if it is an integer or null; otherwise `_int` raises, naming it."""
     value = entry.get(key)
-    return None if value is None else _int(value, where, key)
+    return value if value is None or type(value) is int else _int(value, where, key)
 
 
 def _str_field(entry: Mapping[str, Any], key: str, where: str) -> str:
