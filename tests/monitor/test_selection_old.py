@@ -12,7 +12,6 @@ import io
 import json
 import os
 import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,8 +19,7 @@ import pytest
 
 from milonga.monitor import query_server
 from milonga.monitor.cli import EXIT_OK, EXIT_USAGE, build_parser, run
-from milonga.monitor.collector import Collector, Selection, select_servers
-from milonga.monitor.loop import PollLoop
+from milonga.monitor.collector import Selection, select_servers
 from milonga.sandbox import TangoSandbox
 from milonga.testing import SandboxServers, wait_until
 from tests.monitor.frozen import frozen
@@ -30,6 +28,7 @@ from tests.monitor.test_selection_tango import (
     SECOND,
     SECOND_DEVICE,
     Recorder,
+    following,
     two_servers,
 )
 
@@ -142,32 +141,16 @@ def test_a_server_without_the_query_command_found_later_is_left_out_for_good(
         return selection
 
     recorder = Recorder()
-    with Collector(resolve().servers) as collector:
-        loop = PollLoop(
-            collector,
-            [recorder],
-            period=0.2,
-            say=recorder.say,
-            prog="test",
-            resolve=resolve,
-            resolve_period=0.2,
-            required=lookups[0].named,
+    with following(resolve().servers, resolve, recorder, required=lookups[0].named):
+        wait_until(lambda: bool(recorder.updates), "a first poll")
+        start_old()
+        wait_until(
+            lambda: any(OLD_ADMIN in text for text in recorder.warnings()),
+            "the old server left out",
         )
-        runner = threading.Thread(target=loop.run, name="test-poll-loop")
-        runner.start()
-        try:
-            wait_until(lambda: bool(recorder.updates), "a first poll")
-            start_old()
-            wait_until(
-                lambda: any(OLD_ADMIN in text for text in recorder.warnings()),
-                "the old server left out",
-            )
-            seen = len(lookups)
-            # Two more lookups started: the first of them has been adopted.
-            wait_until(lambda: len(lookups) >= seen + 2, "lookups after it was left out")
-        finally:
-            loop.stop()
-            runner.join()
+        seen = len(lookups)
+        # Two more lookups started: the first of them has been adopted.
+        wait_until(lambda: len(lookups) >= seen + 2, "lookups after it was left out")
 
     warnings = [text for text in recorder.warnings() if OLD_ADMIN in text]
     assert len(warnings) == 1, warnings
@@ -191,30 +174,13 @@ def test_sampling_is_turned_off_in_a_server_dropped_while_frozen(
     first, second = sandbox.trl(f"dserver/{FIRST}"), sandbox.trl(f"dserver/{SECOND}")
     resolve = functools.partial(select_servers, [sandbox.trl("test/select/*")])
     recorder = Recorder()
-    with Collector(resolve().servers) as collector:
-        loop = PollLoop(
-            collector,
-            [recorder],
-            period=0.2,
-            sampling=True,
-            say=recorder.say,
-            prog="test",
-            resolve=resolve,
-            resolve_period=0.2,
-        )
-        runner = threading.Thread(target=loop.run, name="test-poll-loop")
-        runner.start()
-        try:
-            wait_until(lambda: recorder.latest_perf(second) is True, "sampling on in both servers")
-            with frozen(sandbox, SECOND):
-                wait_until(lambda: recorder.had_error("no answer for"), "a call under way")
-                sandbox.database().delete_device(SECOND_DEVICE)
-                wait_until(lambda: recorder.polled() == {first}, "the frozen server dropped")
-                loop.stop()  # still frozen: only the way out can turn sampling off
-                runner.join()
-        finally:
-            loop.stop()
-            runner.join()
+    with following(resolve().servers, resolve, recorder, sampling=True) as stop:
+        wait_until(lambda: recorder.latest_perf(second) is True, "sampling on in both servers")
+        with frozen(sandbox, SECOND):
+            wait_until(lambda: recorder.had_error("no answer for"), "a call under way")
+            sandbox.database().delete_device(SECOND_DEVICE)
+            wait_until(lambda: recorder.polled() == {first}, "the frozen server dropped")
+            stop()  # still frozen: only the way out can turn sampling off
 
     warned = any(second in text and "sampling" in text for text in recorder.warnings())
     assert warned or query_server(second).perf_monitoring is False, recorder.said

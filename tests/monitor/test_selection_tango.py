@@ -3,19 +3,23 @@ servers as they come and go."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import io
 import json
 import re
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from milonga.monitor import query_server
 from milonga.monitor.cli import EXIT_OK, build_parser, run
-from milonga.monitor.collector import Collector, MonitorSetupError, select_servers
+from milonga.monitor.collector import Collector, MonitorSetupError, Selection, select_servers
 from milonga.monitor.loop import PollLoop, PollUpdate
+from milonga.monitor.poll import MonitoredServer
 from milonga.testing import SandboxServers, wait_until
 from tests.monitor.frozen import frozen
 
@@ -67,6 +71,41 @@ class Recorder:
         return {reply.server.admin for reply in latest}
 
 
+@contextlib.contextmanager
+def following(
+    servers: Sequence[MonitoredServer],
+    resolve: Callable[[], Selection],
+    recorder: Recorder,
+    **options: Any,
+) -> Iterator[Callable[[], None]]:
+    """A `PollLoop` on a thread of its own, polling ``servers`` every 0.2 s into
+    ``recorder`` and looking them up again with ``resolve`` every 0.2 s, with any other
+    ``options`` of `PollLoop`.  Yields a function that stops the loop and waits for it to
+    end, as leaving the block does too."""
+    with Collector(servers) as collector:
+        loop = PollLoop(
+            collector,
+            [recorder],
+            period=0.2,
+            say=recorder.say,
+            prog="test",
+            resolve=resolve,
+            resolve_period=0.2,
+            **options,
+        )
+        runner = threading.Thread(target=loop.run, name="test-poll-loop")
+
+        def stop() -> None:
+            loop.stop()
+            runner.join()
+
+        runner.start()
+        try:
+            yield stop
+        finally:
+            stop()
+
+
 @pytest.fixture
 def two_servers(sandbox_servers: SandboxServers) -> SandboxServers:
     sandbox_servers.add_device(FIRST, "Counter", FIRST_DEVICE)
@@ -99,36 +138,20 @@ def test_the_loop_follows_servers_that_appear_and_go_away(two_servers: SandboxSe
     first, second = sandbox.trl(f"dserver/{FIRST}"), sandbox.trl(f"dserver/{SECOND}")
     resolve = functools.partial(select_servers, [sandbox.trl("test/select/*")])
     recorder = Recorder()
-    with Collector(resolve().servers) as collector:
-        loop = PollLoop(
-            collector,
-            [recorder],
-            period=0.2,
-            sampling=True,
-            say=recorder.say,
-            prog="test",
-            resolve=resolve,
-            resolve_period=0.2,
+    with following(resolve().servers, resolve, recorder, sampling=True):
+        wait_until(lambda: recorder.latest_perf(first) is True, "the first server sampled")
+
+        two_servers.add_device(SECOND, "Counter", SECOND_DEVICE)
+        two_servers.start(SECOND, "tests/devices/counter.py")
+        wait_until(lambda: recorder.latest_perf(second) is True, "the new server sampled")
+
+        # Gone from the database while it still runs: dropped, and sampling off in it.
+        sandbox.database().delete_device(SECOND_DEVICE)
+        wait_until(lambda: second not in recorder.polled(), "the server gone dropped")
+        wait_until(
+            lambda: query_server(second).perf_monitoring is False,
+            "sampling off in the server dropped",
         )
-        runner = threading.Thread(target=loop.run, name="test-poll-loop")
-        runner.start()
-        try:
-            wait_until(lambda: recorder.latest_perf(first) is True, "the first server sampled")
-
-            two_servers.add_device(SECOND, "Counter", SECOND_DEVICE)
-            two_servers.start(SECOND, "tests/devices/counter.py")
-            wait_until(lambda: recorder.latest_perf(second) is True, "the new server sampled")
-
-            # Gone from the database while it still runs: dropped, and sampling off in it.
-            sandbox.database().delete_device(SECOND_DEVICE)
-            wait_until(lambda: second not in recorder.polled(), "the server gone dropped")
-            wait_until(
-                lambda: query_server(second).perf_monitoring is False,
-                "sampling off in the server dropped",
-            )
-        finally:
-            loop.stop()
-            runner.join()
     assert query_server(first).perf_monitoring is False
     assert first in recorder.polled()
     notes = "\n".join(recorder.said)
@@ -143,25 +166,14 @@ def test_a_lookup_that_fails_is_a_warning_and_keeps_the_servers(
     sandbox = two_servers.sandbox
     first = sandbox.trl(f"dserver/{FIRST}")
     recorder = Recorder()
-    with Collector(select_servers([sandbox.trl(FIRST_DEVICE)]).servers) as collector:
-        loop = PollLoop(
-            collector,
-            [recorder],
-            period=0.2,
-            say=recorder.say,
-            prog="test",
-            resolve=functools.partial(select_servers, ["tango://127.0.0.1:1/test/select/*"]),
-            resolve_period=0.2,
-        )
-        runner = threading.Thread(target=loop.run, name="test-poll-loop")
-        runner.start()
-        try:
-            wait_until(lambda: len(recorder.warnings()) >= 2, "two failed lookups said")
-            polls = len(recorder.updates)
-            wait_until(lambda: len(recorder.updates) > polls, "a poll after them")
-        finally:
-            loop.stop()
-            runner.join()
+    with following(
+        select_servers([sandbox.trl(FIRST_DEVICE)]).servers,
+        functools.partial(select_servers, ["tango://127.0.0.1:1/test/select/*"]),
+        recorder,
+    ):
+        wait_until(lambda: len(recorder.warnings()) >= 2, "two failed lookups said")
+        polls = len(recorder.updates)
+        wait_until(lambda: len(recorder.updates) > polls, "a poll after them")
 
     assert recorder.polled() == {first}
     assert recorder.warnings()[0].startswith(
@@ -180,29 +192,14 @@ def test_a_server_dropped_while_its_call_is_under_way_holds_up_nothing(
     first, second = sandbox.trl(f"dserver/{FIRST}"), sandbox.trl(f"dserver/{SECOND}")
     resolve = functools.partial(select_servers, [sandbox.trl("test/select/*")])
     recorder = Recorder()
-    with Collector(resolve().servers) as collector:
-        loop = PollLoop(
-            collector,
-            [recorder],
-            period=0.2,
-            say=recorder.say,
-            prog="test",
-            resolve=resolve,
-            resolve_period=0.2,
-        )
-        runner = threading.Thread(target=loop.run, name="test-poll-loop")
-        runner.start()
-        try:
-            wait_until(lambda: recorder.polled() == {first, second}, "both servers polled")
-            with frozen(sandbox, SECOND):
-                wait_until(lambda: recorder.had_error("no answer for"), "a call under way")
-                sandbox.database().delete_device(SECOND_DEVICE)
-                wait_until(lambda: recorder.polled() == {first}, "the frozen server dropped")
-                polls = len(recorder.updates)
-            wait_until(lambda: len(recorder.updates) > polls + 2, "polls after it resumed")
-        finally:
-            loop.stop()
-            runner.join()
+    with following(resolve().servers, resolve, recorder):
+        wait_until(lambda: recorder.polled() == {first, second}, "both servers polled")
+        with frozen(sandbox, SECOND):
+            wait_until(lambda: recorder.had_error("no answer for"), "a call under way")
+            sandbox.database().delete_device(SECOND_DEVICE)
+            wait_until(lambda: recorder.polled() == {first}, "the frozen server dropped")
+            polls = len(recorder.updates)
+        wait_until(lambda: len(recorder.updates) > polls + 2, "polls after it resumed")
 
     assert recorder.polled() == {first}
     assert all(reply.snapshot is not None for reply in recorder.updates[-1].poll.replies), (
