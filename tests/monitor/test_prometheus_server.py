@@ -132,11 +132,15 @@ def start_prometheus(tmp_path: Path) -> Iterator[Callable[[int], Prometheus]]:
             prometheus.process.wait()
 
 
+@pytest.mark.parametrize("restart", [False, True], ids=["steady", "across-a-restart"])
 def test_prometheus_counts_the_events_a_publisher_pushed(
     sandbox_servers: SandboxServers,
     start_exporter: Callable[[TangoSandbox, list[str]], Exporter],
     start_prometheus: Callable[[int], Prometheus],
+    restart: bool,
 ) -> None:
+    """``increase()`` counts every event pushed, and so across a restart of the publisher:
+    its counter starts again from 0, which Prometheus reads as a counter reset."""
     sandbox = sandbox_servers.sandbox
     source, sink = "test/prometheus/source", "test/prometheus/sink"
     sandbox_servers.add_device("PrometheusPub/1", "Counter", source)
@@ -171,6 +175,20 @@ def test_prometheus_counts_the_events_a_publisher_pushed(
     wait_until(lambda: relay.received >= received + PUSHES, "the relay's events", WAIT_SECONDS)
     last = publisher_counters(sandbox, source)[stream]
     assert last == first + PUSHES
+    pushed = PUSHES
+    if restart:
+        wait_until(scraped(last), f"Prometheus to scrape {series} = {last}", WAIT_SECONDS)
+        sandbox.restart_server("PrometheusPub/1")
+        received = relay.received
+
+        def relay_receives() -> bool:  # the relay subscribes again by itself
+            counter.Increment()
+            return bool(relay.received > received)
+
+        wait_until(relay_receives, "the relay to receive from the new process", WAIT_SECONDS)
+        last = publisher_counters(sandbox, source)[stream]
+        assert last < first + PUSHES, "the restart must start the counter again"
+        pushed += last  # the events pushed since the restart
     wait_until(
         scraped(last, SAMPLES_AFTER),
         f"Prometheus to scrape {series} = {last} {SAMPLES_AFTER} times",
@@ -179,8 +197,11 @@ def test_prometheus_counts_the_events_a_publisher_pushed(
 
     (target,) = prometheus.api("targets")["activeTargets"]
     assert target["health"] == "up", target
-    # The samples Prometheus stored rose by exactly the events pushed.
-    assert increase(stored()) == PUSHES
+    # The samples Prometheus stored rose by exactly the events pushed, counting the one
+    # fall of a restart as a reset.
+    assert increase(stored()) == pushed
+    (resets,) = prometheus.query(f"resets({series}[1h])")
+    assert float(resets["value"][1]) == (1 if restart else 0)
     # increase() extrapolates the rise between the first and the last sample: by half a
     # sample interval before the first (the series began within the hour), by up to 1.1
     # intervals after the last.
@@ -188,4 +209,4 @@ def test_prometheus_counts_the_events_a_publisher_pushed(
     times = [float(t) for t, _ in samples["values"]]
     span, interval = times[-1] - times[0], (times[-1] - times[0]) / (len(times) - 1)
     (answer,) = prometheus.query(f"increase({series}[1h])")
-    assert PUSHES <= float(answer["value"][1]) <= PUSHES * (span + 1.6 * interval) / span
+    assert pushed <= float(answer["value"][1]) <= pushed * (span + 1.6 * interval) / span
