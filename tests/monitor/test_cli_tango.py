@@ -32,6 +32,7 @@ FAST = ["--poll-period", "0.2"]
 def environment(sandbox: TangoSandbox | None, tango_host: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env["TANGO_HOST"] = tango_host or (sandbox.tango_host if sandbox else "")
+    env["PYTHONFAULTHANDLER"] = "1"  # a monitor that hangs shows where, at SIGABRT
     return env
 
 
@@ -114,8 +115,20 @@ class RunningMonitor:
         return self.stop(signal.SIGINT)
 
     def finish(self) -> tuple[int, str]:
-        """Wait for the monitor to exit; return its exit status and what went to stderr."""
-        status = self.process.wait(timeout=WAIT_SECONDS)
+        """Wait for the monitor to exit; return its exit status and what went to stderr.
+        One that does not exit fails the test with the Python stack of each of its
+        threads (`PYTHONFAULTHANDLER`, set by `environment`, prints them at SIGABRT)."""
+        try:
+            status = self.process.wait(timeout=WAIT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.send_signal(signal.SIGABRT)
+            self.process.wait(WAIT_SECONDS)
+            for reader in self._readers:
+                reader.join(WAIT_SECONDS)
+            pytest.fail(
+                f"the monitor did not exit within {WAIT_SECONDS:g} s; its threads at "
+                f"SIGABRT, after its standard error:\n{self.stderr}"
+            )
         for reader in self._readers:
             reader.join(WAIT_SECONDS)
         return status, self.stderr
