@@ -11,8 +11,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from itertools import pairwise
+from typing import NamedTuple
 
 import pytest
+import tango
 from prometheus_client.parser import text_string_to_metric_families
 
 from milonga.monitor import query_server
@@ -70,6 +72,45 @@ def is_closed(port: int) -> bool:
     """Whether nothing listens on ``port`` of 127.0.0.1."""
     with socket.socket() as client:
         return client.connect_ex(("127.0.0.1", port)) != 0
+
+
+class Pair(NamedTuple):
+    """A `Counter` device and a `Relay` device subscribed to its ``value``."""
+
+    source: str
+    """The counter's device name."""
+    server: str
+    """The counter's device server, ``NamePub/1``."""
+    counter: tango.DeviceProxy
+    relay: tango.DeviceProxy
+
+
+def start_pair(sandbox_servers: SandboxServers, name: str) -> Pair:
+    """A `Pair` in servers ``{name}Pub/1`` and ``{name}Sub/1``, once the relay has had its
+    first event."""
+    sandbox = sandbox_servers.sandbox
+    source, sink = f"test/{name.lower()}/source", f"test/{name.lower()}/sink"
+    server = f"{name}Pub/1"
+    sandbox_servers.add_device(server, "Counter", source)
+    sandbox_servers.add_device(f"{name}Sub/1", "Relay", sink, {"Source": sandbox.trl(source)})
+    sandbox_servers.start(server, "tests/devices/counter.py")
+    sandbox_servers.start(f"{name}Sub/1", "tests/devices/relay.py")
+    pair = Pair(source, server, sandbox.proxy(source), sandbox.proxy(sink))
+    wait_until(lambda: pair.relay.received >= 1, "the relay's first event", WAIT_SECONDS)
+    return pair
+
+
+def restart_publisher(sandbox: TangoSandbox, pair: Pair) -> None:
+    """Restart ``pair``'s counter, and push until the relay, which subscribes again by
+    itself, receives from the new process."""
+    sandbox.restart_server(pair.server)
+    received = pair.relay.received
+
+    def relay_receives() -> bool:
+        pair.counter.Increment()
+        return bool(pair.relay.received > received)
+
+    wait_until(relay_receives, "the relay to receive from the restarted publisher", WAIT_SECONDS)
 
 
 class Exporter:
@@ -179,13 +220,8 @@ def test_the_pushed_total_counts_the_events_of_a_restarted_publisher(
     start_exporter: Callable[[TangoSandbox, list[str]], Exporter],
 ) -> None:
     sandbox = sandbox_servers.sandbox
-    source, sink = "test/exporter/source", "test/exporter/sink"
-    sandbox_servers.add_device("ExporterPub/1", "Counter", source)
-    sandbox_servers.add_device("ExporterSub/1", "Relay", sink, {"Source": sandbox.trl(source)})
-    sandbox_servers.start("ExporterPub/1", "tests/devices/counter.py")
-    sandbox_servers.start("ExporterSub/1", "tests/devices/relay.py")
-    counter, relay = sandbox.proxy(source), sandbox.proxy(sink)
-    wait_until(lambda: relay.received >= 1, "the relay's first event", WAIT_SECONDS)
+    pair = start_pair(sandbox_servers, "Exporter")
+    source = pair.source
     exporter = start_exporter(sandbox, [source, *FAST])
     publisher, stream = "dserver/ExporterPub/1", f"{source}/value.change"
     seen: list[float] = []  # every value scraped, in order
@@ -198,19 +234,11 @@ def test_the_pushed_total_counts_the_events_of_a_restarted_publisher(
 
     exporter.wait_for("the stream", lambda s: pushed(s) is not None)
     for _ in range(20):
-        counter.Increment()
+        pair.counter.Increment()
     before = publisher_counters(sandbox, source)[stream]
     exporter.wait_for("the counter before the restart", lambda s: pushed(s) == before)
 
-    sandbox.restart_server("ExporterPub/1")
-    # The relay subscribes again on its own; push until it receives from the new process.
-    received = relay.received
-
-    def relay_receives() -> bool:
-        counter.Increment()
-        return bool(relay.received > received)
-
-    wait_until(relay_receives, "the relay to receive from the restarted publisher", WAIT_SECONDS)
+    restart_publisher(sandbox, pair)
     after = publisher_counters(sandbox, source)[stream]
     assert after < before, "the restart must show as a counter going down"
     # The exported value is the new process's own counter: it drops, which Prometheus

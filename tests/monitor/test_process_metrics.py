@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from milonga.monitor import Snapshot, parse_snapshot, query_process
-from milonga.monitor.findings import shared_of, subject_stream
+from milonga.monitor.metrics import stream_labels
 from milonga.prometheus import ProcessEventSystemCollector
 from milonga.testing import SandboxServers, wait_until
 from tests.monitor.conftest import COUNTER, EventServers
@@ -40,11 +40,27 @@ def parse(text: str) -> Samples:
 def received(snapshot: Snapshot) -> dict[str, int]:
     """The events each subscription of ``snapshot`` received, by the exported stream name."""
     assert snapshot.client is not None
-    shared = shared_of(tuple(snapshot.client.subscriptions))
+    labels = stream_labels(tuple(snapshot.client.subscriptions))
     return {
-        subject_stream(topic, shared): subscription.event_count
+        labels[topic]: subscription.event_count
         for topic, subscription in snapshot.client.subscriptions.items()
     }
+
+
+def start_exporting(sandbox_servers: SandboxServers, instance: int) -> tango.DeviceProxy:
+    """An `ExportingCounter` device, running in server ``Exporting/instance``, that
+    serves its own metrics."""
+    device = f"test/exporting/{instance}"
+    sandbox_servers.add_device(f"Exporting/{instance}", "ExportingCounter", device)
+    sandbox_servers.start(f"Exporting/{instance}", "tests.devices.exporting_counter")
+    return sandbox_servers.sandbox.proxy(device)
+
+
+def scrape_device(device: tango.DeviceProxy) -> Samples:
+    """What the metrics server of ``device`` (an `ExportingCounter`) serves."""
+    url = f"http://127.0.0.1:{device.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return parse(response.read().decode())
 
 
 def exported(samples: Samples, family: str, server: str) -> dict[str, float]:
@@ -131,26 +147,20 @@ def test_registering_takes_no_poll(event_servers: EventServers) -> None:
 def test_a_device_server_exports_its_pushed_counters_under_its_admin_device(
     sandbox_servers: SandboxServers,
 ) -> None:
-    sandbox_servers.add_device("Exporting/1", "ExportingCounter", "test/exporting/1")
-    sandbox_servers.start("Exporting/1", "tests.devices.exporting_counter")
-    device = sandbox_servers.sandbox.proxy("test/exporting/1")
+    device = start_exporting(sandbox_servers, 1)
     subscription = device.subscribe_event("value", tango.EventType.CHANGE_EVENT, lambda _: None)
     try:
         for _ in range(4):
             device.Increment()  # counted by the server, whether or not delivered yet
         admin = sandbox_servers.sandbox.proxy("dserver/Exporting/1")
         publishers = parse_snapshot(admin.QueryEventSystem()).server
-        url = f"http://127.0.0.1:{device.metrics_port}/metrics"
-        with urllib.request.urlopen(url, timeout=60) as response:
-            samples = parse(response.read().decode())
+        samples = scrape_device(device)
     finally:
         device.unsubscribe_event(subscription)
 
     assert publishers is not None
-    shared = shared_of(tuple(publishers.publishers))
-    pushed = {
-        subject_stream(stream, shared): counter for stream, counter in publishers.publishers.items()
-    }
+    labels = stream_labels(tuple(publishers.publishers))
+    pushed = {labels[stream]: counter for stream, counter in publishers.publishers.items()}
     assert exported(samples, "tango_event_pushed_total", "dserver/Exporting/1") == pushed
     assert pushed["test/exporting/1/value.change"] >= 4
     assert exported_servers(samples) == {"dserver/Exporting/1"}
@@ -160,14 +170,10 @@ def test_a_device_server_exports_its_pushed_counters_under_its_admin_device(
 def test_a_scrape_before_the_server_starts_names_a_client(
     sandbox_servers: SandboxServers,
 ) -> None:
-    sandbox_servers.add_device("Exporting/2", "ExportingCounter", "test/exporting/2")
-    sandbox_servers.start("Exporting/2", "tests.devices.exporting_counter")
-    device = sandbox_servers.sandbox.proxy("test/exporting/2")
+    device = start_exporting(sandbox_servers, 2)
     pid = sandbox_servers.sandbox.database().get_device_info("dserver/Exporting/2").pid
-    url = f"http://127.0.0.1:{device.metrics_port}/metrics"
 
-    with urllib.request.urlopen(url, timeout=60) as response:
-        samples = parse(response.read().decode())
+    samples = scrape_device(device)
 
     assert device.early_servers == f"client/{socket.gethostname()}/{pid}"
     assert exported_servers(samples) == {"dserver/Exporting/2"}

@@ -24,8 +24,10 @@ from tests.monitor.test_exporter_tango import (
     free_port,
     increase,
     publisher_counters,
+    restart_publisher,
     start_exporter,
     start_monitor,
+    start_pair,
 )
 
 PROMETHEUS = shutil.which("prometheus")
@@ -142,13 +144,8 @@ def test_prometheus_counts_the_events_a_publisher_pushed(
     """``increase()`` counts every event pushed, and so across a restart of the publisher:
     its counter starts again from 0, which Prometheus reads as a counter reset."""
     sandbox = sandbox_servers.sandbox
-    source, sink = "test/prometheus/source", "test/prometheus/sink"
-    sandbox_servers.add_device("PrometheusPub/1", "Counter", source)
-    sandbox_servers.add_device("PrometheusSub/1", "Relay", sink, {"Source": sandbox.trl(source)})
-    sandbox_servers.start("PrometheusPub/1", "tests/devices/counter.py")
-    sandbox_servers.start("PrometheusSub/1", "tests/devices/relay.py")
-    counter, relay = sandbox.proxy(source), sandbox.proxy(sink)
-    wait_until(lambda: relay.received >= 1, "the relay's first event", WAIT_SECONDS)
+    pair = start_pair(sandbox_servers, "Prometheus")
+    source, counter, relay = pair.source, pair.counter, pair.relay
     exporter = start_exporter(sandbox, [source, *FAST])
     prometheus = start_prometheus(exporter.port)
     stream = f"{source}/value.change"
@@ -178,14 +175,7 @@ def test_prometheus_counts_the_events_a_publisher_pushed(
     pushed = PUSHES
     if restart:
         wait_until(scraped(last), f"Prometheus to scrape {series} = {last}", WAIT_SECONDS)
-        sandbox.restart_server("PrometheusPub/1")
-        received = relay.received
-
-        def relay_receives() -> bool:  # the relay subscribes again by itself
-            counter.Increment()
-            return bool(relay.received > received)
-
-        wait_until(relay_receives, "the relay to receive from the new process", WAIT_SECONDS)
+        restart_publisher(sandbox, pair)
         last = publisher_counters(sandbox, source)[stream]
         assert last < first + PUSHES, "the restart must start the counter again"
         pushed += last  # the events pushed since the restart

@@ -451,6 +451,17 @@ def test_a_lag_that_did_not_rise_at_the_last_poll_is_never_falling_behind(
     assert rules.falling_behind(STREAM, rules.Lags.of(lags)) is None
 
 
+def falling_behind_at(lags: list[int]) -> list[int]:
+    """The polls (from 0) at which falling-behind holds on a stream with ``lags``."""
+    history = rules.Lags()
+    fired = []
+    for poll, lag in enumerate(lags):
+        history.add(lag)
+        if rules.falling_behind(STREAM, history) is not None:
+            fired.append(poll)
+    return fired
+
+
 @given(
     st.integers(1, 2000),
     st.lists(st.lists(st.floats(0, 1), max_size=rules.BAND_POLLS - 2), min_size=1, max_size=6),
@@ -464,10 +475,7 @@ def test_a_lag_that_wobbles_within_a_band_it_has_shown_is_never_falling_behind(
         lag for wobble in wobbles for lag in [band, 0, *(round(band * share) for share in wobble)]
     ]
 
-    history = rules.Lags()
-    for lag in lags:
-        history.add(lag)
-        assert rules.falling_behind(STREAM, history) is None
+    assert falling_behind_at(lags) == []
 
 
 @pytest.mark.parametrize(
@@ -485,25 +493,13 @@ def test_a_lag_that_grows_again_after_a_catch_up_or_an_overflow_is_falling_behin
     lags: list[int], fires_at: list[int]
 ) -> None:
     """A fall that ends a growth is no wobble: it does not hide the next growth."""
-    history = rules.Lags()
-    fired = []
-    for poll, lag in enumerate(lags):
-        history.add(lag)
-        if rules.falling_behind(STREAM, history) is not None:
-            fired.append(poll)
-
-    assert fired == fires_at
+    assert falling_behind_at(lags) == fires_at
 
 
 def test_an_early_dip_of_the_lag_is_forgotten_after_a_band_of_polls() -> None:
     """A fall of 300 hides a growth of 100 a poll only while it is recent."""
     lags = [0, 400, 100, *range(200, 100 * (rules.BAND_POLLS + 6), 100)]
-    history = rules.Lags()
-    fired = []
-    for poll, lag in enumerate(lags):
-        history.add(lag)
-        if rules.falling_behind(STREAM, history) is not None:
-            fired.append(poll)
+    fired = falling_behind_at(lags)
 
     assert fired[0] == 2 + rules.BAND_POLLS  # the fall at poll 2, forgotten
     assert fired == list(range(fired[0], len(lags)))
@@ -522,10 +518,7 @@ def test_a_lag_that_grows_by_more_than_its_wobble_each_poll_is_falling_behind(
     its fourth poll on, whatever the wobble before."""
     growth = band + more + 1
     lags = [growth * i + round(band * share) for i, share in enumerate(wobble)]
-    history = rules.Lags()
-    for polls, lag in enumerate(lags, 1):
-        history.add(lag)
-        assert (rules.falling_behind(STREAM, history) is not None) == (polls > rules.GROWTH_POLLS)
+    assert falling_behind_at(lags) == list(range(rules.GROWTH_POLLS, len(lags)))
 
 
 @pytest.mark.parametrize(

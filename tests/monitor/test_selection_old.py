@@ -7,7 +7,6 @@ creates it); its tests are skipped, saying so, where that interpreter is absent.
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -26,9 +25,11 @@ from tests.monitor.frozen import frozen
 from tests.monitor.test_selection_tango import (
     FIRST,
     SECOND,
-    SECOND_DEVICE,
     Recorder,
+    drop_second_while_frozen,
     following,
+    pattern_lookup,
+    start_second,
     two_servers,
 )
 
@@ -169,17 +170,14 @@ def test_sampling_is_turned_off_in_a_server_dropped_while_frozen(
     two_servers: SandboxServers,
 ) -> None:
     sandbox = two_servers.sandbox
-    two_servers.add_device(SECOND, "Counter", SECOND_DEVICE)
-    two_servers.start(SECOND, "tests/devices/counter.py")
+    start_second(two_servers)
     first, second = sandbox.trl(f"dserver/{FIRST}"), sandbox.trl(f"dserver/{SECOND}")
-    resolve = functools.partial(select_servers, [sandbox.trl("test/select/*")])
+    resolve = pattern_lookup(sandbox)
     recorder = Recorder()
     with following(resolve().servers, resolve, recorder, sampling=True) as stop:
         wait_until(lambda: recorder.latest_perf(second) is True, "sampling on in both servers")
         with frozen(sandbox, SECOND):
-            wait_until(lambda: recorder.had_error("no answer for"), "a call under way")
-            sandbox.database().delete_device(SECOND_DEVICE)
-            wait_until(lambda: recorder.polled() == {first}, "the frozen server dropped")
+            drop_second_while_frozen(sandbox, recorder)
             stop()  # still frozen: only the way out can turn sampling off
 
     warned = any(second in text and "sampling" in text for text in recorder.warnings())

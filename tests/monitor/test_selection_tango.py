@@ -20,6 +20,7 @@ from milonga.monitor.cli import EXIT_OK, build_parser, run
 from milonga.monitor.collector import Collector, MonitorSetupError, Selection, select_servers
 from milonga.monitor.loop import PollLoop, PollUpdate
 from milonga.monitor.poll import MonitoredServer
+from milonga.sandbox import TangoSandbox
 from milonga.testing import SandboxServers, wait_until
 from tests.monitor.frozen import frozen
 
@@ -106,6 +107,26 @@ def following(
             stop()
 
 
+def start_second(servers: SandboxServers) -> None:
+    """Start the second server of the pattern, with its device."""
+    servers.add_device(SECOND, "Counter", SECOND_DEVICE)
+    servers.start(SECOND, "tests/devices/counter.py")
+
+
+def pattern_lookup(sandbox: TangoSandbox) -> Callable[[], Selection]:
+    """The lookup of every server of a ``test/select/*`` device."""
+    return functools.partial(select_servers, [sandbox.trl("test/select/*")])
+
+
+def drop_second_while_frozen(sandbox: TangoSandbox, recorder: Recorder) -> None:
+    """With the second server frozen: wait for a call to it under way, delete its device,
+    and wait until only the first server is polled."""
+    first = sandbox.trl(f"dserver/{FIRST}")
+    wait_until(lambda: recorder.had_error("no answer for"), "a call under way")
+    sandbox.database().delete_device(SECOND_DEVICE)
+    wait_until(lambda: recorder.polled() == {first}, "the frozen server dropped")
+
+
 @pytest.fixture
 def two_servers(sandbox_servers: SandboxServers) -> SandboxServers:
     sandbox_servers.add_device(FIRST, "Counter", FIRST_DEVICE)
@@ -136,13 +157,12 @@ def test_a_pattern_with_a_database_out_of_reach_is_a_setup_error() -> None:
 def test_the_loop_follows_servers_that_appear_and_go_away(two_servers: SandboxServers) -> None:
     sandbox = two_servers.sandbox
     first, second = sandbox.trl(f"dserver/{FIRST}"), sandbox.trl(f"dserver/{SECOND}")
-    resolve = functools.partial(select_servers, [sandbox.trl("test/select/*")])
+    resolve = pattern_lookup(sandbox)
     recorder = Recorder()
     with following(resolve().servers, resolve, recorder, sampling=True):
         wait_until(lambda: recorder.latest_perf(first) is True, "the first server sampled")
 
-        two_servers.add_device(SECOND, "Counter", SECOND_DEVICE)
-        two_servers.start(SECOND, "tests/devices/counter.py")
+        start_second(two_servers)
         wait_until(lambda: recorder.latest_perf(second) is True, "the new server sampled")
 
         # Gone from the database while it still runs: dropped, and sampling off in it.
@@ -187,17 +207,14 @@ def test_a_server_dropped_while_its_call_is_under_way_holds_up_nothing(
     two_servers: SandboxServers,
 ) -> None:
     sandbox = two_servers.sandbox
-    two_servers.add_device(SECOND, "Counter", SECOND_DEVICE)
-    two_servers.start(SECOND, "tests/devices/counter.py")
+    start_second(two_servers)
     first, second = sandbox.trl(f"dserver/{FIRST}"), sandbox.trl(f"dserver/{SECOND}")
-    resolve = functools.partial(select_servers, [sandbox.trl("test/select/*")])
+    resolve = pattern_lookup(sandbox)
     recorder = Recorder()
     with following(resolve().servers, resolve, recorder):
         wait_until(lambda: recorder.polled() == {first, second}, "both servers polled")
         with frozen(sandbox, SECOND):
-            wait_until(lambda: recorder.had_error("no answer for"), "a call under way")
-            sandbox.database().delete_device(SECOND_DEVICE)
-            wait_until(lambda: recorder.polled() == {first}, "the frozen server dropped")
+            drop_second_while_frozen(sandbox, recorder)
             polls = len(recorder.updates)
         wait_until(lambda: len(recorder.updates) > polls + 2, "polls after it resumed")
 
