@@ -27,10 +27,10 @@ from datetime import datetime
 import tango
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from milonga.monitor.analysis import Analysis
 from milonga.monitor.collector import MonitorSetupError
-from milonga.monitor.findings import Diagnostician
 from milonga.monitor.metrics import EventSystemMetrics
-from milonga.monitor.poll import MonitoredServer, Poll, PollHistory, Reply
+from milonga.monitor.poll import MonitoredServer, Poll, Reply
 from milonga.scheduler import CallbackScheduler
 from milonga.scheduler.stats import QueueStats
 from milonga.tango_errors import describe_failure
@@ -161,7 +161,7 @@ class ProcessEventSystemCollector:
     """Exports this process's own event system, as the monitor's exporter exports servers.
 
     Each scrape is one poll: it queries the process (as `query_process` does), feeds the
-    reply through a `PollHistory` and a `Diagnostician` of its own, and exports the
+    reply through an `Analysis` of its own, and exports the
     `EventSystemMetrics` families (``tango_event_*``, ``tango_server_up``,
     ``milonga_finding``...).  The ``server`` label names the process: its admin device
     ``dserver/Executable/instance`` once the process runs a device server, else
@@ -187,8 +187,7 @@ class ProcessEventSystemCollector:
                 f"{tango.__version__}: install pytango>=10.3 in its environment"
             )
         self._lock = threading.Lock()
-        self._history = PollHistory()
-        self._diagnostician = Diagnostician()
+        self._analysis = Analysis()
         self._metrics = EventSystemMetrics()
         self._server: MonitoredServer | None = None
 
@@ -200,8 +199,8 @@ class ProcessEventSystemCollector:
         """Query the process once, and every family as of that poll."""
         with self._lock:  # scrapes run in parallel; the history takes polls in turn
             poll = Poll(datetime.now().astimezone(), (self._reply(),))
-            report = self._history.add(poll)
-            self._metrics.update(report, self._diagnostician.add(report))
+            update = self._analysis.add(poll)
+            self._metrics.update(update.report, update.findings)
         return self._metrics.collect()
 
     def _reply(self) -> Reply:

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from milonga.monitor import JsonLinesWriter, MonitoredServer, Poll, Reply, poll_record
-from milonga.monitor.findings import Cleared, Finding, Findings, Severity, Subject, findings_of
+from milonga.monitor.analysis import findings_of
+from milonga.monitor.findings import Cleared, Finding, Findings, Severity, Subject
 from milonga.monitor.jsonl import PollRecordError, read_polls
 from tests.monitor.data import TANGO_HOST
 

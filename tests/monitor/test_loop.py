@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from milonga.monitor import Collector, MonitoredServer, Poll, PollHistory, Reply, resolve_servers
+from milonga.monitor.analysis import PollUpdate
 from milonga.monitor.collector import CallError
 from milonga.monitor.findings import Finding, Findings, Severity, Subject
 from milonga.monitor.jsonl import JsonLinesWriter, poll_record
@@ -20,7 +21,6 @@ from milonga.monitor.loop import (
     Output,
     OutputError,
     PollLoop,
-    PollUpdate,
     Screen,
     WorstSeverity,
 )

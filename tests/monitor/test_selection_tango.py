@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 
 from milonga.monitor import query_server
+from milonga.monitor.analysis import PollUpdate
 from milonga.monitor.cli import EXIT_OK, build_parser, run
 from milonga.monitor.collector import Collector, MonitorSetupError, Selection, select_servers
-from milonga.monitor.loop import PollLoop, PollUpdate
+from milonga.monitor.loop import PollLoop
 from milonga.monitor.poll import MonitoredServer
 from milonga.sandbox import TangoSandbox
 from milonga.testing import SandboxServers, wait_until

@@ -14,8 +14,8 @@ import pytest
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.parser import text_string_to_metric_families
 
+from milonga.monitor.analysis import PollUpdate
 from milonga.monitor.findings import Findings
-from milonga.monitor.loop import PollUpdate
 from milonga.monitor.metrics import EventSystemMetrics
 from milonga.monitor.poll import PollHistory, PollReport, ServerEntry
 from milonga.monitor.serve import (

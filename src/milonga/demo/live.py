@@ -22,8 +22,9 @@ from milonga.monitor import (
     render_poll,
     resolve_servers,
 )
+from milonga.monitor.analysis import PollUpdate
 from milonga.monitor.cli import PROG
-from milonga.monitor.loop import PollLoop, PollUpdate
+from milonga.monitor.loop import PollLoop
 
 
 class Console:

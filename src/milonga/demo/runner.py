@@ -39,7 +39,7 @@ from milonga.demo.system import (
     remove_system,
     start_system,
 )
-from milonga.monitor.loop import PollUpdate
+from milonga.monitor.analysis import PollUpdate
 from milonga.sandbox import SandboxError, TangoSandbox
 from milonga.tango_errors import root_cause
 from milonga.terminated import Terminated

@@ -15,6 +15,7 @@ or any of its pure modules, does not import Tango.
 from typing import TYPE_CHECKING
 
 from milonga._lazy import lazy_attributes
+from milonga.monitor.analysis import Analysis, PollUpdate, findings_of
 from milonga.monitor.diff import (
     Change,
     Publisher,
@@ -31,7 +32,6 @@ from milonga.monitor.findings import (
     Findings,
     Severity,
     Subject,
-    findings_of,
 )
 from milonga.monitor.jsonl import JsonLinesWriter, poll_record, read_polls
 from milonga.monitor.poll import (
@@ -81,6 +81,7 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "Analysis",
     "CallError",
     "Change",
     "Cleared",
@@ -100,6 +101,7 @@ __all__ = [
     "Poll",
     "PollHistory",
     "PollReport",
+    "PollUpdate",
     "Publisher",
     "PublisherChange",
     "Reply",

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TextIO
 
 from milonga import standard_streams
+from milonga.monitor.analysis import PollUpdate
 from milonga.monitor.collector import (
     Collector,
     MonitorSetupError,
@@ -27,7 +28,6 @@ from milonga.monitor.loop import (
     Output,
     OutputError,
     PollLoop,
-    PollUpdate,
     Say,
     Screen,
     WorstSeverity,

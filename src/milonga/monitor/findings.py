@@ -28,7 +28,7 @@ from milonga.monitor.figures import (
     sample_attribute,
     stream_of_topic,
 )
-from milonga.monitor.poll import Poll, PollHistory, PollReport, ServerEntry
+from milonga.monitor.poll import PollReport, ServerEntry
 from milonga.monitor.stats import DECILES_FROM, Metric, PerfTable, Statistics
 
 Evidence = Mapping[str, int | float | str | None]
@@ -209,6 +209,9 @@ class Diagnostician:
         self._slow_latency: dict[_StreamKey, float | None] = {}
         """By stream (`_stream_key`), those on which slow-callback held at the last poll:
         the median latency of the stream at its last poll with latency samples."""
+        self.streams: tuple[StreamFigures, ...] = ()
+        """The figures of each stream between two monitored servers at the last poll given
+        to `add`, named as its findings name them."""
 
     def add(self, report: PollReport) -> Findings:
         """The findings of ``report``'s poll: those that hold, and those that no longer do."""
@@ -233,6 +236,7 @@ class Diagnostician:
         streams = window.streams()
         if shared:
             streams = tuple(_named(stream, shared) for stream in streams)
+        self.streams = streams
         present = set()
         for stream in streams:
             key = _stream_key(stream)
@@ -616,11 +620,3 @@ def _named(stream: StreamFigures, shared: Mapping[str, frozenset[str]]) -> Strea
     if stream.name.lower() in shared.get(stream.subscriber, _NONE_SHARED):
         return stream._replace(name=stream.full_name)
     return stream
-
-
-def findings_of(polls: Iterable[Poll]) -> list[Findings]:
-    """The findings of each of ``polls``, oldest first, as the monitor makes them: each
-    poll's report (`PollHistory`) given to one `Diagnostician`."""
-    history = PollHistory()
-    diagnostician = Diagnostician()
-    return [diagnostician.add(history.add(poll)) for poll in polls]

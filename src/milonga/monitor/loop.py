@@ -21,13 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from types import FrameType
 from typing import Protocol, TextIO
 
 import tango
 
 from milonga import standard_streams
+from milonga.monitor.analysis import Analysis, PollUpdate
 from milonga.monitor.collector import (
     PERF_COMMAND,
     QUERY_COMMAND,
@@ -37,9 +37,9 @@ from milonga.monitor.collector import (
     MonitorSetupError,
     Selection,
 )
-from milonga.monitor.findings import Diagnostician, Findings, Severity
+from milonga.monitor.findings import Severity
 from milonga.monitor.jsonl import JsonLinesWriter
-from milonga.monitor.poll import Cadence, MonitoredServer, Poll, PollHistory, PollReport
+from milonga.monitor.poll import Cadence, MonitoredServer, Poll
 from milonga.tango_errors import root_cause
 from milonga.terminated import STOP_SIGNALS, Handler, Terminated, handling
 
@@ -47,18 +47,6 @@ Say = Callable[[str, str], None]
 """Tells the user something: ``say(kind, text)``, kind being note, warning or error."""
 RESOLVE_SECONDS = 60.0
 """How often `PollLoop` looks again for the servers to poll, when it is told how."""
-
-
-@dataclass(frozen=True)
-class PollUpdate:
-    """One poll, as every output gets it."""
-
-    poll: Poll
-    """The servers' replies."""
-    report: PollReport
-    """What changed in each server since its previous answer."""
-    findings: Findings
-    """What the monitor concludes from this poll and those before it."""
 
 
 class Output(Protocol):
@@ -129,8 +117,7 @@ class PollLoop:
         self.screen = screen
         self._say = say
         self.prog = prog
-        self._history = PollHistory()
-        self._diagnostician = Diagnostician()
+        self._analysis = Analysis()
         self._stop = threading.Event()
         self._last_poll_wanted = True  # until a poll that ends the loop says otherwise
         self._answered: set[str] = set()  # admin devices that have answered a poll
@@ -341,8 +328,7 @@ class PollLoop:
         so the signal acts at once, and a screen that takes nothing more gets nothing more."""
         failure: OutputError | None = None
         with _deferring_signals() as handlers:
-            report = self._history.add(poll)
-            update = PollUpdate(poll, report, self._diagnostician.add(report))
+            update = self._analysis.add(poll)
             for output in self.outputs:
                 try:
                     output.write(update)

@@ -26,12 +26,10 @@ import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from milonga.monitor.analysis import PollUpdate
 from milonga.monitor.metrics import CONTENT_TYPE, EventSystemMetrics
-
-if TYPE_CHECKING:
-    from milonga.monitor.loop import PollUpdate
 
 DEFAULT_HOST = "127.0.0.1"
 """The host `parse_address` gives an address without one: this machine only."""
