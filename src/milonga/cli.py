@@ -30,9 +30,13 @@ def monitor_main(argv: Sequence[str] | None = None) -> int:
     """Run `tango-event-monitor` and return its exit status."""
 
     def load() -> Callable[[], int]:
-        from milonga.monitor import cli  # noqa: PLC0415 - imports Tango
+        from milonga.monitor import cli  # noqa: PLC0415 - the pure side of the monitor
 
-        return lambda: cli.main(argv)
+        args = cli.build_parser().parse_args(argv)
+        if args.replay is None:  # a live run: import Tango now, while signals are held
+            from milonga.monitor import loop  # noqa: F401, PLC0415
+
+        return lambda: cli.run(args)
 
     return run_command("tango-event-monitor", load)
 

@@ -11,6 +11,7 @@ from milonga import __version__, standard_streams
 from milonga.demo import DemoError, DemoOptions, run_demo
 from milonga.demo.system import QUICK
 from milonga.monitor import cli as monitor_cli
+from milonga.report import cli as report_cli
 from milonga.sandbox import SandboxError, TangoSandbox
 from milonga.sandbox.sandbox import sandbox_directory
 from milonga.terminated import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
@@ -24,6 +25,16 @@ def _directory(text: str) -> Path:
         return sandbox_directory(text)
     except SandboxError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _record_directory(text: str) -> Path:
+    """The argument of demo --record: any path but the empty string."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "got an empty directory name; give the directory to record the polls in "
+            "(use '.' for the current one)"
+        )
+    return Path(text)
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -41,13 +52,19 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    options = DemoOptions(fixed=args.fixed, quick=args.quick, keep_running=args.keep_running)
+    options = DemoOptions(
+        fixed=args.fixed, quick=args.quick, keep_running=args.keep_running, record=args.record
+    )
     run_demo(options, sys.stdout)
     return 0
 
 
 def _monitor(args: argparse.Namespace) -> int:
     return monitor_cli.run(args, prog="milonga monitor")
+
+
+def _report(args: argparse.Namespace) -> int:
+    return report_cli.run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave the control system running afterwards, print the TANGO_HOST to export, "
         "and wait for Ctrl-C",
     )
+    demo.add_argument(
+        "--record",
+        metavar="DIR",
+        type=_record_directory,
+        help="write every poll of the monitor to DIR/plain.jsonl (with --fixed, those of the "
+        "run with the scheduler to DIR/fixed.jsonl) as tango-event-monitor -o does, for "
+        "`milonga report`; DIR is created if need be",
+    )
     demo.set_defaults(run=_demo)
     monitor = commands.add_parser(
         "monitor",
@@ -108,6 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     monitor_cli.add_arguments(monitor)
     monitor.set_defaults(run=_monitor)
+    report = commands.add_parser(
+        "report",
+        help="turn a recording of tango-event-monitor -o into an HTML report with plots",
+        description=report_cli.DESCRIPTION,
+    )
+    report_cli.add_arguments(report)
+    report.set_defaults(run=_report)
     return parser
 
 

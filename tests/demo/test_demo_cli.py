@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -14,6 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 import tango
+
+from milonga.monitor import findings_of, read_polls
 
 MILONGA = [sys.executable, "-m", "milonga.cli"]
 RUNNING = "The control system is running (TANGO_HOST="
@@ -200,3 +203,99 @@ def test_servers_that_cannot_start_are_a_clear_error(
     assert "No module named 'tango'" in stderr, "what was wrong, as the server said it"
     assert "Check that it has PyTango 10.3 or later" in stderr, "what to do"
     assert "Traceback" not in output + stderr
+
+
+def recorded_findings(path: Path) -> set[str]:
+    """The kinds of the findings recorded at any line of ``path``."""
+    lines = path.read_text().splitlines()
+    return {finding["kind"] for line in lines for finding in json.loads(line)["findings"]}
+
+
+def snapshots_diagnosed(output: str) -> list[int]:
+    """How many snapshots each diagnosis in ``output`` says it was made from."""
+    parts = output.split("Diagnosis, from the ")[1:]
+    return [int(part.split(" snapshots", 1)[0]) for part in parts]
+
+
+def test_the_demo_records_every_poll_of_each_run_for_the_report(
+    start_demo: Callable[..., Demo], tmp_path: Path
+) -> None:
+    directory = tmp_path / "not" / "there" / "yet"
+    demo = start_demo("--quick", "--fixed", "--record", str(directory))
+    output, stderr = demo.finish()
+
+    assert demo.process.returncode == 0, stderr
+    plain, fixed = directory / "plain.jsonl", directory / "fixed.jsonl"
+    plain_polls, fixed_polls = read_polls(plain), read_polls(fixed)
+    assert snapshots_diagnosed(output) == [len(plain_polls), len(fixed_polls)], "every poll"
+    assert "slow-callback" in recorded_findings(plain)
+    assert not recorded_findings(fixed)
+    again = {finding.kind for findings in findings_of(plain_polls) for finding in findings.active}
+    assert "slow-callback" in again, "the recording holds what the findings rest on"
+    milonga = Path(sys.executable).with_name("milonga")
+    assert f"{milonga} report {plain}" in output
+    assert f"{milonga} report {fixed}" in output
+    assert "Traceback" not in output + stderr
+
+
+def a_file(tmp_path: Path) -> str:
+    """A regular file where the directory should be."""
+    (tmp_path / "a-file").touch()
+    return str(tmp_path / "a-file")
+
+
+def a_directory_where_plain_goes(tmp_path: Path) -> str:
+    """A directory in which plain.jsonl is a directory."""
+    (tmp_path / "plain.jsonl").mkdir()
+    return str(tmp_path)
+
+
+def nothing(tmp_path: Path) -> str:
+    return ""
+
+
+@pytest.mark.parametrize(
+    ("record", "status", "said"),
+    [
+        (a_file, 1, "a-file (File exists)"),
+        (a_directory_where_plain_goes, 1, "plain.jsonl (Is a directory)"),
+        (nothing, 2, "argument --record: got an empty directory name"),
+    ],
+    ids=["a-file", "plain-is-a-directory", "empty"],
+)
+def test_a_record_directory_that_cannot_be_written_is_a_clear_error_before_the_demo_starts(
+    start_demo: Callable[..., Demo],
+    tmp_path: Path,
+    record: Callable[[Path], str],
+    status: int,
+    said: str,
+) -> None:
+    demo = start_demo("--quick", "--record", record(tmp_path))
+    output, stderr = demo.finish()
+
+    assert demo.process.returncode == status
+    assert said in stderr
+    assert "Traceback" not in output + stderr
+    assert "Starting" not in output, "nothing started"
+    if status == 1:
+        assert stderr.startswith("milonga: error: cannot record the demo's polls in ")
+        assert "give --record a directory that can be created and written to" in stderr
+
+
+def test_a_recording_that_fails_as_the_demo_runs_stops_it_with_a_clear_error(
+    start_demo: Callable[..., Demo], tmp_path: Path
+) -> None:
+    (tmp_path / "plain.jsonl").symlink_to("/dev/full")  # opens, then takes nothing
+    demo = start_demo("--quick", "--record", str(tmp_path))
+    demo.read_until(RUNNING)
+    assert demo.left_behind()
+    output, stderr = demo.finish()
+
+    assert demo.process.returncode == 1
+    assert stderr.startswith(
+        f"milonga: error: cannot record the demo's polls in {tmp_path / 'plain.jsonl'} "
+        "(No space left on device); make sure it can be written"
+    )
+    assert stderr.count("cannot record") == 1, "said once"
+    assert "Traceback" not in output + stderr
+    assert not demo.left_behind()

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from milonga.monitor.loop import Screen, _stuck
+from milonga.monitor.outputs import Screen, _stuck
 
 PIPE_BYTES = 4096  # the smallest pipe Linux makes: one page
 

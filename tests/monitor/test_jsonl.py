@@ -13,8 +13,18 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from milonga.monitor import JsonLinesWriter, MonitoredServer, Poll, Reply, poll_record
+from milonga.monitor import (
+    JsonLinesWriter,
+    MonitoredServer,
+    Poll,
+    RecordProblem,
+    Reply,
+    iter_polls,
+    poll_record,
+)
 from milonga.monitor.analysis import findings_of
 from milonga.monitor.findings import Cleared, Finding, Findings, Severity, Subject
 from milonga.monitor.jsonl import PollRecordError, read_polls
@@ -279,4 +289,173 @@ def test_a_last_line_that_is_json_but_no_poll_is_an_error(tmp_path: Path, last: 
     path.write_text(WHOLE + last)
 
     with pytest.raises(PollRecordError, match=r"line 2: .*tango-event-monitor -o FILE"):
+        read_polls(path)
+
+
+# Reading leniently: every problem is told, and everything readable is read.
+
+DEMO_PLAIN = ROOT / "tests/demo/data/plain.jsonl"
+# A poll as SKA's ska-tango-event-monitor records it from its patched PyTango 9.5: no
+# "version", and "perf_stats" where cppTango 10.3 has "perf".
+SKA_DATA = {
+    "server": {"event_counters": {"tango://h:1/a/b/c/x.change": 3}, "perf_stats": None},
+    "client": {"event_callbacks": {}, "perf_stats": None},
+}
+
+
+def ska_line(time: str, *admins: str) -> str:
+    replies = {admin: {"data": SKA_DATA} for admin in admins}
+    return json.dumps({"time": time, "replies": replies}) + "\n"
+
+
+def lenient(path: Path) -> tuple[list[Poll], list[RecordProblem]]:
+    """The polls of ``path`` and the problems told while reading them."""
+    problems: list[RecordProblem] = []
+    return list(iter_polls(path, problems=problems.append)), problems
+
+
+def test_an_empty_file_has_no_poll_and_no_problem(tmp_path: Path) -> None:
+    path = tmp_path / "polls.jsonl"
+    path.write_text("")
+
+    assert lenient(path) == ([], [])
+
+
+def test_a_truncated_last_line_is_told_and_the_rest_read(tmp_path: Path) -> None:
+    path = tmp_path / "polls.jsonl"
+    path.write_text(WHOLE + WHOLE[:30])
+
+    polls, problems = lenient(path)
+
+    assert len(polls) == 1
+    ((line, message),) = problems
+    assert line == 2
+    assert f"{path}, line 2: the last line is cut off" in message
+    assert "left out" in message
+
+
+def test_lines_not_json_or_not_polls_are_told_and_skipped(tmp_path: Path) -> None:
+    path = tmp_path / "polls.jsonl"
+    path.write_bytes(
+        (WHOLE + "{not json\n" + WHOLE + '{"time": "2026-03-17T12:00:00"}\n').encode()
+        + b"\xff\xfe binary\n"
+        + WHOLE.encode()
+    )
+
+    polls, problems = lenient(path)
+
+    assert len(polls) == 3
+    assert [problem.line for problem in problems] == [2, 4, 5]
+    assert f"{path}, line 2: it is not JSON" in problems[0].message
+    assert f"{path}, line 4: it has no 'replies' key" in problems[1].message
+    assert "tango-event-monitor -o FILE" in problems[1].message
+    assert f"{path}, line 5: it is not JSON" in problems[2].message
+    assert all("skipped and the others are read" in problem.message for problem in problems)
+
+
+def test_strict_reading_names_a_line_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "polls.jsonl"
+    path.write_bytes(WHOLE.encode() + b"\xff\xfe\n" + WHOLE.encode())
+
+    with pytest.raises(PollRecordError, match=r"line 2: it is not JSON.*sed -i '2d' FILE"):
+        read_polls(path)
+
+
+def test_a_recording_of_another_tool_is_told_once_per_server_and_counted(
+    tmp_path: Path,
+) -> None:
+    """SKA's tool records the same keys, but its patched PyTango 9.5 replies are not
+    QueryEventSystem version 1: each server is told once, with its first line, then one
+    count of the lines after; the replies stay, as errors, and so does the poll."""
+    path = tmp_path / "ska.jsonl"
+    path.write_text(
+        ska_line("2025-03-01T10:00:00", "dserver/a/1")
+        + WHOLE
+        + ska_line("2025-03-01T10:00:10", "dserver/a/1", "dserver/b/1")
+        + ska_line("2025-03-01T10:00:20", "dserver/a/1", "dserver/b/1")
+        + ska_line("2025-03-01T10:00:30", "dserver/b/1")
+    )
+
+    polls, problems = lenient(path)
+
+    assert len(polls) == 5
+    assert all(reply.snapshot is None for poll in polls for reply in poll.replies)
+    assert "version None" in (polls[0].replies[0].error or "")
+    assert [problem.line for problem in problems] == [1, 3, 0]
+    assert "line 1: the reply of dserver/a/1 is not QueryEventSystem data of version 1" in (
+        problems[0].message
+    )
+    assert "SKA" in problems[0].message
+    assert "line 3: the reply of dserver/b/1" in problems[1].message
+    assert "in 2 more lines either" in problems[2].message
+    assert read_polls(path) == polls  # strict reading keeps them as errors too
+
+
+def test_the_same_layout_from_another_version_is_told(tmp_path: Path) -> None:
+    path = tmp_path / "v2.jsonl"
+    data = {"version": 2, "server": None, "client": None}
+    path.write_text(
+        json.dumps({"time": "2026-03-17T12:00:00", "replies": {"dserver/a/1": {"data": data}}})
+        + "\n"
+    )
+
+    (poll,), ((line, message),) = lenient(path)
+
+    assert poll.replies[0].snapshot is None
+    assert line == 1
+    assert "version 2 but milonga reads version 1" in message
+
+
+garbage = st.binary(max_size=40).filter(lambda line: b"\n" not in line)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.lists(garbage, max_size=3), min_size=11, max_size=11),
+    garbage,
+)
+def test_every_good_line_is_read_whatever_garbage_is_between(
+    tmp_path_factory: pytest.TempPathFactory, between: list[list[bytes]], last: bytes
+) -> None:
+    good = DEMO_PLAIN.read_bytes().splitlines(keepends=True)
+    text = b"".join(
+        b"".join(line + b"\n" for line in junk) + poll
+        for junk, poll in zip(between, [*good, b""], strict=True)
+    )
+    path = tmp_path_factory.mktemp("garbage") / "polls.jsonl"
+    path.write_bytes(text + last)
+
+    polls, problems = lenient(path)
+
+    assert polls == read_polls(DEMO_PLAIN)
+    told = sum(bool(line.strip()) for junk in between for line in junk) + bool(last.strip())
+    assert len(problems) == told
+
+
+def test_the_devices_that_led_to_a_server_come_back(tmp_path: Path) -> None:
+    """The live monitor labels a server with the devices named on the command line; a
+    replay labels it the same way."""
+    path = tmp_path / "polls.jsonl"
+    named = MonitoredServer("dserver/MonitorPub/2", ("test/monitor/counter", "a/b/c"))
+    with JsonLinesWriter(path) as writer:
+        writer.write(Poll(TIME, (Reply.failed(named, "x"), Reply.failed(SERVER, "y"))))
+
+    (poll,) = read_polls(path)
+
+    assert [reply.server for reply in poll.replies] == [named, SERVER]
+    assert json.loads(path.read_text())["replies"]["dserver/MonitorPub/2"] == {
+        "error": "x",
+        "devices": ["test/monitor/counter", "a/b/c"],
+    }
+
+
+@pytest.mark.parametrize("devices", ['"a/b/c"', "[1]"])
+def test_devices_that_are_not_a_list_of_names_are_named(tmp_path: Path, devices: str) -> None:
+    path = tmp_path / "polls.jsonl"
+    path.write_text(
+        '{"time": "2026-03-17T12:00:00", "replies": {"dserver/a/1": {"error": "x", '
+        f'"devices": {devices}}}}}}}\n'
+    )
+
+    with pytest.raises(PollRecordError, match=r'line 1: the "devices" of the reply of dserver/a/1'):
         read_polls(path)

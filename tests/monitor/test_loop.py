@@ -16,14 +16,8 @@ from milonga.monitor.analysis import PollUpdate
 from milonga.monitor.collector import CallError
 from milonga.monitor.findings import Finding, Findings, Severity, Subject
 from milonga.monitor.jsonl import JsonLinesWriter, poll_record
-from milonga.monitor.loop import (
-    JsonLinesOutput,
-    Output,
-    OutputError,
-    PollLoop,
-    Screen,
-    WorstSeverity,
-)
+from milonga.monitor.loop import PollLoop
+from milonga.monitor.outputs import JsonLinesOutput, Output, OutputError, Screen, WorstSeverity
 from milonga.testing import SandboxServers
 
 WAIT_SECONDS = 60.0

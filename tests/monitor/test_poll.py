@@ -126,8 +126,11 @@ def test_the_record_holds_the_servers_objects_or_errors() -> None:
     assert record == {
         "time": "2026-03-17T12:00:00",
         "replies": {
-            "dserver/MonitorPub/1": {"data": json.loads(text("publisher_1.json"))},
-            "dserver/MonitorSub/1": {"error": NOT_EXPORTED},
+            "dserver/MonitorPub/1": {
+                "data": json.loads(text("publisher_1.json")),
+                "devices": ["test/monitor/counter"],
+            },
+            "dserver/MonitorSub/1": {"error": NOT_EXPORTED, "devices": ["test/monitor/relay"]},
         },
         "findings": [],
     }

@@ -5,7 +5,8 @@ scan with the event monitor's own loop (`milonga.demo.live`) and prints a diagno
 by the monitor's engine from its snapshots: the figures of the whole run, the rule's
 verdict on them and the findings raised as it ran (`milonga.demo.figures`), their reading
 (`milonga.demo.report`) and, with ``--fixed``, a before/after table
-(`milonga.demo.comparison`).
+(`milonga.demo.comparison`).  With ``--record DIR`` it keeps every poll of its monitor in
+``DIR``, as `tango-event-monitor -o FILE` does, for `milonga report`.
 """
 
 from milonga.demo.errors import DemoError

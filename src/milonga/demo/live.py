@@ -1,13 +1,14 @@
 """The monitor inside the demo: `tango-event-monitor --monitor`, run on a thread.
 
 `LiveMonitor` polls the servers of some devices every period, prints each snapshot with the
-monitor's own renderer, and keeps every poll, with its report and findings, for the
-diagnosis.  `Console` lets the snapshots and the demo's own lines share one output without
-interleaving.
+monitor's own renderer, keeps every poll, with its report and findings, for the diagnosis,
+and may record each poll as `tango-event-monitor -o FILE` does.  `Console` lets the
+snapshots and the demo's own lines share one output without interleaving.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +25,9 @@ from milonga.monitor import (
 )
 from milonga.monitor.analysis import PollUpdate
 from milonga.monitor.cli import PROG
+from milonga.monitor.jsonl import JsonLinesWriter
 from milonga.monitor.loop import PollLoop
+from milonga.monitor.outputs import OutputError
 
 
 class Console:
@@ -51,17 +54,26 @@ class LiveMonitor:
     on a thread, with the monitor's own loop (`PollLoop`).  Each poll is printed to
     ``console`` (if given) exactly as `tango-event-monitor` prints it, findings included,
     with its notes and warnings, and its `PollUpdate` (the poll, what changed and the
-    findings, as the loop made them) is added to `updates`.  Leaving normally takes one
+    findings, as the loop made them) is added to `updates` and, with ``record``, written
+    to it as `tango-event-monitor -o FILE` writes it.  A poll that cannot be written ends
+    the loop, with a `DemoError` that says why.  Leaving normally takes one
     last poll, so that the samples since the previous one are shown too (unless a poll was
     taken less than half a period ago); leaving on an exception takes none.  Either way
     sampling is turned off again.
     """
 
-    def __init__(self, devices: Sequence[str], period: float, console: Console | None) -> None:
+    def __init__(
+        self,
+        devices: Sequence[str],
+        period: float,
+        console: Console | None,
+        record: JsonLinesWriter | None = None,
+    ) -> None:
         self.devices = tuple(devices)
         self.period = period
         self.updates: list[PollUpdate] = []
         self._console = console
+        self._record = record
         self._loop: PollLoop | None = None
         self._changed = threading.Condition()
         self._running = False
@@ -118,13 +130,31 @@ class LiveMonitor:
                 self._changed.wait(left)
 
     def write(self, update: PollUpdate) -> None:
-        """The loop's output: print the poll and keep its update."""
+        """The loop's output: print the poll, keep its update and record it."""
         if self._console is not None:
             self._console.write(render_poll(update.report, update.findings))
         with self._changed:
             self.updates.append(update)
             self._last_poll = time.monotonic()
             self._changed.notify_all()
+        if self._record is not None:
+            try:
+                self._record.write(update.poll, update.findings)
+            except OSError as error:
+                self._record_failed(error)
+
+    def _record_failed(self, error: OSError) -> None:
+        """Record nothing more, keep the `DemoError` that leaving raises, and end the loop
+        (raise `OutputError`)."""
+        assert self._record is not None
+        path, self._record = os.fspath(self._record.path), None
+        message = (
+            f"cannot record the demo's polls in {path} ({error.strerror}); make sure it can "
+            "be written (free space, a working disk), or give another directory to --record"
+        )
+        with self._changed:
+            self._error = self._error or DemoError(message)
+        raise OutputError(message)
 
     def _run(self) -> None:
         """The thread: the loop, until `_finish` stops it; its error is kept for the main
@@ -132,6 +162,8 @@ class LiveMonitor:
         assert self._loop is not None
         try:
             self._loop.run(on_sampling_failed=_refused)
+        except OutputError:
+            pass  # `_record_failed` kept the error
         except BaseException as error:
             with self._changed:
                 self._error = error
@@ -150,8 +182,9 @@ class LiveMonitor:
             self._loop.collector.close()
 
     def _say(self, kind: str, text: str) -> None:
-        """The loop's notes and warnings, as the monitor prints them, when live."""
-        if self._console is not None:
+        """The loop's notes and warnings, as the monitor prints them, when live.  Its
+        errors, which only a failed recording causes, are left out: leaving raises them."""
+        if self._console is not None and kind != "error":
             self._console.say(f"{PROG}: {kind}: {text}")
 
 

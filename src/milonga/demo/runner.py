@@ -1,13 +1,16 @@
 """`milonga demo`: the missing-event control system, watched by the monitor, diagnosed, fixed.
 
 `run_demo` starts a sandbox, tells the story once (or, with ``fixed``, first without and
-then with the scheduler), and stops everything when it returns or raises.
+then with the scheduler), and stops everything when it returns or raises.  With ``record``,
+it writes every poll its monitor takes to a JSON Lines file per run, as
+`tango-event-monitor -o FILE` does, for `milonga report`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -40,57 +43,118 @@ from milonga.demo.system import (
     start_system,
 )
 from milonga.monitor.analysis import PollUpdate
+from milonga.monitor.jsonl import JsonLinesWriter
 from milonga.sandbox import SandboxError, TangoSandbox
 from milonga.tango_errors import root_cause
 from milonga.terminated import Terminated
 
 LOG_WAIT_SECONDS = 5.0
 POLL_SECONDS = 0.05
+PLAIN_RECORD = "plain.jsonl"
+"""The file of ``--record DIR`` with the polls of the system as it is."""
+FIXED_RECORD = "fixed.jsonl"
+"""The file of ``--record DIR`` with the polls of the system with the scheduler (--fixed)."""
 
 
 @dataclass(frozen=True)
 class DemoOptions:
-    """The options of `milonga demo`."""
+    """The options of `milonga demo`; ``record`` is the directory to record the polls in."""
 
     fixed: bool = False
     quick: bool = False
     keep_running: bool = False
+    record: Path | None = None
 
 
 def run_demo(options: DemoOptions, out: TextIO) -> None:
-    """Tell the story on ``out``; raise `DemoError` if it could not be told as expected."""
+    """Tell the story on ``out``; raise `DemoError` if it could not be told as expected,
+    or, before anything starts, if the recording directory cannot be written."""
     timing = QUICK if options.quick else NORMAL
     console = Console(out)
-    console.say("Starting a Tango control system on 127.0.0.1 ...")
-    with _running_sandbox() as sandbox:
-        if options.fixed:
-            console.say(
-                "First the system as it is, for the comparison; run `milonga demo` to watch "
-                "this part live."
-            )
-            before = _tell_and_diagnose(sandbox, timing, console, use_scheduler=False, live=False)
-            _check(before, use_scheduler=False)
-            remove_system(sandbox)
-            console.say("", "Now the same system with CallbackScheduler in both devices.")
-            after = _tell_and_diagnose(sandbox, timing, console, use_scheduler=True, live=True)
-            console.say("", "Before and after, on this machine:")
-            console.say(*render_comparison(before, after, ("as it is", "with the scheduler")))
-            _check(after, use_scheduler=True)
-        else:
-            _check(
-                _tell_and_diagnose(sandbox, timing, console, use_scheduler=False, live=True),
-                use_scheduler=False,
-            )
-        if options.keep_running:
-            _keep_running(sandbox, timing, console)
+    with _recordings(options.record, fixed=options.fixed) as recordings:
+        console.say("Starting a Tango control system on 127.0.0.1 ...")
+        with _running_sandbox() as sandbox:
+            if options.fixed:
+                console.say(
+                    "First the system as it is, for the comparison; run `milonga demo` to "
+                    "watch this part live."
+                )
+                before = _tell_and_diagnose(
+                    sandbox, timing, console, use_scheduler=False, live=False, record=recordings
+                )
+                _check(before, use_scheduler=False)
+                remove_system(sandbox)
+                console.say("", "Now the same system with CallbackScheduler in both devices.")
+                after = _tell_and_diagnose(
+                    sandbox, timing, console, use_scheduler=True, live=True, record=recordings
+                )
+                console.say("", "Before and after, on this machine:")
+                console.say(*render_comparison(before, after, ("as it is", "with the scheduler")))
+                _check(after, use_scheduler=True)
+            else:
+                run = _tell_and_diagnose(
+                    sandbox, timing, console, use_scheduler=False, live=True, record=recordings
+                )
+                _check(run, use_scheduler=False)
+            if recordings:
+                console.say(*_report_commands(recordings))
+            if options.keep_running:
+                _keep_running(sandbox, timing, console)
+
+
+@contextlib.contextmanager
+def _recordings(directory: Path | None, *, fixed: bool) -> Iterator[dict[bool, JsonLinesWriter]]:
+    """The JSON Lines files to record each run's polls in, open inside the block, by
+    whether the run uses the scheduler: none without ``directory``; otherwise
+    `PLAIN_RECORD`, and with ``fixed`` `FIXED_RECORD` too, in ``directory``, which is
+    created if need be.  Raises `DemoError` if that or opening a file fails."""
+    with contextlib.ExitStack() as stack:
+        recordings: dict[bool, JsonLinesWriter] = {}
+        if directory is not None:
+            names = {False: PLAIN_RECORD, **({True: FIXED_RECORD} if fixed else {})}
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+                for use_scheduler, name in names.items():
+                    writer = stack.enter_context(JsonLinesWriter(directory / name))
+                    recordings[use_scheduler] = writer
+            except OSError as error:
+                raise DemoError(
+                    f"cannot record the demo's polls in {error.filename or directory} "
+                    f"({error.strerror}); give --record a directory that can be created "
+                    "and written to, or leave --record out"
+                ) from None
+        yield recordings
+
+
+def _report_commands(recordings: dict[bool, JsonLinesWriter]) -> list[str]:
+    """What to tell the user about the recorded polls: where they are, and the command
+    that makes the report of each run."""
+    milonga = Path(sys.executable).with_name("milonga")  # this environment's
+    lines = ["", "The monitor's polls are recorded; to see them as plots, make a report:"]
+    for writer in recordings.values():
+        lines.append(f"    {shlex.quote(str(milonga))} report {shlex.quote(str(writer.path))}")
+    return lines
 
 
 def _tell_and_diagnose(
-    sandbox: TangoSandbox, timing: Timing, console: Console, *, use_scheduler: bool, live: bool
+    sandbox: TangoSandbox,
+    timing: Timing,
+    console: Console,
+    *,
+    use_scheduler: bool,
+    live: bool,
+    record: dict[bool, JsonLinesWriter],
 ) -> DemoRun:
     """Tell the story once and print the diagnosis, made of the reports and findings the
-    monitor's loop made as it ran."""
-    scan, updates = tell(sandbox, timing, console, use_scheduler=use_scheduler, live=live)
+    monitor's loop made as it ran; record the polls in ``record[use_scheduler]``, if there."""
+    scan, updates = tell(
+        sandbox,
+        timing,
+        console,
+        use_scheduler=use_scheduler,
+        live=live,
+        record=record.get(use_scheduler),
+    )
     reports = [update.report for update in updates]
     run = DemoRun(scan, diagnose(reports, (update.findings for update in updates)))
     console.say("", *render_diagnosis(run.diagnosis), "")
@@ -98,14 +162,21 @@ def _tell_and_diagnose(
 
 
 def tell(
-    sandbox: TangoSandbox, timing: Timing, console: Console, *, use_scheduler: bool, live: bool
+    sandbox: TangoSandbox,
+    timing: Timing,
+    console: Console,
+    *,
+    use_scheduler: bool,
+    live: bool,
+    record: JsonLinesWriter | None = None,
 ) -> tuple[ScanOutcome, list[PollUpdate]]:
     """Start the system, call `Scan()` while the monitor watches, and wait until every
     pushed event has arrived; return how `Scan()` ended and the monitor's updates (each
     poll, what changed, and the findings).
 
     The process's TANGO_HOST must point at ``sandbox``.  Prints the story to ``console``,
-    with the snapshots if ``live``.
+    with the snapshots if ``live``, and writes each poll to ``record``, if given, as
+    `tango-event-monitor -o FILE` does.
     """
     start_system(sandbox, timing, use_scheduler=use_scheduler)
     how = "on CallbackScheduler workers" if use_scheduler else "on the event-consumer thread"
@@ -127,7 +198,7 @@ def tell(
             f"Monitoring as `tango-event-monitor --monitor --polling-period {period:g} "
             f"{' '.join(devices)}` would:"
         )
-    with LiveMonitor(devices, period, console if live else None) as monitor:
+    with LiveMonitor(devices, period, console if live else None, record) as monitor:
         console.say(
             f"Calling {TOP} Scan() with a {timing.client_timeout_seconds:g} s client timeout ..."
         )

@@ -33,7 +33,13 @@ from milonga.monitor.findings import (
     Severity,
     Subject,
 )
-from milonga.monitor.jsonl import JsonLinesWriter, poll_record, read_polls
+from milonga.monitor.jsonl import (
+    JsonLinesWriter,
+    RecordProblem,
+    iter_polls,
+    poll_record,
+    read_polls,
+)
 from milonga.monitor.poll import (
     MonitoredServer,
     Poll,
@@ -104,6 +110,7 @@ __all__ = [
     "PollUpdate",
     "Publisher",
     "PublisherChange",
+    "RecordProblem",
     "Reply",
     "Report",
     "SampleBatch",
@@ -121,6 +128,7 @@ __all__ = [
     "Unsampled",
     "diff",
     "findings_of",
+    "iter_polls",
     "parse_snapshot",
     "poll_record",
     "query_process",

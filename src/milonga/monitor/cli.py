@@ -5,39 +5,34 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import os
 import sys
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from milonga import standard_streams
-from milonga.monitor.analysis import PollUpdate
-from milonga.monitor.collector import (
-    Collector,
-    MonitorSetupError,
-    Selection,
-    is_pattern,
-    no_query_command,
-    select_servers,
-)
+from milonga.monitor.analysis import Analysis, PollUpdate
 from milonga.monitor.findings import Severity
-from milonga.monitor.jsonl import JsonLinesWriter, poll_record
-from milonga.monitor.loop import (
-    RESOLVE_SECONDS,
+from milonga.monitor.jsonl import JsonLinesWriter, iter_polls, poll_record
+from milonga.monitor.metrics import EventSystemMetrics
+from milonga.monitor.outputs import (
     JsonLinesOutput,
     Output,
     OutputError,
-    PollLoop,
-    Say,
     Screen,
     WorstSeverity,
+    send,
 )
-from milonga.monitor.metrics import EventSystemMetrics
-from milonga.monitor.poll import MonitoredServer
+from milonga.monitor.poll import RESOLVE_SECONDS, MonitoredServer, Poll
 from milonga.monitor.render import render_poll
 from milonga.monitor.serve import MetricsServer, PrometheusOutput, ServeError, parse_address
 from milonga.monitor.stats import SAMPLE_LIMIT
 from milonga.terminated import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated, handling, raising
+
+if TYPE_CHECKING:  # the live monitor's modules import Tango, which --replay does without
+    from milonga.monitor.collector import Collector, Selection
+    from milonga.monitor.loop import Say
 
 PROG = "tango-event-monitor"
 EXIT_OK = 0
@@ -71,7 +66,9 @@ DESCRIPTION = textwrap.fill(
     "[ is a shell-style pattern over the exported devices, such as 'sys/*/*' (quote it); "
     "with patterns or --all the servers are looked up again every "
     f"{RESOLVE_SECONDS:g} s, so that servers that appear or go away are followed. "
-    "--serve serves the figures to Prometheus at http://HOST:PORT/metrics.",
+    "--serve serves the figures to Prometheus at http://HOST:PORT/metrics. "
+    "--replay RUN.jsonl prints a recording made with -o FILE as the live run did, "
+    "contacting no server.",
     width=88,
 )
 
@@ -93,13 +90,26 @@ output:
 note:
 {textwrap.indent(textwrap.fill(SAMPLES_WARNING.capitalize() + ".", width=86), "  ")}
 
+replay:
+  --replay RUN.jsonl reads the polls of a recording instead of polling servers and
+  prints them as the live run that recorded them did: the snapshots, tables and findings
+  are made again from the recorded replies. Lines that cannot be read (not JSON, cut
+  off, another tool's layout) are each a warning, and the rest is replayed. With
+  --fail-on the exit status tells the worst finding of the recording; -o FILE records
+  the polls again, with this version's findings.
+
 exit status:
-  0 after --count snapshots, 1 if the output cannot be written (standard output or
-  error closed, FILE or the screen failing), 2 for bad arguments or devices, or an
-  address that --serve cannot use, 3 after --count snapshots with --fail-on SEVERITY
-  when a finding that bad or worse held at any of them, 130 after Ctrl-C, 143 after
-  SIGTERM or SIGHUP. The metrics server of --serve is closed however the monitor stops.
+  0 after --count snapshots or the end of a replay, 1 if the output cannot be written
+  (standard output or error closed, FILE or the screen failing), 2 for bad arguments or
+  devices, an address that --serve cannot use, or a recording that cannot be read or
+  holds no poll, 3 after --count snapshots or a replay with --fail-on SEVERITY when a
+  finding that bad or worse held at any of them, 130 after Ctrl-C, 143 after SIGTERM
+  or SIGHUP. The metrics server of --serve is closed however the monitor stops.
 """
+
+
+class UsageError(Exception):
+    """The arguments ask for what the monitor cannot do; the message says what to do."""
 
 
 def _period(text: str) -> float:
@@ -123,6 +133,15 @@ def _file_name(text: str) -> str:
         raise argparse.ArgumentTypeError(
             "expected a file name, got an empty one; give the file to write, '-' for "
             "standard output, or leave out -o"
+        )
+    return text
+
+
+def _recording(text: str) -> str:
+    """The file of --replay: not empty."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "expected a file name, got an empty one; give a recording made with -o FILE"
         )
     return text
 
@@ -180,10 +199,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--poll-period",
         dest="polling_period",
         type=_period,
-        default=DEFAULT_PERIOD_SECONDS,
         metavar="SECONDS",
         help=f"time between snapshots, from {MIN_PERIOD_SECONDS:g} to {MAX_PERIOD_SECONDS:g} "
-        f"(default: %(default)g); {PERIOD_REASON}",
+        f"(default: {DEFAULT_PERIOD_SECONDS:g}); {PERIOD_REASON}",
     )
     parser.add_argument(
         "-m",
@@ -219,8 +237,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fail-on",
         choices=FAIL_ON_CHOICES,
-        help="with --count: exit with status 3 if a finding of this severity or worse held "
-        "at any snapshot, for scripts and CI pipelines",
+        help="with --count or --replay: exit with status 3 if a finding of this severity or "
+        "worse held at any snapshot, for scripts and CI pipelines",
+    )
+    parser.add_argument(
+        "--replay",
+        type=_recording,
+        metavar="RUN.jsonl",
+        help="print the polls recorded in RUN.jsonl (by -o FILE) as the live run did, "
+        "findings included, instead of polling servers; contacts no server",
     )
 
 
@@ -257,7 +282,7 @@ def run(
     try:
         with handling(raising()):
             return _run(args, prog, out, err)
-    except (MonitorSetupError, ServeError) as error:
+    except (UsageError, ServeError) as error:
         print(f"{prog}: error: {error}", file=err, flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -267,43 +292,51 @@ def run(
 
 
 def _run(args: argparse.Namespace, prog: str, out: TextIO, err: TextIO) -> int:
+    """Check ``args`` (raising `UsageError`), then replay or monitor as they ask."""
+    say = functools.partial(_say, prog, err)
     if args.append and not args.output:
-        raise MonitorSetupError("--append adds to the file of --output; give -o FILE as well")
-    if args.fail_on is not None and args.count is None:
-        raise MonitorSetupError(
-            "--fail-on sets the exit status when the monitor stops by itself after --count "
-            "snapshots; give --count N as well"
-        )
+        raise UsageError("--append adds to the file of --output; give -o FILE as well")
     if args.quiet and args.output == STANDARD_OUTPUT:
-        raise MonitorSetupError(
+        raise UsageError(
             "--quiet leaves standard output empty, and -o - writes the snapshots to it; "
             "give one of them, or -o FILE to write the snapshots to a file"
         )
+    if args.replay is not None:
+        return _replay(args, out, say)
+    if args.fail_on is not None and args.count is None:
+        raise UsageError(
+            "--fail-on sets the exit status when the monitor stops by itself after --count "
+            "snapshots, or at the end of a --replay; give --count N as well"
+        )
     if not args.devices and not args.everything:
-        raise MonitorSetupError(
+        raise UsageError(
             "no device given; name at least one device, admin device or pattern (such as "
             "'sys/*/*'), or give --all to poll every device server in the database"
         )
+    from milonga.monitor.collector import MonitorSetupError  # noqa: PLC0415 - imports Tango
+
+    try:
+        return _live(args, prog, out, say)
+    except MonitorSetupError as error:
+        raise UsageError(str(error)) from None
+
+
+def _live(args: argparse.Namespace, prog: str, out: TextIO, say: Say) -> int:
+    """Monitor the servers that ``args`` select, and return the exit status; raises
+    `MonitorSetupError` or `ServeError` if it cannot start."""
+    from milonga.monitor.collector import Collector, select_servers  # noqa: PLC0415 - Tango
+
     selection = select_servers(args.devices, everything=args.everything)
-    say = functools.partial(_say, prog, err)
     for pattern in selection.unmatched:
         say(
             "warning",
             f"{pattern!r} matches no exported device yet; it is looked up again every "
             f"{RESOLVE_SECONDS:g} s",
         )
-    serving = _serving(args.serve, args.polling_period, say)
+    serving = _serving(args.serve, _polling_period(args), say)
     with serving as outputs, Collector(selection.servers) as collector:
         lacking = _check_support(collector, selection, say)
-        try:
-            to_file = args.output not in {None, STANDARD_OUTPUT}
-            writer = JsonLinesWriter(args.output, append=args.append) if to_file else None
-        except OSError as error:
-            raise MonitorSetupError(
-                f"cannot write to {args.output} ({error.strerror}); give a file in a "
-                "writable directory"
-            ) from None
-        with writer or contextlib.nullcontext():
+        with _writer(args) as writer:
             return _monitor(
                 collector,
                 args,
@@ -315,6 +348,29 @@ def _run(args: argparse.Namespace, prog: str, out: TextIO, err: TextIO) -> int:
                 selection=selection,
                 lacking=lacking,
             )
+
+
+def _polling_period(args: argparse.Namespace) -> float:
+    """The polling period ``args`` ask for, or the default."""
+    return DEFAULT_PERIOD_SECONDS if args.polling_period is None else float(args.polling_period)
+
+
+@contextlib.contextmanager
+def _writer(args: argparse.Namespace) -> Iterator[JsonLinesWriter | None]:
+    """The writer of the JSON Lines file of ``-o FILE`` inside the block, closed on
+    leaving; None without it or with ``-o -``.  Raises `UsageError` if it cannot be
+    opened."""
+    if args.output in {None, STANDARD_OUTPUT}:
+        yield None
+        return
+    try:
+        writer = JsonLinesWriter(args.output, append=args.append)
+    except OSError as error:
+        raise UsageError(
+            f"cannot write to {args.output} ({error.strerror}); give a file in a writable directory"
+        ) from None
+    with writer:
+        yield writer
 
 
 @contextlib.contextmanager
@@ -343,10 +399,12 @@ def _check_support(collector: Collector, selection: Selection, say: Say) -> list
     `MonitorSetupError` if one of them was named rather than matched by a pattern or
     ``--all``.
     """
+    from milonga.monitor.collector import no_query_command  # noqa: PLC0415 - imports Tango
+
     silent, lacking = collector.find_support(collector.servers)
     for server in lacking:
         if server.admin in selection.named:
-            raise MonitorSetupError(no_query_command(server))
+            raise UsageError(no_query_command(server))
     for server in silent:
         say(
             "warning",
@@ -359,6 +417,8 @@ def _check_support(collector: Collector, selection: Selection, say: Say) -> list
 def _resolver(args: argparse.Namespace) -> Callable[[], Selection] | None:
     """How the loop looks the servers up again: only with patterns or --all, as names
     alone always select the same servers."""
+    from milonga.monitor.collector import is_pattern, select_servers  # noqa: PLC0415 - Tango
+
     if not args.everything and not any(is_pattern(name) for name in args.devices):
         return None
     return functools.partial(select_servers, args.devices, everything=args.everything)
@@ -380,18 +440,19 @@ def _monitor(
     --quiet), the JSON Lines file of ``writer`` and ``outputs``, and return the exit
     status; a stop signal raises.  The servers of ``lacking`` are left out first, and
     those that ``selection`` named are never left out."""
+    from milonga.monitor.loop import PollLoop  # noqa: PLC0415 - imports Tango
+
     worst = WorstSeverity()
     every: list[Output] = [*outputs, worst]
     if writer is not None:
         every.insert(0, JsonLinesOutput(writer, args.output))
-    as_lines = args.output == STANDARD_OUTPUT
     loop = PollLoop(
         collector,
         every,
-        period=args.polling_period,
+        period=_polling_period(args),
         count=args.count,
         sampling=args.monitor,
-        screen=None if args.quiet else Screen(out, _json_line if as_lines else _text),
+        screen=_screen(args, out),
         say=say,
         prog=prog,
         resolve=_resolver(args),
@@ -404,9 +465,101 @@ def _monitor(
         loop.run()
     except (BrokenPipeError, OutputError):  # an OutputError has been said
         return EXIT_FAILED
+    return _status(args, worst)
+
+
+def _status(args: argparse.Namespace, worst: WorstSeverity) -> int:
+    """The exit status of a monitor or replay that got to its end: `EXIT_FINDINGS` if
+    --fail-on is given and a finding that bad or worse held, `EXIT_OK` otherwise."""
     if args.fail_on is not None and (worst.worst or 0) >= Severity.parse(args.fail_on):
         return EXIT_FINDINGS
     return EXIT_OK
+
+
+def _screen(args: argparse.Namespace, out: TextIO) -> Screen | None:
+    """The screen on ``out`` that ``args`` ask for: text snapshots, JSON lines with
+    ``-o -``, or none with --quiet."""
+    if args.quiet:
+        return None
+    return Screen(out, _json_line if args.output == STANDARD_OUTPUT else _text)
+
+
+REPLAY_CONFLICTS = (
+    ("DEVICE", "devices"),
+    ("--all", "everything"),
+    ("--serve", "serve"),
+    ("--monitor", "monitor"),
+    ("--polling-period", "polling_period"),
+    ("--count", "count"),
+)
+"""The options of a live run, which --replay takes none of: (option, its argument)."""
+
+
+def _replay(args: argparse.Namespace, out: TextIO, say: Say) -> int:
+    """Replay the recording of --replay as ``args`` ask, and return the exit status;
+    raises `UsageError` if an option of a live run is given, if -o FILE names the
+    recording itself, or if it cannot be read or holds no poll."""
+    given = [
+        option for option, name in REPLAY_CONFLICTS if getattr(args, name) not in (None, False, [])
+    ]
+    if given:
+        raise UsageError(
+            f"--replay reads a recording and contacts no server, so it takes no "
+            f"{', '.join(given)}; leave {'it' if len(given) == 1 else 'them'} out to replay "
+            f"{args.replay}, or leave out --replay to poll servers"
+        )
+    if args.output not in {None, STANDARD_OUTPUT} and _same_file(args.replay, args.output):
+        raise UsageError(
+            f"-o {args.output} is the recording that --replay reads, which writing would "
+            "destroy; give another file to record the replay in"
+        )
+    with _writer(args) as writer:
+        outputs: list[Output] = [] if writer is None else [JsonLinesOutput(writer, args.output)]
+        worst = WorstSeverity()
+        try:
+            polls = _play(_recorded(args.replay, say), [*outputs, worst], _screen(args, out))
+        except OutputError as error:
+            say("error", str(error))
+            return EXIT_FAILED
+        except BrokenPipeError:
+            return EXIT_FAILED
+    if not polls:
+        raise UsageError(f"{args.replay} holds no poll; give a recording made with {PROG} -o FILE")
+    return _status(args, worst)
+
+
+def _play(polls: Iterator[Poll], outputs: Sequence[Output], screen: Screen | None) -> int:
+    """Send each of ``polls``, as `Analysis` makes it an update, to ``outputs`` and
+    ``screen``, as the live loop does, and return how many there were.  Raises the first
+    `OutputError` once that poll has reached all of them, and BrokenPipeError when the
+    screen's reader went away."""
+    analysis = Analysis()
+    count = 0
+    for poll in polls:
+        failure = send(analysis.add(poll), outputs, screen)
+        count += 1
+        if failure is not None:
+            raise failure
+    return count
+
+
+def _recorded(path: str, say: Say) -> Iterator[Poll]:
+    """The polls recorded in ``path``, each line that cannot be read being a warning;
+    raises `UsageError` if the file cannot be read."""
+    try:
+        yield from iter_polls(path, problems=lambda problem: say("warning", problem.message))
+    except OSError as error:
+        raise UsageError(
+            f"cannot read {path} ({error.strerror}); give a recording made with {PROG} -o FILE"
+        ) from None
+
+
+def _same_file(path: str, other: str) -> bool:
+    """Whether ``path`` and ``other`` name one existing file."""
+    try:
+        return os.path.samefile(path, other)
+    except OSError:
+        return False
 
 
 def _say(prog: str, err: TextIO, kind: str, text: str) -> None:

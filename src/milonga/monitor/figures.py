@@ -489,7 +489,7 @@ class FigureWindow:
         streams = []
         for subscriber, subscribed in sorted(self._subscribed.items()):
             table = clients.get(subscriber)
-            timings = _NO_TIMINGS if table is None else _by_attribute(table)
+            timings = _NO_TIMINGS if table is None else timings_by_attribute(table)
             shared = _shared_names(subscribed.values())
             for key, seen in sorted(subscribed.items()):
                 published = seen.published
@@ -645,7 +645,7 @@ def _steady_push_gaps(answers: Sequence[_Answer]) -> dict[str, float]:
     }
 
 
-class _Timings(NamedTuple):
+class Timings(NamedTuple):
     """The processing times and latencies of a client table's attributes, by the name of
     the attribute in lower case."""
 
@@ -653,15 +653,15 @@ class _Timings(NamedTuple):
     latency: dict[str, Statistics]
 
 
-_NO_TIMINGS = _Timings({}, {})
+_NO_TIMINGS = Timings({}, {})
 """The timings of a subscriber without a client table; never changed."""
 _NO_GAPS: Mapping[str, float] = {}
 """The steady push gaps of a window of one poll: none; never changed."""
 
 
-def _by_attribute(table: PerfTable) -> _Timings:
+def timings_by_attribute(table: PerfTable) -> Timings:
     """The timings of each attribute of a client table."""
-    timings = _Timings({}, {})
+    timings = Timings({}, {})
     processing, latency = Metric.PROCESSING_TIME, Metric.LATENCY
     for row in table.rows:
         attribute = row.attribute

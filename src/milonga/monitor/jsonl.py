@@ -5,7 +5,9 @@ Each line is ``{"time": ISO-8601, "replies": {ADMIN: {"data": OBJECT} | {"error"
 server's `QueryEventSystem` reply, decoded and encoded again: the same keys in the same
 order and the same values, but not byte for byte (spacing, and escapes for characters
 beyond ASCII, may differ); and each FINDING is an active finding of that poll as
-`Finding.record` gives it.  Pure code, no Tango.
+`Finding.record` gives it.  A reply also has ``"devices": [NAME, ...]`` after its data or
+error when devices named on the command line led to its server, so that a replay labels
+the server as the live run did.  Pure code, no Tango.
 """
 
 from __future__ import annotations
@@ -13,12 +15,14 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from milonga.monitor.findings import Findings
 from milonga.monitor.poll import MonitoredServer, Poll, Reply
+from milonga.monitor.snapshot import SUPPORTED_VERSION
 
 NEWLINE = b"\n"
 
@@ -33,9 +37,12 @@ def poll_record(poll: Poll, findings: Findings | None = None) -> str:
     replies: dict[str, Any] = {}
     for reply in poll.replies:
         if reply.data is not None:
-            replies[reply.server.admin] = {"data": reply.data}
+            record: dict[str, Any] = {"data": reply.data}
         else:
-            replies[reply.server.admin] = {"error": reply.error or "no reply"}
+            record = {"error": reply.error or "no reply"}
+        if reply.server.devices:
+            record["devices"] = list(reply.server.devices)
+        replies[reply.server.admin] = record
     active = () if findings is None else findings.active
     return json.dumps(
         {
@@ -140,52 +147,168 @@ class PollRecordError(ValueError):
     """A line of a JSON Lines file is not a poll as `poll_record` writes it."""
 
 
+class RecordProblem(NamedTuple):
+    """Something `iter_polls` could not read in a recording, and went on past."""
+
+    line: int
+    """The line it is on, counting from 1; 0 when it is about the whole file."""
+    message: str
+    """Complete sentences naming the file and line, what is wrong, what was expected
+    and what to do."""
+
+
+ProblemHandler = Callable[[RecordProblem], None]
+
+
 def read_polls(path: str | os.PathLike[str]) -> list[Poll]:
     """The polls of a JSON Lines file the monitor wrote (``-o FILE``), oldest first.
 
+    `iter_polls` without a problem handler, as a list: raises OSError if the file cannot
+    be read, and `PollRecordError` naming the line if a line is not a poll.
+    """
+    return list(iter_polls(path))
+
+
+def iter_polls(
+    path: str | os.PathLike[str], *, problems: ProblemHandler | None = None
+) -> Iterator[Poll]:
+    """The polls of a JSON Lines file the monitor wrote (``-o FILE``), oldest first, one
+    line at a time, so that a file of any length is read in little memory.
+
     Lines with and without ``"findings"`` are read alike: findings are not read back, as
-    `milonga.monitor.findings.findings_of` makes them again from the polls.  Times are
+    `milonga.monitor.analysis.Analysis` makes them again from the polls.  Times are
     timezone-aware: a time without a UTC offset, as older versions wrote, is read as
     local time, so files of both kinds can be read, alone or mixed.  Empty lines are
-    skipped, and so is a last line that has no newline and is not JSON: the monitor is
-    still writing it.  Raises OSError if the file cannot be read, and `PollRecordError`
-    naming the line if any other line is not such a poll.
+    skipped.  A reply whose `QueryEventSystem` data milonga cannot read (another version,
+    another tool's layout) is kept as an error reply: that server did not answer usably.
+
+    Without ``problems`` (strict): a last line that has no newline and is not JSON is
+    left out, as the monitor is still writing it; any other line that is not a poll
+    raises `PollRecordError` naming it.  With ``problems`` (lenient): each line that is
+    not a poll, a cut-off last line included, is given to ``problems`` as a
+    `RecordProblem` and skipped, and reading goes on; so is each unreadable reply, once
+    per server and kind of problem, with one `RecordProblem` at the end counting the
+    further lines that had one.  Raises OSError if the file cannot be read.
     """
-    polls = []
-    with open(path, encoding="utf-8") as file:
+    reader = _Reader(path, problems)
+    with open(path, "rb") as file:
         for number, line in enumerate(file, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as error:
-                if not line.endswith("\n"):
-                    break  # the last line, being written
-                raise PollRecordError(_not_json(path, number, error)) from None
-            try:
-                polls.append(_poll_of(record))
-            except (ValueError, TypeError, KeyError) as error:
-                raise PollRecordError(
-                    f"{path}, line {number}: {_why(error)}; each line must be a poll as "
-                    f"{_WRITTEN_BY}: {_LAYOUT}"
-                ) from None
-    return polls
+            poll = reader.poll_of(number, line)
+            if poll is not None:
+                yield poll
+    reader.finish()
+
+
+class _Reader:
+    """What `iter_polls` knows between lines: where to report problems, and which reply
+    problems it has reported already."""
+
+    def __init__(self, path: str | os.PathLike[str], problems: ProblemHandler | None) -> None:
+        self.path = path
+        self.problems = problems
+        self.told: set[tuple[str, str | None]] = set()  # (server, error) reported
+        self.repeated = 0  # lines with only reply problems reported before them
+
+    def poll_of(self, number: int, line: bytes) -> Poll | None:
+        """The poll of line ``number``; None if it is empty, or is no poll and problems
+        are reported rather than raised."""
+        if not line.strip():
+            return None
+        try:
+            record = json.loads(line.decode("utf-8"))
+        except ValueError as error:
+            if not line.endswith(NEWLINE):
+                self._tell(number, _cut_off_last(self.path, number))
+                return None
+            self._fail(number, _not_json(self.path, number, error, self._remedy(number)))
+            return None
+        try:
+            poll = _poll_of(record)
+        except (ValueError, TypeError, KeyError) as error:
+            self._fail(
+                number,
+                f"{self.path}, line {number}: {_why(error)}; each line must be a poll as "
+                f"{_WRITTEN_BY}: {_LAYOUT} {self._remedy(number)}",
+            )
+            return None
+        if self.problems is not None:
+            self._check_replies(number, record["replies"], poll)
+        return poll
+
+    def finish(self) -> None:
+        """Report how many more lines had reply problems reported before."""
+        if self.repeated:
+            self._tell(
+                0,
+                f"{self.path}: the QueryEventSystem replies reported above cannot be read "
+                f"in {self.repeated} more line{'s' if self.repeated != 1 else ''} either; "
+                "those servers count as not answering there.",
+            )
+
+    def _check_replies(self, number: int, raw: dict[str, Any], poll: Poll) -> None:
+        """Report each reply of ``poll`` whose data could not be read, the first time its
+        server has that problem; count the line if it has such replies and none of them
+        was reported here."""
+        unreadable = [
+            reply
+            for reply in poll.replies
+            if reply.snapshot is None and "data" in raw[reply.server.admin]
+        ]
+        new = [reply for reply in unreadable if (reply.server.admin, reply.error) not in self.told]
+        self.repeated += bool(unreadable) and not new
+        for reply in new:
+            self.told.add((reply.server.admin, reply.error))
+            self._tell(
+                number,
+                f"{self.path}, line {number}: the reply of {reply.server.admin} is not "
+                f"QueryEventSystem data of version {SUPPORTED_VERSION}, as cppTango 10 "
+                f"gives it ({reply.error}). Was it recorded by another tool, such as SKA's "
+                "ska-tango-event-monitor on its patched PyTango 9.5? That server counts as "
+                "not answering in such lines, and the rest is read; record with this "
+                "milonga's tango-event-monitor -o FILE to read it all.",
+            )
+
+    def _fail(self, number: int, message: str) -> None:
+        """Raise ``message`` as a `PollRecordError`, or report it if problems are."""
+        if self.problems is None:
+            raise PollRecordError(message)
+        self._tell(number, message)
+
+    def _tell(self, number: int, message: str) -> None:
+        if self.problems is not None:
+            self.problems(RecordProblem(number, message))
+
+    def _remedy(self, number: int) -> str:
+        """What to do about line ``number``, which is no poll."""
+        if self.problems is None:
+            return (
+                f"Delete that line (for example with sed -i '{number}d' FILE) to read the others."
+            )
+        return "The line is skipped and the others are read."
 
 
 _WRITTEN_BY = "`tango-event-monitor -o FILE` writes it"
 _LAYOUT = (
-    '{"time": ISO-8601, "replies": {ADMIN: {"data": {...}} or {"error": "..."}}}; '
-    "was the file written by something else?"
+    '{"time": ISO-8601, "replies": {ADMIN: {"data": {...}} or {"error": "..."}}}. '
+    "Was the file written by something else?"
 )
 
 
-def _not_json(path: str | os.PathLike[str], number: int, error: ValueError) -> str:
+def _not_json(path: str | os.PathLike[str], number: int, error: ValueError, remedy: str) -> str:
     """Why line ``number`` of ``path``, which has a newline, is no poll: not JSON."""
     return (
         f"{path}, line {number}: it is not JSON ({error}): either the line was cut off (a "
         "monitor stopped while writing it, and another program appended after it) or it "
-        f"is not a poll as {_WRITTEN_BY}; delete that line (for example with "
-        f"sed -i '{number}d' FILE) to read the others"
+        f"is not a poll as {_WRITTEN_BY}. {remedy}"
+    )
+
+
+def _cut_off_last(path: str | os.PathLike[str], number: int) -> str:
+    """Why the last line ``number`` of ``path``, which has no newline, is left out."""
+    return (
+        f"{path}, line {number}: the last line is cut off (no newline, and not JSON): a "
+        "monitor is still writing it, or stopped while writing it; it is left out, and "
+        "reading it again once the monitor has finished the line takes it in."
     )
 
 
@@ -205,12 +328,20 @@ def _poll_of(record: Any) -> Poll:
 
 
 def _reply_of(admin: str, reply: Any) -> Reply:
-    server = MonitoredServer(admin)
+    server = MonitoredServer(admin, _devices_of(admin, reply))
     if isinstance(reply, dict) and "data" in reply:
         return Reply.decoded(server, reply["data"])
     if isinstance(reply, dict) and isinstance(reply.get("error"), str):
         return Reply.failed(server, reply["error"])
     raise TypeError(f'the reply of {admin} has neither "data" nor an "error" text')
+
+
+def _devices_of(admin: str, reply: Any) -> tuple[str, ...]:
+    """The devices that led to the server of ``admin``, as its ``reply`` names them."""
+    devices = reply.get("devices", []) if isinstance(reply, dict) else []
+    if not isinstance(devices, list) or not all(isinstance(name, str) for name in devices):
+        raise TypeError(f'the "devices" of the reply of {admin} are not a list of names')
+    return tuple(devices)
 
 
 def _why(error: Exception) -> str:

@@ -15,19 +15,16 @@ main thread) handles them; a loop on another thread ends when `PollLoop.stop` is
 from __future__ import annotations
 
 import contextlib
-import select
 import signal
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from types import FrameType
-from typing import Protocol, TextIO
 
 import tango
 
-from milonga import standard_streams
-from milonga.monitor.analysis import Analysis, PollUpdate
+from milonga.monitor.analysis import Analysis
 from milonga.monitor.collector import (
     PERF_COMMAND,
     QUERY_COMMAND,
@@ -37,28 +34,13 @@ from milonga.monitor.collector import (
     MonitorSetupError,
     Selection,
 )
-from milonga.monitor.findings import Severity
-from milonga.monitor.jsonl import JsonLinesWriter
-from milonga.monitor.poll import Cadence, MonitoredServer, Poll
+from milonga.monitor.outputs import Output, OutputError, Screen, send
+from milonga.monitor.poll import RESOLVE_SECONDS, Cadence, MonitoredServer, Poll
 from milonga.tango_errors import root_cause
 from milonga.terminated import STOP_SIGNALS, Handler, Terminated, handling
 
 Say = Callable[[str, str], None]
 """Tells the user something: ``say(kind, text)``, kind being note, warning or error."""
-RESOLVE_SECONDS = 60.0
-"""How often `PollLoop` looks again for the servers to poll, when it is told how."""
-
-
-class Output(Protocol):
-    """Where the loop sends each poll."""
-
-    def write(self, update: PollUpdate) -> None:
-        """Take ``update``.  Raise `OutputError` when this output can take no more: the
-        other outputs still get the poll, then the loop ends with that error."""
-
-
-class OutputError(Exception):
-    """An output cannot be written; the message says which and what to do."""
 
 
 class PollLoop:
@@ -323,20 +305,12 @@ class PollLoop:
 
     def _record(self, poll: Poll) -> None:
         """Send ``poll``, with what changed and the findings, to the outputs, then to the
-        screen, and only then raise the first output's failure.  A signal waits until all
-        have it, unless it arrives while the screen is being written: that may be blocked,
-        so the signal acts at once, and a screen that takes nothing more gets nothing more."""
-        failure: OutputError | None = None
+        screen, and only then raise the first output's failure (`send`).  A signal waits
+        until all have it, unless it arrives while the screen is being written: that may
+        be blocked, so the signal acts at once, and a screen that takes nothing more gets
+        nothing more."""
         with _deferring_signals() as handlers:
-            update = self._analysis.add(poll)
-            for output in self.outputs:
-                try:
-                    output.write(update)
-                except OutputError as error:
-                    failure = failure or error
-            if self.screen is not None:
-                with handling(handlers):
-                    self.screen.write(update)
+            failure = send(self._analysis.add(poll), self.outputs, self.screen, handlers)
         if failure is not None:
             raise failure
 
@@ -452,81 +426,6 @@ class PollLoop:
             )
 
 
-class Screen:
-    """Shows each poll on ``out`` (a terminal, a pipe or a file) as ``text`` renders it."""
-
-    def __init__(self, out: TextIO, text: Callable[[PollUpdate], str]) -> None:
-        self.out = out
-        self._text = text
-        self.closed = False
-        """Whether the rest of the output goes nowhere: the screen failed, or took nothing
-        more when a stop signal came."""
-
-    def write(self, update: PollUpdate) -> None:
-        self.show(self._text(update))
-
-    def show(self, text: str) -> None:
-        """Write ``text``.  A signal meanwhile sends the rest of the screen output nowhere
-        if the screen takes nothing more (a full pipe): a later write would block too.
-        Arriving just after the text went out, it leaves the screen as it is."""
-        try:
-            self.out.write(text)
-            self.out.flush()
-        except (KeyboardInterrupt, Terminated):
-            if _stuck(self.out):
-                self._close()
-            raise
-        except BrokenPipeError:
-            self._close()
-            raise
-        except OSError as error:
-            self._close()
-            raise OutputError(
-                f"cannot write to standard output ({error.strerror}); send it somewhere "
-                "that takes it, such as a file or a pipe"
-            ) from None
-
-    def _close(self) -> None:
-        """Send the rest of the screen output, buffered text included, nowhere."""
-        self.closed = True
-        standard_streams.discard(self.out)
-
-
-class JsonLinesOutput:
-    """Writes each poll and its findings to ``writer``, the file called ``name``, until
-    that fails: it then says so once (`OutputError`) and takes nothing more."""
-
-    def __init__(self, writer: JsonLinesWriter, name: str) -> None:
-        self._writer: JsonLinesWriter | None = writer
-        self.name = name
-
-    def write(self, update: PollUpdate) -> None:
-        if self._writer is None:
-            return
-        try:
-            self._writer.write(update.poll, update.findings)
-        except OSError as error:
-            self._writer = None
-            raise OutputError(
-                f"cannot write to {self.name} ({error.strerror}); snapshots are no longer "
-                "written to it. Make sure it can be written (free space, a working disk) "
-                "or give another file with -o"
-            ) from None
-
-
-class WorstSeverity:
-    """Remembers the worst severity of the findings active at any poll so far."""
-
-    def __init__(self) -> None:
-        self.worst: Severity | None = None
-        """None until a poll has an active finding."""
-
-    def write(self, update: PollUpdate) -> None:
-        worst = update.findings.worst
-        if worst is not None and (self.worst is None or worst > self.worst):
-            self.worst = worst
-
-
 def late_warning(when: str, took: float, period: float, late: float) -> str:
     """What to say about the poll of ``when``, which ended ``took`` seconds after it was
     due, more than the polling ``period``: the next one is ``late`` seconds late.
@@ -576,14 +475,3 @@ def _deferring_signals() -> Iterator[dict[int, Handler]]:
     with _holding_signals() as (arrived, handlers):
         yield handlers
     _act_on(arrived)
-
-
-def _stuck(stream: TextIO) -> bool:
-    """Whether a write to ``stream`` would block now, as to a pipe nobody reads (`| less`
-    waiting at a page); a stream without a file descriptor never blocks."""
-    try:
-        descriptor = stream.fileno()
-    except (OSError, ValueError):
-        return False
-    _, writable, _ = select.select([], [descriptor], [], 0)
-    return not writable

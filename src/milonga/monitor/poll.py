@@ -160,6 +160,10 @@ class PollHistory:
         )
 
 
+RESOLVE_SECONDS = 60.0
+"""How often the poll loop looks again for the servers to poll, when it is told how."""
+
+
 class NextPoll(NamedTuple):
     """When to take the next poll, as `Cadence.next` says."""
 

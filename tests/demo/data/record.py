@@ -20,7 +20,7 @@ from pathlib import Path
 from milonga.demo.live import Console
 from milonga.demo.runner import tell
 from milonga.demo.system import NORMAL, remove_system
-from milonga.monitor import poll_record
+from milonga.monitor import JsonLinesWriter
 from milonga.sandbox import TangoSandbox
 
 HERE = Path(__file__).parent
@@ -30,11 +30,16 @@ def main() -> None:
     with TangoSandbox() as sandbox:
         os.environ["TANGO_HOST"] = sandbox.tango_host
         for name, use_scheduler in (("plain", False), ("fixed", True)):
-            scan, updates = tell(
-                sandbox, NORMAL, Console(io.StringIO()), use_scheduler=use_scheduler, live=False
-            )
             path = HERE / f"{name}.jsonl"
-            path.write_text("".join(poll_record(u.poll, u.findings) + "\n" for u in updates))
+            with JsonLinesWriter(path) as record:
+                scan, updates = tell(
+                    sandbox,
+                    NORMAL,
+                    Console(io.StringIO()),
+                    use_scheduler=use_scheduler,
+                    live=False,
+                    record=record,
+                )
             print(f"{path}: {len(updates)} polls; Scan() took {scan.seconds:.1f} s, {scan.error}")
             remove_system(sandbox)
 

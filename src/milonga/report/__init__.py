@@ -1,0 +1,23 @@
+"""Recorded polls to a report: `write_report` turns a recording of
+``tango-event-monitor -o RUN.jsonl`` into one HTML file with plots that opens offline.
+
+See docs/report.md.  Pure code, no Tango; the plots are drawn with matplotlib.
+"""
+
+from milonga.report.build import (
+    OutputError,
+    RecordingError,
+    ReportError,
+    Written,
+    default_output,
+    write_report,
+)
+
+__all__ = [
+    "OutputError",
+    "RecordingError",
+    "ReportError",
+    "Written",
+    "default_output",
+    "write_report",
+]

@@ -1,0 +1,257 @@
+"""The report page, written from recordings of real runs: what its summary says, one
+section per server, the findings with their messages, figures that are real pictures,
+nothing loaded from elsewhere, user data escaped, and bad input reported, not fatal."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+from datetime import datetime
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from milonga import __version__
+from milonga.monitor.findings import Severity
+from milonga.monitor.jsonl import iter_polls
+from milonga.report import OutputError, RecordingError, write_report
+from milonga.report.build import read_timeline
+from milonga.report.plots import SERIES_COLOURS, SEVERITY_COLOURS
+from tests.report.test_plots import coloured
+
+DEMO = Path(__file__).parents[1] / "demo" / "data"
+FINDINGS = Path(__file__).parents[1] / "monitor" / "data" / "findings"
+
+
+class Page(HTMLParser):
+    """What a test looks at in a page: its tags' attributes, ids and text."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def all(self, tag: str) -> list[dict[str, str | None]]:
+        return [attrs for name, attrs in self.tags if name == tag]
+
+    @property
+    def words(self) -> str:
+        """The page's text, as a reader sees it (entities decoded), in one line."""
+        return " ".join(" ".join(self.text).split())
+
+
+def section(text: str, anchor: str) -> str:
+    """The words of the page's section ``anchor``."""
+    start = text.index(f'<section id="{anchor}">')
+    return Page(text[start : text.index("</section>", start)]).words
+
+
+def report(recording: Path, tmp_path: Path) -> tuple[str, list[str]]:
+    """The page of ``recording`` and the warnings it gave."""
+    warnings: list[str] = []
+    output = tmp_path / "report.html"
+    written = write_report(recording, output, warn=warnings.append)
+    assert written.path == output
+    text = output.read_text(encoding="utf-8")
+    assert written.size == len(text.encode())
+    return text, warnings
+
+
+def images(page: Page) -> list[np.ndarray]:
+    """The page's images, decoded, as RGB pixels."""
+    decoded = []
+    for attrs in page.all("img"):
+        source = attrs["src"] or ""
+        assert source.startswith("data:image/png;base64,")
+        assert attrs["alt"]
+        image = Image.open(io.BytesIO(base64.b64decode(source.partition(",")[2])))
+        assert (image.width, image.height) == (int(attrs["width"] or 0), int(attrs["height"] or 0))
+        decoded.append(np.asarray(image.convert("RGB")))
+    return decoded
+
+
+def test_the_demo_report_sums_up_the_run_and_names_the_slow_callback(tmp_path: Path) -> None:
+    text, warnings = report(DEMO / "plain.jsonl", tmp_path)
+    assert warnings == []
+    page = Page(text)
+    polls = list(iter_polls(DEMO / "plain.jsonl"))
+    first, last = polls[0].time, polls[-1].time
+    words = page.words
+    clock = [time.isoformat(sep=" ", timespec="seconds") for time in (first, last)]
+    assert f"{clock[0]} → {clock[1]}" in words
+    assert "Polls 10, one every 5 s (median)" in words
+    assert "Servers 2" in words
+    summary = section(text, "summary")
+    summary = summary[summary.index("Worst findings") :]
+    assert "warning slow-callback dserver/MyServer/top: foo/bar/hw/position.change" in summary
+    assert "no perf samples" not in words
+    # One section per server, linked from the summary.
+    sections = [attrs["id"] for attrs in page.all("section")]
+    assert sections == ["summary", "findings", "server-1", "server-2"]
+    links = {attrs["href"] for attrs in page.all("a")}
+    assert {"#server-1", "#server-2", "#findings", "#summary"} <= links
+    for admin in ("dserver/MyServer/hw", "dserver/MyServer/top"):
+        assert f"{admin} publisher" in words or f"{admin} subscriber" in words
+    # Every finding with its message.
+    findings = section(text, "findings")
+    episodes = read_timeline(DEMO / "plain.jsonl", lambda problem: pytest.fail(problem.message))
+    assert episodes.episodes
+    for episode in episodes.episodes:
+        assert f"{episode.kind} {episode.subject}" in findings
+        assert " ".join(episode.message.split()) in findings
+
+
+def test_the_pictures_are_real_and_show_the_series(tmp_path: Path) -> None:
+    text, _ = report(DEMO / "plain.jsonl", tmp_path)
+    findings, *servers = images(Page(text))
+    assert len(servers) == 2
+    assert coloured(findings, SEVERITY_COLOURS[Severity.WARNING]) > 200
+    for pixels in servers:
+        assert coloured(pixels, SERIES_COLOURS[0]) > 200
+
+
+def test_the_page_loads_nothing_from_elsewhere(tmp_path: Path) -> None:
+    for recording in (DEMO / "plain.jsonl", FINDINGS / "missed-events.jsonl"):
+        text, _ = report(recording, tmp_path)
+        page = Page(text)
+        assert not page.all("script")
+        assert not page.all("link")
+        for tag, attrs in page.tags:
+            for name in ("src", "href"):
+                value = attrs.get(name)
+                if value is not None:
+                    assert value.startswith(("data:image/png;base64,", "#")), (tag, value)
+        assert "http:" not in text
+        assert "https:" not in text
+        assert "url(" not in text
+        assert "@import" not in text
+
+
+def test_the_fixed_demo_report_has_no_slow_callback(tmp_path: Path) -> None:
+    text, _ = report(DEMO / "fixed.jsonl", tmp_path)
+    assert "slow-callback" not in text
+    assert "Servers 2" in Page(text).words
+
+
+def test_restarts_and_silence_are_summed_up(tmp_path: Path) -> None:
+    text, _ = report(FINDINGS / "server-restarted.jsonl", tmp_path)
+    words = Page(text).words
+    assert "server-restarted" in words
+    assert "server-not-answering" in words
+    assert re.search(r"restarted [1-9]\d* times?", words)
+    assert "no perf samples" in words
+
+
+def test_missed_events_are_reported_as_errors(tmp_path: Path) -> None:
+    text, _ = report(FINDINGS / "missed-events.jsonl", tmp_path)
+    words = Page(text).words
+    assert "error missed-events" in words
+    assert len(images(Page(text))) == 1 + 3  # the findings, then one per server
+
+
+def test_names_from_the_recording_are_escaped(tmp_path: Path) -> None:
+    evil = "dserver/<script>alert(1)</script>/hw&co"
+    recording = tmp_path / "evil.jsonl"
+    recording.write_text((DEMO / "plain.jsonl").read_text().replace("dserver/MyServer/hw", evil))
+    text, _ = report(recording, tmp_path)
+    assert "<script>" not in text
+    assert "dserver/&lt;script&gt;alert(1)&lt;/script&gt;/hw&amp;co" in text
+    assert evil in Page(text).words
+
+
+def test_unreadable_lines_are_warned_about_and_the_rest_reported(tmp_path: Path) -> None:
+    lines = (DEMO / "plain.jsonl").read_text().splitlines(keepends=True)
+    recording = tmp_path / "damaged.jsonl"
+    recording.write_text("".join([*lines[:3], "not a poll\n", *lines[3:9], lines[9][:200]]))
+    text, warnings = report(recording, tmp_path)
+    assert len(warnings) == 2
+    assert "line 4: it is not JSON" in warnings[0]
+    assert "line 11: the last line is cut off" in warnings[1]
+    words = Page(text).words
+    assert "Polls 9," in words
+    assert "Reading problems" in words
+    for warning in warnings:
+        assert " ".join(warning.split()) in words
+
+
+def test_another_versions_replies_are_warned_about_and_the_rest_reported(tmp_path: Path) -> None:
+    lines = (DEMO / "plain.jsonl").read_text().splitlines(keepends=True)
+    recording = tmp_path / "other.jsonl"
+    recording.write_text(
+        "".join(line.replace('"version": 1', '"version": 7', 1) for line in lines[:3])
+        + "".join(lines[3:])
+    )
+    text, warnings = report(recording, tmp_path)
+    assert "line 1: the reply of dserver/MyServer/hw is not QueryEventSystem data" in warnings[0]
+    assert "in 2 more lines" in warnings[-1]
+    words = Page(text).words
+    assert "Polls 10," in words
+    assert "7 of 10 polls" in words  # the server whose replies could not be read
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("", "holds no poll"), ("\n\n", "holds no poll"), ("garbage\n", "holds no poll")],
+)
+def test_a_recording_without_polls_is_refused(tmp_path: Path, content: str, expected: str) -> None:
+    recording = tmp_path / "run.jsonl"
+    recording.write_text(content)
+    with pytest.raises(RecordingError, match=expected):
+        write_report(recording, tmp_path / "run.html", warn=lambda message: None)
+    assert os.listdir(tmp_path) == ["run.jsonl"]
+
+
+def test_the_recording_itself_is_never_overwritten(tmp_path: Path) -> None:
+    recording = tmp_path / "run.jsonl"
+    shutil.copy(DEMO / "plain.jsonl", recording)
+    with pytest.raises(RecordingError, match="would overwrite the recording"):
+        write_report(recording, tmp_path / "." / "run.jsonl", warn=pytest.fail)
+    assert recording.read_bytes() == (DEMO / "plain.jsonl").read_bytes()
+
+
+def test_an_interrupted_write_leaves_the_old_report_and_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    output = tmp_path / "run.html"
+    output.write_text("the report of before")
+
+    def interrupted(source: object, target: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        write_report(DEMO / "plain.jsonl", output, warn=pytest.fail)
+    assert os.listdir(tmp_path) == ["run.html"]
+    assert output.read_text() == "the report of before"
+
+
+def test_an_output_that_cannot_be_written_is_an_output_error(tmp_path: Path) -> None:
+    with pytest.raises(OutputError, match=r"missing/run\.html"):
+        write_report(DEMO / "plain.jsonl", tmp_path / "missing" / "run.html", warn=pytest.fail)
+    with pytest.raises(OutputError, match="is a directory"):
+        write_report(DEMO / "plain.jsonl", tmp_path, warn=pytest.fail)
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_page_names_the_recording_the_time_and_the_version(tmp_path: Path) -> None:
+    before = datetime.now().astimezone().replace(microsecond=0)
+    text, _ = report(DEMO / "fixed.jsonl", tmp_path)
+    words = Page(text).words
+    assert f"Recording {DEMO / 'fixed.jsonl'}" in words
+    assert f"by milonga {__version__}" in words
+    generated = re.search(r"generated (\S+ \S+) by", words)
+    assert generated is not None
+    assert datetime.fromisoformat(generated.group(1)) >= before
