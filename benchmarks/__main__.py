@@ -21,6 +21,7 @@ import benchmarks.findings
 import benchmarks.lrc
 import benchmarks.monitor
 import benchmarks.raw_pytango
+import benchmarks.report
 import benchmarks.scheduler  # noqa: F401
 from benchmarks.harness import (
     REGISTRY,
@@ -49,7 +50,7 @@ def parse_arguments(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="fewer repeats and shorter runs (about 2 minutes for all)",
+        help="fewer repeats and shorter runs (about 3 minutes for all)",
     )
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the results here")
     parser.add_argument(

@@ -37,12 +37,15 @@ def _stream(server: int, stream: int) -> str:
     return f"{HOST}bench/findings/{server}/attr{stream}"
 
 
-def reply_object(server: int, servers: int, poll: int) -> dict[str, Any]:
-    """The `QueryEventSystem` object of server ``server`` of ``servers`` at ``poll``."""
-    pushed = poll * EVENTS_PER_POLL
+def reply_object(
+    server: int, servers: int, poll: int, per_poll: int = EVENTS_PER_POLL
+) -> dict[str, Any]:
+    """The `QueryEventSystem` object of server ``server`` of ``servers`` at ``poll``, with
+    ``per_poll`` events pushed on each stream between two polls."""
+    pushed = poll * per_poll
     source = (server + 1) % servers
-    gap = int(PERIOD_SECONDS * 1_000_000 / EVENTS_PER_POLL)
-    events = [(stream, n) for stream in range(STREAMS) for n in range(EVENTS_PER_POLL)]
+    gap = int(PERIOD_SECONDS * 1_000_000 / per_poll)
+    events = [(stream, n) for stream in range(STREAMS) for n in range(per_poll)]
     sampled = poll > 0
     return {
         "version": 1,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import tango
 
-from benchmarks import exporter, findings, monitor, raw_pytango, scheduler
+from benchmarks import exporter, findings, monitor, raw_pytango, report, scheduler
 from benchmarks.__main__ import main
 from benchmarks.harness import (
     REGISTRY,
@@ -210,6 +210,7 @@ def test_the_raw_pytango_baselines_are_registered_before_the_scheduler_benchmark
         "scheduler_busy_queues",
         "lrc_round_trip",
         "lrc_back_to_back_100",
+        "report",
     ]
 
 
@@ -477,3 +478,23 @@ def test_monitor_snapshot_of_busy_servers_waits_for_each() -> None:
     assert result["busy single"] >= monitor.BUSY_SECONDS
     assert result["busy concurrent"] >= monitor.BUSY_SECONDS
     assert result["busy sequential"] >= 2 * monitor.BUSY_SECONDS
+
+
+def test_report_times_the_report_of_a_recording_with_its_troubles() -> None:
+    """`recorded` raises if the monitor does not find each trouble in the recording, and
+    `measure_once` if the report warns about a line of it."""
+    with report.recorded(report.MINIMUM_POLLS, report.Mode(per_poll=1, samples=True)) as path:
+        lines = path.read_text().splitlines()
+        result = report.measure_once(path)
+    assert path.parent.exists() is False
+
+    assert len(lines) == report.MINIMUM_POLLS
+    kinds = {finding["kind"] for line in lines for finding in json.loads(line)["findings"]}
+    assert kinds >= report.EXPECTED
+    assert set(result) == {"wall", "cpu", "bytes", "timeline", "json", "read", "analysis"}
+    assert all(value > 0 for value in result.values())
+
+
+def test_report_refuses_a_recording_too_short_for_its_troubles() -> None:
+    with pytest.raises(ValueError, match=f"needs {report.MINIMUM_POLLS}"):
+        report.Troubles.of(report.MINIMUM_POLLS - 1)

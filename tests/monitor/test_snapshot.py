@@ -132,3 +132,36 @@ def test_bad_replies_raise_a_format_error_saying_what(reply: str, message: str) 
 def test_short_names_drop_the_host_prefix_only() -> None:
     assert short_name(COUNTER_TOPIC) == "test/monitor/counter/value.idl5_change"
     assert short_name("foo/bar/hw/mode.change") == "foo/bar/hw/mode.change"
+
+
+GOOD_CLIENT_SAMPLE = {
+    "attr_name": "value",
+    "micros_since_last_event": 100,
+    "sleep_micros": 5,
+    "process_micros": 7,
+    "first_callback_latency_micros": None,
+    "callback_count": 1,
+    "wake_count": 1,
+    "discarded": False,
+}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("process_micros", 7.5, r"client\.perf\[\]\.process_micros is 7\.5, not an integer"),
+        ("micros_since_last_event", "1", r"micros_since_last_event is '1', not an integer"),
+        ("first_callback_latency_micros", True, r"latency_micros is True, not an integer"),
+        ("wake_count", None, r"wake_count is missing or null, not an integer"),
+        ("discarded", 0, r"client\.perf\[\]\.discarded is 0, not true or false"),
+    ],
+)
+def test_a_client_sample_field_of_the_wrong_type_is_named(
+    field: str, value: object, message: str
+) -> None:
+    def reply(sample: dict[str, object]) -> dict[str, object]:
+        return {"version": 1, "server": None, "client": {"event_callbacks": {}, "perf": [sample]}}
+
+    assert parse_snapshot(reply(GOOD_CLIENT_SAMPLE))
+    with pytest.raises(SnapshotFormatError, match=message):
+        parse_snapshot(reply({**GOOD_CLIENT_SAMPLE, field: value}))

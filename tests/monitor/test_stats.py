@@ -238,3 +238,13 @@ def test_the_table_of_several_queries_is_that_of_their_samples_together(
         together.samples,
         None if len(batches) == 1 else max(len(b.samples) for b in batches),
     )
+
+
+@given(st.lists(st.integers(min_value=0, max_value=10**9), min_size=10, max_size=300))
+def test_percentiles_are_those_of_statistics_quantiles(values: list[int]) -> None:
+    summary = summarise(values)
+    deciles = statistics.quantiles(values, n=10)
+    assert (summary.p10, summary.p90) == (deciles[0], deciles[-1])
+    if len(values) >= 100:
+        percentiles = statistics.quantiles(values, n=100)
+        assert (summary.p1, summary.p99) == (percentiles[0], percentiles[-1])

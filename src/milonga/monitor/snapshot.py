@@ -274,6 +274,30 @@ def _not_connected(entry: Mapping[str, Any]) -> NotConnected:
 
 
 def _client_sample(sample: Mapping[str, Any]) -> ClientPerfSample:
+    """The sample of one ``client.perf`` entry; an error names the field.  A reply holds up
+    to 256 of them, so one that is as cppTango writes it is checked in one go."""
+    get = sample.get
+    since, latency = get("micros_since_last_event"), get("first_callback_latency_micros")
+    sleep, process, callbacks = get("sleep_micros"), get("process_micros"), get("callback_count")
+    wakes, discarded = get("wake_count"), get("discarded")
+    if (
+        type(sleep) is int
+        and type(process) is int
+        and type(callbacks) is int
+        and type(wakes) is int
+        and type(discarded) is bool
+        and (since is None or type(since) is int)
+        and (latency is None or type(latency) is int)
+    ):
+        name = get("attr_name")
+        return ClientPerfSample(
+            str(name or ""), since, sleep, process, latency, callbacks, wakes, discarded
+        )
+    return _checked_client_sample(sample)
+
+
+def _checked_client_sample(sample: Mapping[str, Any]) -> ClientPerfSample:
+    """`_client_sample` field by field, raising for the first field that is wrong."""
     where = "client.perf[]"
     discarded = sample.get("discarded")
     if not isinstance(discarded, bool):
