@@ -86,6 +86,9 @@ class PageCheck:
     """Every URL the page requested, the page itself first."""
     screenshot: bytes = b""
     """PNG of the whole page, as tall as its content."""
+    content_width: float = 0.0
+    """How wide the page's content is, in CSS pixels: wider than the window, it scrolls
+    sideways."""
     browser_pid: int = 0
     """Chromium's process id, which is also its process group's."""
     profile: Path | None = None
@@ -282,6 +285,7 @@ def open_offline(page: Path, window: tuple[int, int] = WINDOW) -> PageCheck:
             raise BrowserError(f"Chromium could not open {page}: {navigation['errorText']}")
         pipe.wait_event("Page.loadEventFired", session)
         size = pipe.call("Page.getLayoutMetrics", session)["cssContentSize"]
+        check.content_width = size["width"]
         shot = pipe.call(
             "Page.captureScreenshot",
             session,

@@ -20,6 +20,7 @@ from milonga.report import write_report
 from milonga.report.plots import SERIES_COLOURS
 from tests.report.browser import (
     TIMEOUT_SECONDS,
+    WINDOW,
     PageCheck,
     browser,
     chromium_path,
@@ -173,6 +174,7 @@ def test_the_report_of_a_real_run_shows_its_plots_offline(recording: Path, tmp_p
     check = open_offline(report)
 
     _assert_clean(check, report.resolve())
+    assert check.content_width <= WINDOW[0], "the page scrolls sideways"
     pixels = _pixels(check)
     assert _inked_share(pixels) >= INKED_SHARE
     assert _series_pixels(pixels) >= COLOUR_PIXELS

@@ -29,10 +29,13 @@ h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
 .meta, .more, .note { color: #555; }
 .note { background: #fff8e1; border-left: 4px solid #f5b800; padding: 0.4em 0.8em; }
 .warnings li { color: #8a4b00; }
-table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.92em; }
+table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 0.92em; max-width: 100%; }
 th, td { border: 1px solid #ddd; padding: 0.2em 0.5em; text-align: left;
   vertical-align: top; }
-th { background: #f3f3f3; }
+th { background: #f3f3f3; white-space: nowrap; }
+td.name { overflow-wrap: anywhere; min-width: 12em; }
+td.message { overflow-wrap: anywhere; min-width: 16em; }
+td.kind { white-space: nowrap; }
 td.number { text-align: right; white-space: nowrap; }
 .severity { font-weight: bold; white-space: nowrap; }
 img { max-width: 100%; height: auto; display: block; margin: 0.5em 0; }
@@ -103,7 +106,7 @@ def _summary(timeline: Timeline, facts: PageFacts, anchors: Mapping[str, str]) -
     for admin, server in timeline.servers.items():
         worst = _worst(episode for episode in timeline.episodes if episode.subject.server == admin)
         parts.append(
-            f'<tr><td><a href="#{anchors[admin]}">{_text(admin)}</a></td>'
+            f'<tr><td class="name"><a href="#{anchors[admin]}">{_text(admin)}</a></td>'
             f'<td class="number">{server.answers}/{server.polls}</td>'
             f'<td class="number">{len(server.restarts)}</td>'
             f"<td>{_text(_silent_text(server))}</td>"
@@ -191,11 +194,11 @@ def _episode_table(episodes: Iterable[Episode], tz: tzinfo | None) -> list[str]:
         polls = f"{episode.polls} poll{'s' if episode.polls != 1 else ''}"
         ongoing = ", still at the end" if episode.ongoing else ""
         parts.append(
-            f"<tr><td>{_severity(episode.severity)}</td><td>{_text(episode.kind)}</td>"
-            f"<td>{_text(str(episode.subject))}</td>"
+            f'<tr><td>{_severity(episode.severity)}</td><td class="kind">{_text(episode.kind)}</td>'
+            f'<td class="name">{_text(str(episode.subject))}</td>'
             f"<td>{_text(_clock(episode.start, tz))}</td>"
             f"<td>{_text(span_text(episode.end - episode.start))} ({polls}{ongoing})</td>"
-            f"<td>{_text(episode.message)}</td></tr>"
+            f'<td class="message">{_text(episode.message)}</td></tr>'
         )
     parts.append("</table>")
     return parts
