@@ -335,3 +335,25 @@ def test_ctrl_c_as_soon_as_the_sandbox_command_handles_it(attempt: int) -> None:
     assert process.returncode == 130
     assert "Traceback" not in stderr
     assert len(stderr.splitlines()) == 1, stderr
+
+
+def test_milonga_report_works_where_tango_cannot_be_imported(tmp_path: Path) -> None:
+    """A report is made on any machine with the recording: a laptop without PyTango."""
+    broken = tmp_path / "broken"
+    (broken / "tango").mkdir(parents=True)
+    (broken / "tango" / "__init__.py").write_text("raise ImportError('no Tango here')\n")
+    recording = Path(__file__).parent / "demo" / "data" / "plain.jsonl"
+    report = tmp_path / "plain.html"
+
+    result = subprocess.run(
+        [*MILONGA, "report", str(recording), "-o", str(report)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(broken), os.getcwd()])},
+        capture_output=True,
+        text=True,
+        timeout=WAIT_SECONDS,
+        check=False,
+    )
+
+    assert (result.returncode, result.stderr) == (0, "")
+    assert result.stdout.startswith(f"milonga report: wrote {report} (")
+    assert report.read_text().startswith("<!DOCTYPE html>")

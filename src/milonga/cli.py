@@ -18,9 +18,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the `milonga` command line and return its exit status."""
 
     def load() -> Callable[[], int]:
-        from milonga import commands  # noqa: PLC0415 - imports Tango
+        from milonga import commands  # noqa: PLC0415
 
         args = commands.build_parser().parse_args(argv)
+        commands.load(args)  # Tango, or matplotlib
         return lambda: commands.run(args)
 
     return run_command("milonga", load)

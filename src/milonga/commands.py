@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import signal
 import sys
 from pathlib import Path
 
 from milonga import __version__, standard_streams
-from milonga.demo import DemoError, DemoOptions, run_demo
-from milonga.demo.system import QUICK
+from milonga.demo import DemoError
+from milonga.demo.timing import QUICK
 from milonga.monitor import cli as monitor_cli
 from milonga.report import cli as report_cli
-from milonga.sandbox import SandboxError, TangoSandbox
-from milonga.sandbox.sandbox import sandbox_directory
+from milonga.sandbox import SandboxError
 from milonga.terminated import EXIT_INTERRUPTED, EXIT_TERMINATED, Terminated
 
 EXIT_ERROR = 1
@@ -21,6 +21,8 @@ EXIT_ERROR = 1
 
 def _directory(text: str) -> Path:
     """The argument of --directory: any path but the empty string."""
+    from milonga.sandbox.sandbox import sandbox_directory  # noqa: PLC0415 - imports Tango
+
     try:
         return sandbox_directory(text)
     except SandboxError as error:
@@ -38,6 +40,8 @@ def _record_directory(text: str) -> Path:
 
 
 def _sandbox(args: argparse.Namespace) -> int:
+    from milonga.sandbox import TangoSandbox  # noqa: PLC0415 - imports Tango
+
     with TangoSandbox(args.directory) as sandbox:
         print("A Tango sandbox is running. In another terminal:", flush=True)
         print(f"    export TANGO_HOST={sandbox.tango_host}", flush=True)
@@ -52,6 +56,8 @@ def _sandbox(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from milonga.demo import DemoOptions, run_demo  # noqa: PLC0415 - imports Tango
+
     options = DemoOptions(
         fixed=args.fixed, quick=args.quick, keep_running=args.keep_running, record=args.record
     )
@@ -141,6 +147,23 @@ def build_parser() -> argparse.ArgumentParser:
     report_cli.add_arguments(report)
     report.set_defaults(run=_report)
     return parser
+
+
+HEAVY_MODULES = {
+    "sandbox": "milonga.sandbox.sandbox",
+    "demo": "milonga.demo.runner",
+    "monitor": "milonga.monitor.loop",
+    "report": "milonga.report.build",
+}
+"""What each subcommand imports before it can start: Tango, or matplotlib for the report."""
+
+
+def load(args: argparse.Namespace) -> None:
+    """Import what the subcommand of ``args`` needs, so that `milonga.cli` does it while it
+    holds stop signals back; a replay (``monitor --replay``) needs no Tango."""
+    if args.command == "monitor" and args.replay is not None:
+        return
+    importlib.import_module(HEAVY_MODULES[args.command])
 
 
 def run(args: argparse.Namespace) -> int:

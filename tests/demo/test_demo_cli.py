@@ -257,7 +257,7 @@ def nothing(tmp_path: Path) -> str:
 @pytest.mark.parametrize(
     ("record", "status", "said"),
     [
-        (a_file, 1, "a-file (File exists)"),
+        (a_file, 1, "a-file (it is not a directory)"),
         (a_directory_where_plain_goes, 1, "plain.jsonl (Is a directory)"),
         (nothing, 2, "argument --record: got an empty directory name"),
     ],

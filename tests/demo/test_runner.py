@@ -11,7 +11,8 @@ import pytest
 from milonga.demo import DemoError
 from milonga.demo.live import Console
 from milonga.demo.runner import tell
-from milonga.demo.system import QUICK, ROGUE, TOP_SERVER
+from milonga.demo.system import ROGUE, TOP_SERVER
+from milonga.demo.timing import QUICK
 from milonga.sandbox import TangoSandbox
 
 

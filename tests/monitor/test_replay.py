@@ -217,6 +217,23 @@ def test_the_recording_itself_is_not_written_over(tmp_path: Path) -> None:
     assert path.read_bytes() == NOT_ANSWERING.read_bytes()
 
 
+@pytest.mark.parametrize("recording", ["missing.jsonl", "empty.jsonl", "services"])
+def test_a_recording_of_no_use_leaves_the_output_file_as_it_was(
+    recording: str, tmp_path: Path
+) -> None:
+    """A typo in --replay must not cost the run recorded with -o before."""
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "services").write_text("ftp 21/tcp\nssh 22/tcp\n")
+    kept = tmp_path / "run.jsonl"
+    kept.write_bytes(NOT_ANSWERING.read_bytes())
+
+    status, _, err = replay("--replay", str(tmp_path / recording), "-o", str(kept))
+
+    assert status == EXIT_USAGE
+    assert str(tmp_path / recording) in err
+    assert kept.read_bytes() == NOT_ANSWERING.read_bytes()
+
+
 def test_output_to_dash_replays_json_lines(tmp_path: Path) -> None:
     status, out, _ = replay("--replay", str(NOT_ANSWERING), "-o", "-")
     again = tmp_path / "again.jsonl"

@@ -9,7 +9,16 @@ verdict on them and the findings raised as it ran (`milonga.demo.figures`), thei
 ``DIR``, as `tango-event-monitor -o FILE` does, for `milonga report`.
 """
 
+from typing import TYPE_CHECKING
+
+from milonga._lazy import lazy_attributes
 from milonga.demo.errors import DemoError
-from milonga.demo.runner import DemoOptions, run_demo
+
+if TYPE_CHECKING:
+    from milonga.demo.runner import DemoOptions, run_demo
+else:  # the runner imports Tango: only when the demo runs
+    __getattr__ = lazy_attributes(
+        __name__, {"DemoOptions": "milonga.demo.runner", "run_demo": "milonga.demo.runner"}
+    )
 
 __all__ = ["DemoError", "DemoOptions", "run_demo"]

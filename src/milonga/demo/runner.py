@@ -32,16 +32,14 @@ from milonga.demo.report import render_diagnosis
 from milonga.demo.system import (
     HW,
     HW_SERVER,
-    NORMAL,
-    QUICK,
     ROGUE,
     TOP,
     TOP_SERVER,
-    Timing,
     cannot_start,
     remove_system,
     start_system,
 )
+from milonga.demo.timing import NORMAL, QUICK, Timing
 from milonga.monitor.analysis import PollUpdate
 from milonga.monitor.jsonl import JsonLinesWriter
 from milonga.sandbox import SandboxError, TangoSandbox
@@ -118,9 +116,12 @@ def _recordings(directory: Path | None, *, fixed: bool) -> Iterator[dict[bool, J
                     writer = stack.enter_context(JsonLinesWriter(directory / name))
                     recordings[use_scheduler] = writer
             except OSError as error:
+                why = error.strerror
+                if directory.exists() and not directory.is_dir():
+                    why = "it is not a directory"
                 raise DemoError(
                     f"cannot record the demo's polls in {error.filename or directory} "
-                    f"({error.strerror}); give --record a directory that can be created "
+                    f"({why}); give --record a directory that can be created "
                     "and written to, or leave --record out"
                 ) from None
         yield recordings

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import itertools
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from milonga import standard_streams
@@ -513,34 +514,32 @@ def _replay(args: argparse.Namespace, out: TextIO, say: Say) -> int:
             f"-o {args.output} is the recording that --replay reads, which writing would "
             "destroy; give another file to record the replay in"
         )
+    recorded = _recorded(args.replay, say)
+    first = next(recorded, None)  # before -o FILE is emptied: the recording may be no use
+    if first is None:
+        raise UsageError(f"{args.replay} holds no poll; give a recording made with {PROG} -o FILE")
     with _writer(args) as writer:
         outputs: list[Output] = [] if writer is None else [JsonLinesOutput(writer, args.output)]
         worst = WorstSeverity()
         try:
-            polls = _play(_recorded(args.replay, say), [*outputs, worst], _screen(args, out))
+            _play(itertools.chain([first], recorded), [*outputs, worst], _screen(args, out))
         except OutputError as error:
             say("error", str(error))
             return EXIT_FAILED
         except BrokenPipeError:
             return EXIT_FAILED
-    if not polls:
-        raise UsageError(f"{args.replay} holds no poll; give a recording made with {PROG} -o FILE")
     return _status(args, worst)
 
 
-def _play(polls: Iterator[Poll], outputs: Sequence[Output], screen: Screen | None) -> int:
+def _play(polls: Iterable[Poll], outputs: Sequence[Output], screen: Screen | None) -> None:
     """Send each of ``polls``, as `Analysis` makes it an update, to ``outputs`` and
-    ``screen``, as the live loop does, and return how many there were.  Raises the first
-    `OutputError` once that poll has reached all of them, and BrokenPipeError when the
-    screen's reader went away."""
+    ``screen``, as the live loop does.  Raises the first `OutputError` once that poll has
+    reached all of them, and BrokenPipeError when the screen's reader went away."""
     analysis = Analysis()
-    count = 0
     for poll in polls:
         failure = send(analysis.add(poll), outputs, screen)
-        count += 1
         if failure is not None:
             raise failure
-    return count
 
 
 def _recorded(path: str, say: Say) -> Iterator[Poll]:

@@ -4,14 +4,19 @@
 See docs/report.md.  Pure code, no Tango; the plots are drawn with matplotlib.
 """
 
-from milonga.report.build import (
-    OutputError,
-    RecordingError,
-    ReportError,
-    Written,
-    default_output,
-    write_report,
-)
+from typing import TYPE_CHECKING
+
+from milonga._lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from milonga.report.build import (
+        OutputError,
+        RecordingError,
+        ReportError,
+        Written,
+        default_output,
+        write_report,
+    )
 
 __all__ = [
     "OutputError",
@@ -21,3 +26,6 @@ __all__ = [
     "default_output",
     "write_report",
 ]
+
+if not TYPE_CHECKING:  # matplotlib is imported when a report is made, not before
+    __getattr__ = lazy_attributes(__name__, dict.fromkeys(__all__, "milonga.report.build"))

@@ -8,10 +8,9 @@ the report cannot be written.  Ctrl-C and SIGTERM are handled by `milonga.comman
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
-
-from milonga.report.build import OutputError, RecordingError, default_output, write_report
 
 PROG = "milonga report"
 EXIT_OUTPUT = 1
@@ -40,7 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the report ``args`` asks for; print where it went, or one error line."""
+    """Write the report ``args`` asks for; print where it went, or one error line.
+    Warnings that cannot be printed (standard error closed) do not stop it."""
+    from milonga.report.build import (  # noqa: PLC0415 - matplotlib, once it is needed
+        OutputError,
+        RecordingError,
+        default_output,
+        write_report,
+    )
+
     output = args.output if args.output is not None else default_output(args.recording)
     try:
         written = write_report(args.recording, output, warn=_warn)
@@ -51,12 +58,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_OUTPUT
     print(
-        f"{PROG}: wrote {written.path} ({written.polls} polls, {written.servers} servers, "
-        f"{written.size / 1e6:.1f} MB)",
+        f"{PROG}: wrote {written.path} ({_count(written.polls, 'poll')}, "
+        f"{_count(written.servers, 'server')}, {written.size / 1e6:.1f} MB)",
         flush=True,
     )
     return 0
 
 
 def _warn(message: str) -> None:
-    print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+    # Standard error closed, or None: the warning is on the page too.
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+
+def _count(number: int, thing: str) -> str:
+    return f"{number} {thing}" if number == 1 else f"{number} {thing}s"

@@ -30,6 +30,7 @@ from milonga.sandbox._process import (
     open_private,
     read_log,
 )
+from milonga.sandbox.errors import SandboxError, ServerStartError
 from milonga.terminated import STOP_SIGNALS, handling
 
 DATABASE_START_SECONDS = 60.0
@@ -39,23 +40,6 @@ PING_TIMEOUT_MILLIS = 1000
 PYTHON_VARIABLE = "MILONGA_SANDBOX_PYTHON"
 LOCK_FILE = "milonga-sandbox.lock"
 _LISTENING = re.compile(r"host=(?P<host>[\w.\-]+), port=(?P<port>\d+)")
-
-
-class SandboxError(RuntimeError):
-    """The sandbox could not do what was asked; the message says why and what to do."""
-
-
-class ServerStartError(SandboxError):
-    """A device server exited or did not come up in time; the message ends with its output.
-
-    ``problem`` says which in one sentence, and ``output`` holds the last lines the
-    process printed, often a traceback, for callers that report them their own way.
-    """
-
-    def __init__(self, problem: str, advice: str, output: str) -> None:
-        super().__init__(f"{problem}. {advice}:\n{output}")
-        self.problem = problem
-        self.output = output
 
 
 @dataclass

@@ -19,7 +19,8 @@ from pathlib import Path
 
 from milonga.demo.live import Console
 from milonga.demo.runner import tell
-from milonga.demo.system import NORMAL, remove_system
+from milonga.demo.system import remove_system
+from milonga.demo.timing import NORMAL
 from milonga.monitor import JsonLinesWriter
 from milonga.sandbox import TangoSandbox
 
