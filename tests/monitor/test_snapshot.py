@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from milonga.monitor import SnapshotFormatError, parse_snapshot
-from milonga.monitor.snapshot import EMPTY_SNAPSHOT, ServerSide, short_name
+from milonga.monitor.snapshot import EMPTY_SNAPSHOT, ServerSide, Subscription, short_name
 from tests.monitor.data import COUNTER_STREAM, COUNTER_TOPIC, TANGO_HOST, snapshot, text
 
 
@@ -165,3 +166,66 @@ def test_a_client_sample_field_of_the_wrong_type_is_named(
     assert parse_snapshot(reply(GOOD_CLIENT_SAMPLE))
     with pytest.raises(SnapshotFormatError, match=message):
         parse_snapshot(reply({**GOOD_CLIENT_SAMPLE, field: value}))
+
+
+GOOD_SUBSCRIPTION = {
+    "channel_name": "tango://h:1/dserver/pub/1",
+    "callback_count": 1,
+    "server_counter": 5,
+    "event_count": 5,
+    "missed_event_count": 0,
+    "discarded_event_count": 2,
+    "last_resubscribed": None,
+}
+
+
+def _client_reply(entry: object, channel: object = None) -> dict[str, object]:
+    channels = {} if channel is None else {"tango://h:1/dserver/pub/1": channel}
+    return {
+        "version": 1,
+        "server": None,
+        "client": {"event_callbacks": {"t/1": entry}, "event_channels": channels},
+    }
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ([], r"client\.event_callbacks\['t/1'\] is \[\], not a JSON object"),
+        ({**GOOD_SUBSCRIPTION, "channel_name": 3}, r"\['t/1'\]\.channel_name is 3, not a string"),
+        ({**GOOD_SUBSCRIPTION, "callback_count": None}, r"\.callback_count is missing or null"),
+        ({**GOOD_SUBSCRIPTION, "server_counter": "5"}, r"\['t/1'\]\.server_counter is '5', not"),
+        ({**GOOD_SUBSCRIPTION, "event_count": 5.0}, r"\.event_count is 5\.0, not an integer"),
+        ({**GOOD_SUBSCRIPTION, "missed_event_count": True}, r"\.missed_event_count is True"),
+        ({**GOOD_SUBSCRIPTION, "discarded_event_count": [2]}, r"\.discarded_event_count is \[2\]"),
+    ],
+)
+def test_a_subscription_field_of_the_wrong_type_is_named(entry: object, message: str) -> None:
+    assert parse_snapshot(_client_reply(GOOD_SUBSCRIPTION))
+    with pytest.raises(SnapshotFormatError, match=message):
+        parse_snapshot(_client_reply(entry))
+
+
+@pytest.mark.parametrize(
+    ("channel", "message"),
+    [
+        ("tcp://x", r"client\.event_channels\['tango://h:1/dserver/pub/1'\] is 'tcp://x', not a"),
+        ({"endpoint": 1}, r"channel\.endpoint is 1, not a string"),
+    ],
+)
+def test_a_channel_without_an_endpoint_text_is_named(channel: object, message: str) -> None:
+    assert parse_snapshot(_client_reply(GOOD_SUBSCRIPTION, {"endpoint": "tcp://x"}))
+    with pytest.raises(SnapshotFormatError, match=message):
+        parse_snapshot(_client_reply(GOOD_SUBSCRIPTION, channel))
+
+
+def test_a_subscription_read_quickly_is_one_like_any_other() -> None:
+    subscription = Subscription("t/1", "tango://h:1/dserver/pub/1", 1, 5, 5, 0, 2, "12:00")
+    reply = _client_reply({**GOOD_SUBSCRIPTION, "last_resubscribed": "12:00"})
+    client = parse_snapshot(reply).client
+
+    assert client is not None
+    read = client.subscriptions["t/1"]
+    assert (read, hash(read), repr(read)) == (subscription, hash(subscription), repr(subscription))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        read.event_count = 6  # type: ignore[misc]

@@ -5,6 +5,7 @@ nothing loaded from elsewhere, user data escaped, and bad input reported, not fa
 from __future__ import annotations
 
 import base64
+import gc
 import io
 import os
 import re
@@ -14,15 +15,17 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from PIL import Image
 
 from milonga import __version__
 from milonga.monitor.findings import Severity
 from milonga.monitor.jsonl import iter_polls
-from milonga.report import OutputError, RecordingError, write_report
+from milonga.report import OutputError, RecordingError, build, plots, write_report
 from milonga.report.build import read_timeline
-from milonga.report.plots import SERIES_COLOURS, SEVERITY_COLOURS
+from milonga.report.plots import SERIES_COLOURS, SEVERITY_COLOURS, Drawn
+from milonga.report.timeline import ServerTimeline, Timeline
 from tests.report.test_plots import coloured
 
 DEMO = Path(__file__).parents[1] / "demo" / "data"
@@ -255,3 +258,85 @@ def test_the_page_names_the_recording_the_time_and_the_version(tmp_path: Path) -
     generated = re.search(r"generated (\S+ \S+) by", words)
     assert generated is not None
     assert datetime.fromisoformat(generated.group(1)) >= before
+
+
+def test_figures_drawn_in_worker_processes_are_those_drawn_here(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    timeline = read_timeline(DEMO / "plain.jsonl", lambda found: pytest.fail(found.message))
+    before = children()  # the session's servers, say
+    monkeypatch.setattr(build, "_cores", lambda: 1)
+    here = build.draw_servers(timeline)
+    monkeypatch.setattr(build, "_cores", lambda: 2)
+    forked = build.draw_servers(timeline)
+    assert list(forked) == list(here) == list(timeline.servers)
+    assert forked == here
+    assert children() == before
+
+
+def test_a_figure_failing_in_a_worker_is_a_clear_error_and_stops_every_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    timeline = read_timeline(DEMO / "plain.jsonl", lambda found: pytest.fail(found.message))
+    before = children()  # the session's servers, say
+    failing = list(timeline.servers)[-1]
+
+    def server_figure(timeline: Timeline, server: ServerTimeline) -> Drawn:
+        if server.admin == failing:
+            raise ValueError("no room for this figure")
+        return plots.server_figure(timeline, server)
+
+    monkeypatch.setattr(build, "server_figure", server_figure)
+    monkeypatch.setattr(build, "_cores", lambda: 2)
+    with pytest.raises(build.DrawingError) as raised:
+        build.draw_servers(timeline)
+    message = str(raised.value)
+    assert message.startswith(f"drawing the figure of {failing} failed in a worker process")
+    assert "ValueError: no room for this figure" in message
+    assert children() == before
+
+
+def test_a_worker_that_dies_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    timeline = read_timeline(DEMO / "plain.jsonl", lambda found: pytest.fail(found.message))
+    before = children()  # the session's servers, say
+
+    def server_figure(timeline: Timeline, server: ServerTimeline) -> Drawn:
+        os._exit(3)
+
+    monkeypatch.setattr(build, "server_figure", server_figure)
+    monkeypatch.setattr(build, "_cores", lambda: 2)
+    with pytest.raises(build.DrawingError, match=r"ended \(exit status 3\) without sending it"):
+        build.draw_servers(timeline)
+    assert children() == before
+
+
+def test_reading_collects_garbage_seldom_and_restores_the_collector(tmp_path: Path) -> None:
+    thresholds = gc.get_threshold()
+    seen: list[tuple[tuple[int, int, int], int]] = []
+
+    def problem(found: object) -> None:
+        seen.append((gc.get_threshold(), gc.get_freeze_count()))
+
+    recording = tmp_path / "run.jsonl"
+    recording.write_text("{oops\n" + (DEMO / "plain.jsonl").read_text())
+    read_timeline(recording, problem)
+    ((during, frozen),) = seen
+    assert during[0] == build.GC_THRESHOLD
+    assert frozen > 0
+    assert gc.get_threshold() == thresholds
+    assert gc.get_freeze_count() == 0
+
+
+def test_reading_leaves_what_its_caller_froze_frozen(tmp_path: Path) -> None:
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        read_timeline(DEMO / "plain.jsonl", lambda found: pytest.fail(found.message))
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
+def children() -> set[int]:
+    """The processes this one started and that are still running."""
+    return {child.pid for child in psutil.Process().children() if child.is_running()}

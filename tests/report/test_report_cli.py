@@ -8,8 +8,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 DEMO = Path(__file__).parents[1] / "demo" / "data"
@@ -112,6 +114,7 @@ def test_ctrl_c_exits_130_and_leaves_no_file(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     try:
         with open(recording, "w") as pipe:  # returns once the report has opened it
@@ -128,3 +131,72 @@ def test_ctrl_c_exits_130_and_leaves_no_file(tmp_path: Path) -> None:
     assert "Traceback" not in stderr
     assert "interrupted" in stderr
     assert os.listdir(tmp_path) == ["run.jsonl"]
+    assert left_in_group(process.pid) == []
+
+
+BLOCKED_WORKERS = """
+import os, signal, sys
+from pathlib import Path
+from milonga.cli import main
+from milonga.report import build
+
+def server_figure(timeline, server):  # in a worker: say so, then wait to be stopped
+    Path(sys.argv[1], str(os.getpid())).touch()
+    while True:
+        signal.pause()
+
+build.server_figure = server_figure
+build._cores = lambda: 2
+sys.exit(main(["report", "run.jsonl"]))
+"""
+
+
+def test_ctrl_c_while_drawing_stops_the_workers_and_leaves_no_file(
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The command runs with a `server_figure` that never returns: once both workers
+    are in it, Ctrl-C must end them too (they ignore it) and leave nothing behind."""
+    shutil.copy(DEMO / "plain.jsonl", tmp_path / "run.jsonl")
+    markers = tmp_path_factory.mktemp("workers")
+    process = subprocess.Popen(
+        [sys.executable, "-c", BLOCKED_WORKERS, str(markers)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + WAIT_SECONDS
+        while len(os.listdir(markers)) < 2 and process.poll() is None:
+            assert time.monotonic() < deadline, "the workers never started drawing"
+            time.sleep(0.05)
+        workers = [int(name) for name in os.listdir(markers)]
+        assert len(workers) == 2, process.communicate()
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=WAIT_SECONDS)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+        for pid in left_in_group(process.pid):
+            os.kill(pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert stdout == ""
+    assert "Traceback" not in stderr
+    assert "interrupted" in stderr
+    assert os.listdir(tmp_path) == ["run.jsonl"]
+    assert left_in_group(process.pid) == []
+    assert not any(psutil.pid_exists(pid) for pid in workers)
+
+
+def left_in_group(group: int) -> list[int]:
+    """The processes of process group ``group`` still running (zombies aside)."""
+    left = []
+    for found in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(found.pid) == group and found.info["status"] != psutil.STATUS_ZOMBIE:
+                left.append(found.pid)
+        except ProcessLookupError:
+            continue
+    return left

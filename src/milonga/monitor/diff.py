@@ -67,7 +67,9 @@ class Change:
     def __init__(self, before: int, after: int) -> None:
         self.before = before
         self.after = after
-        self.delta = counter_delta(before, after)
+        delta = after - before
+        # `counter_delta`, with its usual case (no wrap) spelled out, as it is made so often
+        self.delta = delta if -_WRAP_JUMP < delta < _WRAP_JUMP else counter_delta(before, after)
 
 
 class Publisher(NamedTuple):
@@ -205,13 +207,13 @@ def diff(
     return Report(
         new_publishers=new_publishers,
         published=published,
-        removed_publishers=_removed(old_counters, new_counters),
+        removed_publishers=_removed(old_counters, new_counters, len(new_publishers)),
         server_perf=summarise_server_perf(server_samples, sampling_just_started=unsampled.server)
         if server_samples
         else None,
         new_subscriptions=added,
         subscription_changes=changed,
-        removed_subscriptions=_removed(old_subscriptions, new_subscriptions),
+        removed_subscriptions=_removed(old_subscriptions, new_subscriptions, len(added)),
         not_connected=_sorted_entries(new_waiting, exclude=old_waiting),
         connected_again=_sorted_entries(old_waiting, exclude=new_waiting),
         client_perf=summarise_client_perf(client_samples, sampling_just_started=unsampled.client)
@@ -230,10 +232,11 @@ def _publisher_changes(
     published = []
     for stream in sorted(new):
         counter = new[stream]
-        if stream not in old:
+        before = old.get(stream)  # a counter is never None
+        if before is None:
             added.append(Publisher(stream, counter))
-        elif old[stream] != counter:
-            published.append(PublisherChange(stream, Change(old[stream], counter)))
+        elif before != counter:
+            published.append(PublisherChange(stream, Change(before, counter)))
     return tuple(added), tuple(published)
 
 
@@ -253,35 +256,45 @@ def _subscription_changes(
     return tuple(added), tuple(changed)
 
 
-def _removed(old: Mapping[str, object], new: Mapping[str, object]) -> tuple[str, ...]:
-    """The names of ``old`` that ``new`` no longer has, in order."""
+def _removed(old: Mapping[str, object], new: Mapping[str, object], added: int) -> tuple[str, ...]:
+    """The names of ``old`` that ``new``, which has ``added`` names ``old`` has not, no
+    longer has, in order."""
+    if len(new) - added == len(old):
+        return ()  # the usual case, quickly: ``new`` kept every name of ``old``
     return tuple(sorted(old.keys() - new.keys()))
 
 
 def _subscription_change(old: Subscription, new: Subscription) -> SubscriptionChange | None:
-    """What changed in one subscription; None if nothing did."""
-    if old == new:
-        return None  # an idle subscription, quickly
-    counts = (  # in the order of `SubscriptionChange`'s fields
-        _moved(old.event_count, new.event_count),
-        _moved(old.server_counter, new.server_counter),
-        _moved(old.callback_count, new.callback_count),
-        _moved(old.missed_event_count, new.missed_event_count),
-        _moved(old.discarded_event_count, new.discarded_event_count),
-    )
+    """What changed in one subscription; None if nothing did, or only its channel (which
+    a report does not show).  Every poll asks it of every subscription of every server,
+    so each field is compared once, and a `Change` made only for one that moved."""
+    events, counter, callbacks = new.event_count, new.server_counter, new.callback_count
+    missed, discarded = new.missed_event_count, new.discarded_event_count
     renewed = (
         None
         if old.last_resubscribed == new.last_resubscribed
         else (old.last_resubscribed, new.last_resubscribed)
     )
-    if renewed is None and not any(counts):
-        return None  # only its channel changed, which a report does not show
-    return SubscriptionChange(new.topic, *counts, last_resubscribed=renewed)
-
-
-def _moved(before: int, after: int) -> Change | None:
-    """The move of a counter from ``before`` to ``after``; None if it did not move."""
-    return None if before == after else Change(before, after)
+    if (
+        renewed is None
+        and old.event_count == events
+        and old.server_counter == counter
+        and old.callback_count == callbacks
+        and old.missed_event_count == missed
+        and old.discarded_event_count == discarded
+    ):
+        return None  # an idle subscription, quickly
+    return SubscriptionChange(
+        new.topic,
+        None if old.event_count == events else Change(old.event_count, events),
+        None if old.server_counter == counter else Change(old.server_counter, counter),
+        None if old.callback_count == callbacks else Change(old.callback_count, callbacks),
+        None if old.missed_event_count == missed else Change(old.missed_event_count, missed),
+        None
+        if old.discarded_event_count == discarded
+        else Change(old.discarded_event_count, discarded),
+        renewed,
+    )
 
 
 def _sorted_entries(

@@ -1,17 +1,25 @@
 """From a recording to its report: read, analyse, draw, and write one HTML file.
 
 The recording is streamed: each poll goes through `Analysis` and into the `Timeline` at
-once, so no list of polls is kept.  The page is built whole in memory, then written to
-a temporary file beside the output and renamed over it, so a report that fails or is
-interrupted leaves neither a half-written page nor a temporary file.  Pure code, no Tango.
+once, so no list of polls is kept.  The servers' figures are then drawn on every core,
+in worker processes forked for it (`draw_servers`).  The page is built whole in memory,
+then written to a temporary file beside the output and renamed over it, so a report
+that fails or is interrupted leaves neither a half-written page nor a temporary file.
+Pure code, no Tango.
 """
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
 import os
 import secrets
-from collections.abc import Callable
+import signal
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,8 +27,13 @@ from milonga._version import __version__
 from milonga.monitor.analysis import Analysis
 from milonga.monitor.jsonl import RecordProblem, iter_polls
 from milonga.report.page import PageFacts, render_page
-from milonga.report.plots import findings_figure, server_figure
+from milonga.report.plots import Drawn, findings_figure, server_figure
 from milonga.report.timeline import Timeline
+
+GC_THRESHOLD = 100_000
+"""Allocations between two young-generation collections while a recording is read: it
+makes millions of short-lived objects that hold no cycle, so the default (700) makes
+the collector run often for nothing."""
 
 
 class ReportError(Exception):
@@ -33,6 +46,11 @@ class RecordingError(ReportError):
 
 class OutputError(ReportError):
     """The report cannot be written where it was asked for."""
+
+
+class DrawingError(ReportError):
+    """A worker process failed to draw a figure, or ended without sending it; the
+    message names the server and holds the worker's traceback.  A fault of milonga."""
 
 
 class Written(NamedTuple):
@@ -79,9 +97,7 @@ def write_report(
         version=__version__,
         warnings=tuple(warnings),
     )
-    pictures = {
-        admin: server_figure(timeline, server) for admin, server in timeline.servers.items()
-    }
+    pictures = draw_servers(timeline)
     page = render_page(timeline, facts, findings_figure(timeline), pictures).encode("utf-8")
     _write_atomically(output, page)
     return Written(output, timeline.polls, len(timeline.servers), len(page))
@@ -94,8 +110,9 @@ def read_timeline(recording: Path, problem: Callable[[RecordProblem], None]) -> 
     timeline = Timeline()
     analysis = Analysis()
     try:
-        for poll in iter_polls(recording, problems=problem):
-            timeline.add(analysis.add(poll))
+        with _collecting_seldom():
+            for poll in iter_polls(recording, problems=problem):
+                timeline.add(analysis.add(poll))
     except OSError as error:
         raise RecordingError(
             f"cannot read {recording} ({error.strerror or error}); give a recording made by "
@@ -108,6 +125,157 @@ def read_timeline(recording: Path, problem: Callable[[RecordProblem], None]) -> 
         )
     timeline.finish()
     return timeline
+
+
+@contextmanager
+def _collecting_seldom() -> Iterator[None]:
+    """Within it, the young generation is collected every `GC_THRESHOLD` allocations and
+    the objects that exist on entry are left out of garbage collection (`gc.freeze`);
+    on exit the thresholds are as before and those objects collected again (unless some
+    were already frozen on entry: then nothing is frozen, so nothing is unfrozen)."""
+    thresholds = gc.get_threshold()
+    freezing = gc.get_freeze_count() == 0
+    if freezing:
+        gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        if freezing:
+            gc.unfreeze()
+
+
+def draw_servers(timeline: Timeline) -> dict[str, Drawn]:
+    """The figure of each server of ``timeline``, in its order, drawn on every core.
+
+    With two cores or more, two servers or more and the "fork" start method, worker
+    processes forked now (so they share ``timeline`` as it is) draw one server at a
+    time and send back the drawing; otherwise this process draws them.  The workers
+    ignore Ctrl-C: this process stops them (SIGKILL: they hold nothing else) and waits
+    for them before it returns or raises, whatever happens.  Raises `DrawingError` if a
+    worker fails."""
+    admins = list(timeline.servers)
+    workers = min(_cores(), len(admins))
+    if workers < 2 or "fork" not in multiprocessing.get_all_start_methods():
+        return {admin: server_figure(timeline, timeline.servers[admin]) for admin in admins}
+    drawn = _draw_in_workers(timeline, admins, workers)
+    return {admin: drawn[admin] for admin in admins}
+
+
+def _cores() -> int:
+    """How many cores this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+_STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+"""The signals that stop a report: blocked while the workers are forked, so that each
+ignores them (or takes the default action) before one can arrive."""
+
+
+def _draw_in_workers(timeline: Timeline, admins: Sequence[str], count: int) -> dict[str, Drawn]:
+    """Draw the figures of ``admins`` in ``count`` forked workers, handing each the next
+    server as soon as it sends a figure back."""
+    context = multiprocessing.get_context("fork")
+    started: list[tuple[multiprocessing.process.BaseProcess, Connection]] = []
+    drawn: dict[str, Drawn] = {}
+    waiting = iter(admins)
+    try:
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
+        try:
+            for number in range(count):
+                ours, theirs = context.Pipe()
+                inherited = [connection for _, connection in started] + [ours]
+                process = context.Process(
+                    target=_worker,
+                    args=(timeline, theirs, inherited),
+                    name=f"milonga report figures {number + 1}",
+                    daemon=True,
+                )
+                process.start()
+                theirs.close()
+                started.append((process, ours))
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+        busy = {connection: _hand(connection, waiting) for _, connection in started}
+        while any(busy.values()):
+            for ready in wait([connection for connection, admin in busy.items() if admin]):
+                assert isinstance(ready, Connection)
+                admin = busy[ready]
+                assert admin is not None
+                drawn[admin] = _received(ready, admin, started)
+                busy[ready] = _hand(ready, waiting)
+        for worker, _ in started:
+            worker.join()  # each ends on the None it was sent
+    finally:
+        for worker, connection in started:
+            connection.close()
+            if worker.is_alive():
+                worker.kill()
+            worker.join()
+    return drawn
+
+
+def _hand(connection: Connection, waiting: Iterator[str]) -> str | None:
+    """Send the worker at ``connection`` the next server of ``waiting`` to draw, or None
+    to tell it to end; return what was sent."""
+    admin = next(waiting, None)
+    connection.send(admin)
+    return admin
+
+
+def _received(
+    connection: Connection,
+    admin: str,
+    started: Sequence[tuple[multiprocessing.process.BaseProcess, Connection]],
+) -> Drawn:
+    """The figure of ``admin`` the worker at ``connection`` sent; raises `DrawingError`
+    with its traceback if it failed, or its exit status if it ended first."""
+    try:
+        drawing, failure = connection.recv()
+    except EOFError:
+        (process,) = [process for process, ours in started if ours is connection]
+        process.join()
+        raise DrawingError(
+            f"the worker process drawing the figure of {admin} ended (exit status "
+            f"{process.exitcode}) without sending it; this is a fault of milonga: report "
+            "it, with the recording if you may"
+        ) from None
+    if drawing is None:
+        raise DrawingError(
+            f"drawing the figure of {admin} failed in a worker process; this is a fault of "
+            f"milonga: report it, with this message. The worker's traceback:\n{failure}"
+        )
+    assert isinstance(drawing, Drawn)
+    return drawing
+
+
+def _worker(timeline: Timeline, connection: Connection, inherited: Sequence[Connection]) -> None:
+    """In a forked worker: draw each server this process is sent, until it is sent
+    None or its parent is gone, and send back (figure, "") or (None, traceback).
+
+    It ignores Ctrl-C, dies of SIGTERM and SIGHUP as by default, and closes the parent's
+    ends of the pipes it inherited, so that each worker sees the parent go."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPS)
+    for other in inherited:
+        other.close()
+    try:
+        while (admin := connection.recv()) is not None:
+            try:
+                result: tuple[Drawn | None, str] = (
+                    server_figure(timeline, timeline.servers[admin]),
+                    "",
+                )
+            except Exception:
+                result = (None, traceback.format_exc())
+            connection.send(result)
+    except (EOFError, OSError):
+        return  # the parent is gone: nobody wants the figures
 
 
 def _check_paths(recording: Path, output: Path) -> None:

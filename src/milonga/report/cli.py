@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     """Write the report ``args`` asks for; print where it went, or one error line.
     Warnings that cannot be printed (standard error closed) do not stop it."""
     from milonga.report.build import (  # noqa: PLC0415 - matplotlib, once it is needed
+        DrawingError,
         OutputError,
         RecordingError,
         default_output,
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     except RecordingError as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_RECORDING
-    except OutputError as error:
+    except (OutputError, DrawingError) as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)
         return EXIT_OUTPUT
     print(

