@@ -8,6 +8,10 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from milonga.monitor import Poll, PollReport, read_polls
 from milonga.monitor.analysis import Analysis, PollUpdate
 from milonga.monitor.findings import Finding, Findings, Severity, Subject
@@ -253,3 +257,77 @@ def test_a_changing_series_keeps_every_point() -> None:
     for time in range(10):
         series.append(float(time), float(time % 3))
     assert list(series.values) == [float(t % 3) for t in range(10)]
+
+
+Point = tuple[float, float]
+
+
+def reduced(points: Iterable[Point]) -> list[Point]:
+    """What `Series` keeps of ``points``, worked out the plain way: a point whose value is
+    the same as the two kept before it (NaN the same as NaN) moves the last one instead."""
+
+    def same(a: float, b: float) -> bool:
+        return a == b or (math.isnan(a) and math.isnan(b))
+
+    kept: list[Point] = []
+    for time, value in points:
+        if len(kept) > 1 and same(value, kept[-1][1]) and same(kept[-1][1], kept[-2][1]):
+            kept[-1] = (time, value)
+        else:
+            kept.append((time, value))
+    return kept
+
+
+def points_of(series: Series) -> list[Point]:
+    return list(zip(series.times, series.values, strict=True))
+
+
+def same_points(got: list[Point], expected: list[Point]) -> bool:
+    """Whether the two lists have the same points, NaN equal to NaN."""
+    return len(got) == len(expected) and all(
+        t == u and (v == w or (math.isnan(v) and math.isnan(w)))
+        for (t, v), (u, w) in zip(got, expected, strict=True)
+    )
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.sampled_from([0.0, 1.0, -1.0, math.nan, 2.5]),
+            st.integers(-3, 3),
+            st.floats(allow_nan=True, allow_infinity=True),
+        ),
+        max_size=80,
+    )
+)
+def test_a_series_keeps_what_the_plain_rule_keeps(values: list[float]) -> None:
+    series = Series()
+    for time, value in enumerate(values):
+        series.append(float(time), value)
+    expected = reduced((float(time), float(value)) for time, value in enumerate(values))
+    assert same_points(points_of(series), expected)
+
+
+def test_every_series_of_the_recordings_keeps_what_the_plain_rule_keeps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The points appended to each series of the checked-in recordings, reduced the plain
+    way, are the points the timeline keeps."""
+    appended: dict[int, list[Point]] = {}
+    append = Series.append
+
+    def recording(self: Series, time: float, value: float) -> None:
+        appended.setdefault(id(self), []).append((time, float(value)))
+        append(self, time, value)
+
+    monkeypatch.setattr(Series, "append", recording)
+    recordings = [DEMO / "plain.jsonl", DEMO / "fixed.jsonl", *sorted(RECORDED.glob("*.jsonl"))]
+    checked = 0
+    for path in recordings:
+        timeline = timeline_of(read_polls(path))
+        for one in timeline.servers.values():
+            for series in one._series():
+                assert same_points(points_of(series), reduced(appended.get(id(series), [])))
+                checked += 1
+        appended.clear()
+    assert checked > 100

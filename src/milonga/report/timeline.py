@@ -49,23 +49,31 @@ class Series:
     idle counter costs two points however long the recording.  Times only grow.
     """
 
-    __slots__ = ("times", "values")
+    __slots__ = ("_last", "_still", "times", "values")
 
     def __init__(self) -> None:
         self.times = array("d")
         self.values = array("d")
+        self._last: float | None = None
+        """The value of the last point; None before the first."""
+        self._still: float | None = None
+        """The value of the last two points when it is the same (NaN and NaN count as the
+        same), else None: the value whose next repeat only moves the last time."""
 
     def append(self, time: float, value: float) -> None:
         """Add ``value`` at ``time``, which is later than every time already in."""
-        values = self.values
-        if len(values) > 1 and (
-            value == values[-1] == values[-2]
-            or (math.isnan(value) and math.isnan(values[-1]) and math.isnan(values[-2]))
-        ):
+        still = self._still
+        if value == still or (value != value and still != still):  # noqa: PLR0124 (NaN)
             self.times[-1] = time
             return
+        last = self._last
+        if value == last or (value != value and last != last):  # noqa: PLR0124 (NaN)
+            self._still = value
+        else:
+            self._last = value
+            self._still = None
         self.times.append(time)
-        values.append(value)
+        self.values.append(value)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -322,12 +330,12 @@ class ServerTimeline:
         """Add the pushed counter and backlog of each of ``streams`` it subscribes to."""
         if not streams and not self.backlog:
             return
-        names = frozenset(stream.name for stream in streams)
+        names = {stream.name for stream in streams}
         rows = self._paired.of(time, names, _same_names, self.publisher_pushed, self.backlog)
         for stream in streams:
             pushed, backlog = rows[stream.name]
-            lag = stream.lag
-            pushed.append(time, NAN if stream.counters is None else stream.counters[0])
+            counters, lag = stream.counters, stream.lag
+            pushed.append(time, NAN if counters is None else counters[0])
             backlog.append(time, NAN if lag is None else lag)
 
     def _timings(self, time: float, report: Report) -> None:
@@ -343,7 +351,7 @@ class ServerTimeline:
             ("processing", self.processing_median, self.processing_max),
         ):
             rows = {} if timings is None else getattr(timings, name)
-            named = [attribute for attribute in rows if attribute]  # "": events naming none
+            named = [a for a in rows if a] if "" in rows else rows.keys()  # "": naming none
             for attribute in named:
                 figures = rows[attribute]
                 _series(group, attribute).append(time, figures.median / MICROS_PER_SECOND)
@@ -376,7 +384,7 @@ def _series(group: SeriesMap, name: str) -> Series:
 
 def _gaps(time: float, present: Iterable[str], *groups: SeriesMap) -> None:
     """Put NaN at ``time`` in the series of ``groups`` not named in ``present``."""
-    names = set(present)
+    names = present if isinstance(present, AbstractSet) else set(present)
     for group in groups:
         if len(group) != len(names):
             for name, series in group.items():
