@@ -9,7 +9,8 @@ on the way (`Troubles`): a subscriber falling behind for a while, a server that 
 answering, one that restarts, and missed events.  Writing the recording fails if the
 monitor does not find each of them.
 
-Then `write_report` is timed (wall clock and process CPU), and its page's size taken;
+Then `write_report` is timed (wall clock, and the CPU of the process and of its
+drawing workers), and its page's size taken;
 then, each on its own, its first part (reading the recording into the `Timeline`), and
 the floors under it: reading the file into polls with the `Analysis.add` of each (timed
 apart), the chain every reader of polls runs, and decoding every line with `json.loads`
@@ -22,6 +23,7 @@ floors come from the same run.
 from __future__ import annotations
 
 import json
+import resource
 import tempfile
 import time
 from collections.abc import Iterator
@@ -182,13 +184,22 @@ def recorded(polls: int, mode: Mode) -> Iterator[Path]:
         yield path
 
 
+def _children_cpu() -> float:
+    """CPU seconds of this process's children that have ended: the report's drawing
+    workers."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _timed_report(recording: Path) -> dict[str, float]:
-    """Wall and CPU seconds of `write_report` of ``recording``, and the page's bytes."""
+    """Wall seconds of `write_report` of ``recording``, CPU seconds of it and of its
+    drawing workers together, and the page's bytes."""
     output = recording.with_suffix(".html")
     warnings: list[str] = []
-    wall, cpu = time.perf_counter(), time.process_time()
+    wall, cpu = time.perf_counter(), time.process_time() + _children_cpu()
     written = write_report(recording, output, warn=warnings.append)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    wall = time.perf_counter() - wall
+    cpu = time.process_time() + _children_cpu() - cpu
     output.unlink()
     if warnings:  # the recording is as the monitor writes it: a warning means a fault
         raise RuntimeError(f"the report warned: {warnings[0]}")
@@ -219,11 +230,12 @@ def _analysis(recording: Path) -> dict[str, float]:
 
 
 def _timeline(recording: Path) -> float:
-    """CPU seconds of the report's first part, reading ``recording`` into its `Timeline`
-    (reading, `Analysis` and `Timeline.add`): the rest is drawing and writing."""
-    started = time.process_time()
+    """Wall seconds of the report's first part, reading ``recording`` into its `Timeline`
+    (reading, `Analysis` and `Timeline.add`, on one core): the rest is drawing, on every
+    core, and writing."""
+    started = time.perf_counter()
     read_timeline(recording, lambda problem: None)
-    return time.process_time() - started
+    return time.perf_counter() - started
 
 
 def measure_once(recording: Path) -> dict[str, float]:
@@ -243,9 +255,12 @@ def _measurements(mode: str, polls: int, size: int, figures: dict[str, float]) -
     return [
         Measurement(NAME, f"report wall, {what}", figures["wall"], "s"),
         Measurement(NAME, f"report CPU, {what}", figures["cpu"], "s", floor),
-        Measurement(NAME, f"of which timeline, {mode}", figures["timeline"], "s"),
+        Measurement(NAME, f"of which reading (wall), {mode}", figures["timeline"], "s"),
         Measurement(
-            NAME, f"of which plots and page, {mode}", figures["cpu"] - figures["timeline"], "s"
+            NAME,
+            f"of which plots and page (wall), {mode}",
+            figures["wall"] - figures["timeline"],
+            "s",
         ),
         Measurement(NAME, f"floor: read + Analysis.add, {mode}", floor, "s", figures["json"]),
         Measurement(NAME, f"floor: Analysis.add alone, {mode}", figures["analysis"], "s"),
