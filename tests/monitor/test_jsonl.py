@@ -27,7 +27,7 @@ from milonga.monitor import (
 )
 from milonga.monitor.analysis import findings_of
 from milonga.monitor.findings import Cleared, Finding, Findings, Severity, Subject
-from milonga.monitor.jsonl import PollRecordError, read_polls
+from milonga.monitor.jsonl import TOLD_LINES, PollRecordError, read_polls
 from tests.monitor.data import TANGO_HOST
 
 SERVER = MonitoredServer("dserver/MonitorPub/1")
@@ -230,6 +230,11 @@ def test_the_writer_writes_the_findings_of_its_poll(tmp_path: Path) -> None:
 WHOLE = '{"time": "2026-03-17T12:00:00+01:00", "replies": {"dserver/a/1": {"error": "gone"}}}\n'
 
 
+def whole_at(time: str) -> str:
+    """The line of `WHOLE` at ``time`` instead."""
+    return WHOLE.replace("2026-03-17T12:00:00+01:00", time)
+
+
 def test_times_keep_their_utc_offset_through_a_file(tmp_path: Path) -> None:
     path = tmp_path / "polls.jsonl"
     time = datetime(2026, 3, 17, 12, tzinfo=timezone(timedelta(hours=1)))
@@ -337,9 +342,14 @@ def test_a_truncated_last_line_is_told_and_the_rest_read(tmp_path: Path) -> None
 def test_lines_not_json_or_not_polls_are_told_and_skipped(tmp_path: Path) -> None:
     path = tmp_path / "polls.jsonl"
     path.write_bytes(
-        (WHOLE + "{not json\n" + WHOLE + '{"time": "2026-03-17T12:00:00"}\n').encode()
+        (
+            WHOLE
+            + "{not json\n"
+            + whole_at("2026-03-17T12:00:10+01:00")
+            + '{"time": "2026-03-17T12:00:00"}\n'
+        ).encode()
         + b"\xff\xfe binary\n"
-        + WHOLE.encode()
+        + whole_at("2026-03-17T12:00:20+01:00").encode()
     )
 
     polls, problems = lenient(path)
@@ -370,7 +380,7 @@ def test_a_recording_of_another_tool_is_told_once_per_server_and_counted(
     path = tmp_path / "ska.jsonl"
     path.write_text(
         ska_line("2025-03-01T10:00:00", "dserver/a/1")
-        + WHOLE
+        + whole_at("2025-03-01T10:00:05")
         + ska_line("2025-03-01T10:00:10", "dserver/a/1", "dserver/b/1")
         + ska_line("2025-03-01T10:00:20", "dserver/a/1", "dserver/b/1")
         + ska_line("2025-03-01T10:00:30", "dserver/b/1")
@@ -428,8 +438,8 @@ def test_every_good_line_is_read_whatever_garbage_is_between(
     polls, problems = lenient(path)
 
     assert polls == read_polls(DEMO_PLAIN)
-    told = sum(bool(line.strip()) for junk in between for line in junk) + bool(last.strip())
-    assert len(problems) == told
+    bad = sum(bool(line.strip()) for junk in between for line in junk) + bool(last.strip())
+    assert len(problems) == min(bad, TOLD_LINES) + (bad > TOLD_LINES)
 
 
 def test_the_devices_that_led_to_a_server_come_back(tmp_path: Path) -> None:
@@ -459,3 +469,109 @@ def test_devices_that_are_not_a_list_of_names_are_named(tmp_path: Path, devices:
 
     with pytest.raises(PollRecordError, match=r'line 1: the "devices" of the reply of dserver/a/1'):
         read_polls(path)
+
+
+def test_a_byte_order_mark_and_crlf_line_ends_lose_no_poll(tmp_path: Path) -> None:
+    """As an editor on Windows saves a recording."""
+    path = tmp_path / "polls.jsonl"
+    lines = DEMO_PLAIN.read_bytes().splitlines()
+    path.write_bytes(b"\xef\xbb\xbf" + b"".join(line + b"\r\n" for line in lines))
+
+    assert read_polls(path) == read_polls(DEMO_PLAIN)
+    assert lenient(path) == (read_polls(DEMO_PLAIN), [])
+
+
+@pytest.mark.parametrize(
+    ("junk", "first"),
+    [
+        ("ftp 21/tcp\n", TOLD_LINES),
+        ('{"time": "2026-03-17T12:00:00"}\n', TOLD_LINES),
+        ("{not json\n\n", 2 * TOLD_LINES - 1),  # an empty line is not counted
+    ],
+)
+def test_a_file_that_starts_with_no_poll_is_no_recording(
+    tmp_path: Path, junk: str, first: int
+) -> None:
+    """One error, even when reading leniently, instead of a warning for each of its lines,
+    however many polls come after them."""
+    path = tmp_path / "services"
+    path.write_text(junk * TOLD_LINES + WHOLE * 3)
+    problems: list[RecordProblem] = []
+
+    with pytest.raises(PollRecordError) as raised:
+        list(iter_polls(path, problems=problems.append))
+
+    assert str(raised.value).startswith(
+        f"{path} does not look like a recording of tango-event-monitor -o: its first "
+        f"{first} lines are not polls"
+    )
+    assert problems == []
+
+
+def test_a_few_lines_before_the_first_poll_are_told_and_the_polls_read(tmp_path: Path) -> None:
+    path = tmp_path / "polls.jsonl"
+    path.write_text("# a note\n" * (TOLD_LINES - 1) + WHOLE)
+
+    polls, problems = lenient(path)
+
+    assert len(polls) == 1
+    assert [problem.line for problem in problems] == list(range(1, TOLD_LINES))
+
+
+def test_a_file_of_a_few_lines_and_no_poll_tells_each(tmp_path: Path) -> None:
+    path = tmp_path / "polls.jsonl"
+    path.write_text("ftp 21/tcp\nssh 22/tcp\n")
+
+    assert [problem.line for problem in lenient(path)[1]] == [1, 2]
+
+
+def test_many_bad_lines_are_told_up_to_a_limit_then_counted(tmp_path: Path) -> None:
+    path = tmp_path / "polls.jsonl"
+    path.write_text(WHOLE + "{not json\n" * (TOLD_LINES + 30) + whole_at("2026-03-17T13:00:00"))
+
+    polls, problems = lenient(path)
+
+    assert len(polls) == 2
+    assert [problem.line for problem in problems] == [*range(2, TOLD_LINES + 2), 0]
+    assert problems[-1].message == (
+        f"{path}: 30 more lines could not be read either, and were skipped as those above."
+    )
+
+
+def test_polls_earlier_than_one_before_them_are_told_and_read(tmp_path: Path) -> None:
+    """Lines 6 to 10 of the plain demo an hour earlier, as when a clock is set back."""
+    records = [json.loads(line) for line in DEMO_PLAIN.read_text().splitlines()]
+    for record in records[5:]:
+        time = datetime.fromisoformat(record["time"])
+        record["time"] = (time - timedelta(hours=1)).isoformat()
+    path = tmp_path / "polls.jsonl"
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+
+    polls, problems = lenient(path)
+
+    assert polls == read_polls(path)
+    assert len(polls) == len(records)
+    assert [problem.line for problem in problems] == [6, 7, 8, 9, 10]
+    line_5, line_6 = (polls[index].time.isoformat() for index in (4, 5))
+    assert problems[0].message.startswith(
+        f"{path}, line 6: the poll's time, {line_6}, is not later than {line_5}, the time "
+        "of line 5, a poll before it: was the clock set back"
+    )
+    assert "the time of line 5" in problems[-1].message
+
+
+def test_many_polls_earlier_than_one_before_them_are_counted(tmp_path: Path) -> None:
+    """One wild time, far ahead: each poll after it is told, up to the limit."""
+    wild = WHOLE.replace("2026-03-17T12:00:00+01:00", "9999-12-31T23:59:59+14:00")
+    path = tmp_path / "polls.jsonl"
+    path.write_text(WHOLE.replace("12:00:00", "11:00:00") + wild + WHOLE * (TOLD_LINES + 5))
+
+    polls, problems = lenient(path)
+
+    assert len(polls) == TOLD_LINES + 7
+    assert len(problems) == TOLD_LINES + 1
+    assert problems[-1] == RecordProblem(
+        0,
+        f"{path}: 5 more polls had a time that is not later than that of a poll before "
+        "them, as those above.",
+    )

@@ -10,7 +10,9 @@ import signal
 import subprocess
 import sys
 import threading
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,7 +26,7 @@ from milonga.monitor.cli import (
     build_parser,
     run,
 )
-from milonga.monitor.jsonl import read_polls
+from milonga.monitor.jsonl import TOLD_LINES, read_polls
 from milonga.terminated import EXIT_INTERRUPTED
 from milonga.testing import SandboxServers
 from tests.monitor.conftest import COUNTER, RELAY, EventServers
@@ -172,6 +174,38 @@ def test_bad_lines_are_warnings_and_the_rest_is_replayed(tmp_path: Path) -> None
     ]
 
 
+def test_a_file_that_starts_with_many_lines_of_no_poll_is_one_error(tmp_path: Path) -> None:
+    """Not a warning for each of its lines: it is no recording."""
+    path = tmp_path / "services"
+    path.write_text("ftp 21/tcp\n" * 300 + NOT_ANSWERING.read_text())
+
+    status, out, err = replay("--replay", str(path))
+
+    assert (status, out) == (EXIT_USAGE, "")
+    assert err.startswith(
+        f"{PROG}: error: {path} does not look like a recording of tango-event-monitor -o: "
+        f"its first {TOLD_LINES} lines are not polls"
+    )
+    assert err.count("\n") == 1
+
+
+def test_a_clock_set_back_is_told_and_every_poll_replayed(tmp_path: Path) -> None:
+    """The polls stay as the live run printed them; each that goes back in time is told."""
+    records = [json.loads(line) for line in NOT_ANSWERING.read_text().splitlines()]
+    path = tmp_path / "run.jsonl"
+    path.write_text(moved(records[:3], timedelta()) + moved(records[3:], timedelta(hours=-1)))
+
+    status, out, err = replay("--replay", str(path))
+
+    assert status == EXIT_OK
+    assert len(split_snapshots(out.splitlines())) == len(records)
+    told = err.splitlines()
+    assert [line.split(", line ")[1].split(":")[0] for line in told] == [
+        str(number) for number in range(4, len(records) + 1)
+    ]
+    assert all("was the clock set back" in line for line in told)
+
+
 @pytest.mark.parametrize(
     ("fail_on", "expected"), [("warning", EXIT_FINDINGS), ("error", EXIT_FINDINGS), (None, EXIT_OK)]
 )
@@ -249,10 +283,21 @@ def test_output_to_dash_replays_json_lines(tmp_path: Path) -> None:
 
 
 def long_recording(tmp_path: Path) -> Path:
-    """A recording whose replay fills any pipe many times over."""
+    """A recording whose replay fills any pipe many times over: copies of one, each a
+    minute after the one before, so that time only goes forward."""
+    records = [json.loads(line) for line in NOT_ANSWERING.read_text().splitlines()]
     path = tmp_path / "long.jsonl"
-    path.write_text(NOT_ANSWERING.read_text() * 300)
+    path.write_text("".join(moved(records, timedelta(minutes=copy)) for copy in range(300)))
     return path
+
+
+def moved(records: list[dict[str, Any]], by: timedelta) -> str:
+    """The lines of ``records`` with their times moved ``by``."""
+    return "".join(
+        json.dumps({**record, "time": (datetime.fromisoformat(record["time"]) + by).isoformat()})
+        + "\n"
+        for record in records
+    )
 
 
 def test_ctrl_c_during_a_long_replay_is_status_130(tmp_path: Path) -> None:

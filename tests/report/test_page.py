@@ -10,6 +10,7 @@ import io
 import os
 import re
 import shutil
+import stat
 from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 
 from milonga import __version__
@@ -24,6 +27,7 @@ from milonga.monitor.findings import Severity
 from milonga.monitor.jsonl import iter_polls
 from milonga.report import OutputError, RecordingError, build, plots, write_report
 from milonga.report.build import read_timeline
+from milonga.report.page import PROBLEMS_LISTED, PageFacts, render_page, span_text
 from milonga.report.plots import SERIES_COLOURS, SEVERITY_COLOURS, Drawn
 from milonga.report.timeline import ServerTimeline, Timeline
 from tests.report.test_plots import coloured
@@ -95,7 +99,7 @@ def test_the_demo_report_sums_up_the_run_and_names_the_slow_callback(tmp_path: P
     words = page.words
     clock = [time.isoformat(sep=" ", timespec="seconds") for time in (first, last)]
     assert f"{clock[0]} → {clock[1]}" in words
-    assert "Polls 10, one every 5 s (median)" in words
+    assert "Polls 10, one every 5.00 s (median)" in words
     assert "Servers 2" in words
     summary = section(text, "summary")
     summary = summary[summary.index("Worst findings") :]
@@ -340,3 +344,93 @@ def test_reading_leaves_what_its_caller_froze_frozen(tmp_path: Path) -> None:
 def children() -> set[int]:
     """The processes this one started and that are still running."""
     return {child.pid for child in psutil.Process().children() if child.is_running()}
+
+
+def test_an_output_that_is_not_a_regular_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    fifo = tmp_path / "pipe.html"
+    os.mkfifo(fifo)
+    with pytest.raises(OutputError, match=r"pipe\.html: it is not a regular file"):
+        write_report(DEMO / "plain.jsonl", fifo, warn=pytest.fail)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert os.listdir(tmp_path) == ["pipe.html"]
+
+
+def test_an_output_that_is_a_symbolic_link_is_written_through(tmp_path: Path) -> None:
+    (tmp_path / "reports").mkdir()
+    target = tmp_path / "reports" / "night.html"
+    target.write_text("the report of before")
+    link = tmp_path / "latest.html"
+    link.symlink_to(target)
+    written = write_report(DEMO / "plain.jsonl", link, warn=pytest.fail)
+    assert written.path == link
+    assert link.is_symlink()
+    assert "Tango event system report" in target.read_text()
+    assert sorted(os.listdir(tmp_path / "reports")) == ["night.html"]
+
+
+@pytest.mark.parametrize(
+    ("output", "expected"),
+    [
+        (
+            "missing/run.html",
+            r"cannot write the report to \S*missing/run\.html: the directory "
+            r"\S*missing does not exist",
+        ),
+        (
+            "/proc/version",
+            r"cannot write the report to /proc/version: cannot create a file "
+            r"in /proc \(",
+        ),
+    ],
+)
+def test_an_output_that_cannot_be_written_is_found_before_the_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str, expected: str
+) -> None:
+    def read_timeline(*arguments: object) -> None:
+        pytest.fail("the recording was read before the output was checked")
+
+    monkeypatch.setattr(build, "read_timeline", read_timeline)
+    with pytest.raises(OutputError, match=expected):
+        write_report(DEMO / "plain.jsonl", tmp_path / output, warn=pytest.fail)
+    assert os.listdir(tmp_path) == []
+
+
+def test_the_page_lists_the_first_reading_problems_and_counts_the_rest(tmp_path: Path) -> None:
+    """A poll, 30 lines of junk, the other polls, then all of them again (their times
+    not later than those before): the page lists the first reading problems, the
+    reader's count of the lines it did not tell, and how many more problems there were."""
+    first, *others = (DEMO / "plain.jsonl").read_text().splitlines(keepends=True)
+    junk = [f"junk {number}\n" for number in range(30)]
+    recording = tmp_path / "junk.jsonl"
+    recording.write_text("".join([first, *junk, *others, first, *others]))
+    text, warnings = report(recording, tmp_path)
+    problems = section(text, "summary")
+    problems = problems[problems.index("Reading problems") :]
+    listed = re.findall(r"line (\d+): it is not JSON", problems)
+    assert listed == [str(number) for number in range(2, PROBLEMS_LISTED + 2)]
+    assert "10 more lines could not be read either" in problems  # told by the reader
+    more = len(warnings) - PROBLEMS_LISTED - 1
+    assert more >= 10  # the polls that went back in time, at least
+    assert f"... and {more} more problems not listed" in problems
+
+
+@given(st.floats(allow_nan=True, allow_infinity=True))
+def test_a_duration_is_never_negative_nor_in_e_notation(seconds: float) -> None:
+    text = span_text(seconds)
+    assert not text.startswith("-")
+    assert not re.search(r"\d[eE][+-]?\d", text)
+    assert re.fullmatch(r"[0-9][0-9.]* (μs|ms|s)|\d+ h( \d+ min)?|\d+ min( \d+ s)?|unknown", text)
+
+
+def test_a_clock_that_went_back_shows_no_negative_duration() -> None:
+    """A timeline whose last poll is before its first, as when the clock was set back:
+    the page shows no negative duration anywhere."""
+    timeline = read_timeline(DEMO / "plain.jsonl", lambda problem: pytest.fail(problem.message))
+    assert timeline.start is not None
+    timeline.end = timeline.start - 3560.0
+    first = timeline.episodes[0]
+    timeline.episodes[0] = first._replace(end=first.start - 3600.0)
+    facts = PageFacts("run.jsonl", datetime.now().astimezone(), __version__)
+    words = Page(render_page(timeline, facts, None, {})).words
+    assert not re.search(r"-\s*\d[\d.]*(e[+-]?\d+)? (μs|ms|s|min|h)\b", words)
+    assert not re.search(r"\d[eE][+-]\d", words)

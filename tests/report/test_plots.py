@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image
 
 from milonga.monitor.findings import Severity, Subject
@@ -19,6 +21,7 @@ from milonga.monitor.jsonl import RecordProblem
 from milonga.report.build import read_timeline
 from milonga.report.plots import (
     DPI,
+    LABEL_CHARACTERS,
     MAX_ROWS,
     MAX_STREAMS,
     RESTART_COLOUR,
@@ -26,8 +29,13 @@ from milonga.report.plots import (
     SEVERITY_COLOURS,
     WIDTH,
     Picture,
+    _draw_panel,
+    _Palette,
+    _panels,
+    _time_axis,
     findings_figure,
     relevant,
+    row_label,
     server_figure,
 )
 from milonga.report.timeline import Episode, Series, ServerTimeline, Span, Timeline
@@ -199,3 +207,89 @@ def made_up_timeline(*, streams: int, polls: int = 20) -> Timeline:
         server.pushed[name], server.push_rate[name] = pushed, rate
     timeline.servers[server.admin] = server
     return timeline
+
+
+def test_long_finding_names_are_not_cut_at_the_left_edge() -> None:
+    """With a fully qualified host in every subject, each row still shows its kind and
+    the end of its subject, and nothing is drawn over the figure's left edge."""
+    timeline = made_up_timeline(streams=1)
+    start, end = timeline.start or 0.0, timeline.end or 0.0
+    host = "tango-databaseds.control-room.some-facility.example.org:10000"
+    for index, kind in enumerate(("slow-callback", "falling-behind", "missed-events")):
+        subject = Subject(f"tango://{host}/dserver/BenchFindings/{index}", f"dev/ice/{index}/a")
+        timeline.episodes.append(
+            Episode(kind, subject, Severity.WARNING, start, end, 2, "m", False)
+        )
+    drawn = findings_figure(timeline)
+    assert drawn is not None
+    rgb = pixels(drawn.picture)
+    assert (rgb[:, :4] == 255).all(), "a row name runs over the left edge"
+    for index, kind in enumerate(("slow-callback", "falling-behind", "missed-events")):
+        label = row_label(kind, str(timeline.episodes[index].subject))
+        assert label.startswith(f"{kind}  ")
+        assert label.endswith(f"dev/ice/{index}/a")
+        assert len(label) <= LABEL_CHARACTERS
+
+
+@given(st.text(min_size=1, max_size=40), st.text(max_size=300))
+def test_a_row_label_keeps_the_kind_and_the_end_of_the_subject(kind: str, subject: str) -> None:
+    label = row_label(kind, subject)
+    assert label.startswith(f"{kind}  ")
+    if len(f"{kind}  {subject}") <= LABEL_CHARACTERS:
+        assert label == f"{kind}  {subject}"
+    else:
+        assert len(label) <= max(LABEL_CHARACTERS, len(kind) + 15)
+        assert label.endswith(subject[-8:])
+
+
+def test_an_axis_near_a_large_value_shows_plain_numbers_from_zero() -> None:
+    """Latencies of 99.99 ms with 0.01 ms of noise: no offset over the axes, ticks in
+    plain milliseconds, and zero in view so that the noise looks as small as it is."""
+    timeline = made_up_timeline(streams=0)
+    server = timeline.servers["dserver/made/up"]
+    latency = Series()
+    for poll in range(timeline.polls):
+        latency.append((timeline.start or 0.0) + poll, 0.09999 + (poll % 3) * 1e-5)
+    server.latency_median["dev/ice/0/attr0"] = latency
+    (panel,) = [panel for panel in _panels(server, set()) if panel.lines]
+    figure = Figure(figsize=(WIDTH, 2), dpi=DPI)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    _draw_panel(axes, panel, _Palette(), timeline, server)
+    figure.canvas.draw()
+    assert panel.unit == "ms"
+    assert axes.yaxis.get_offset_text().get_text() == ""
+    bottom, top = axes.get_ylim()
+    assert bottom <= 0
+    assert top > 99.99
+    ticks = [float(text.get_text()) for text in axes.get_yticklabels() if text.get_text()]
+    assert max(ticks) >= 50  # not the noise: it reads 0.0000 to 0.0100 with an offset
+
+
+def test_a_server_that_publishes_and_subscribes_shows_both_sides() -> None:
+    """Eight streams it publishes, three it subscribes to: the counters show all three
+    subscriptions beside the busiest of its own streams."""
+    timeline = made_up_timeline(streams=MAX_STREAMS + 2)
+    server = timeline.servers["dserver/made/up"]
+    start = timeline.start or 0.0
+    for index in range(3):
+        received = Series()
+        for poll in range(timeline.polls):
+            received.append(start + poll, poll)
+        server.received[f"other/dev/{index}/x.change"] = received
+    counters = _panels(server, set())[0]
+    labels = [line.label for line in counters.lines]
+    assert sum(label.startswith("received ") for label in labels) == 3
+    assert sum(label.startswith("pushed ") for label in labels) == MAX_STREAMS - 3
+    assert counters.left_out == 5
+
+
+def test_time_runs_forwards_even_when_the_last_poll_is_before_the_first() -> None:
+    """A clock set back: the time axis still runs from left to right."""
+    timeline = made_up_timeline(streams=1)
+    timeline.start, timeline.end = timeline.end, timeline.start
+    figure = Figure(figsize=(WIDTH, 2), dpi=DPI)
+    axes = figure.add_subplot()
+    _time_axis(axes, timeline, label=True)
+    left, right = axes.get_xlim()
+    assert left < right

@@ -65,6 +65,7 @@ def test_unreadable_lines_are_warnings_and_the_report_is_still_written(tmp_path:
     ("setup", "arguments", "expected"),
     [
         ("empty", ["run.jsonl"], "run.jsonl holds no poll that can be read; expected"),
+        ("junk", ["run.jsonl"], "run.jsonl does not look like a recording of tango-event-mon"),
         ("missing", ["run.jsonl"], "run.jsonl does not exist; expected"),
         ("directory", ["run.jsonl"], "run.jsonl is a directory; expected"),
         (
@@ -80,6 +81,8 @@ def test_a_recording_that_cannot_be_used_exits_2(
     recording = tmp_path / "run.jsonl"
     if setup == "empty":
         recording.touch()
+    elif setup == "junk":  # as /etc/services
+        recording.write_text("".join(f"service{number} {number}/tcp\n" for number in range(300)))
     elif setup == "directory":
         recording.mkdir()
     elif setup == "recording":
@@ -200,3 +203,27 @@ def left_in_group(group: int) -> list[int]:
         except ProcessLookupError:
             continue
     return left
+
+
+def test_matplotlib_says_nothing_when_home_cannot_be_written(tmp_path: Path) -> None:
+    """No word from matplotlib about its configuration directory, and no directory left
+    behind in the temporary directory it falls back on."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    environment = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in {"MPLCONFIGDIR", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"}
+    }
+    environment.update(HOME="/proc/self/nonexistent", TMPDIR=str(temporary))
+    done = subprocess.run(
+        [*MILONGA, "report", DEMO / "plain.jsonl", "-o", tmp_path / "run.html"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=WAIT_SECONDS,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    assert os.listdir(temporary) == []

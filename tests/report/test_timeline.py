@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -21,6 +24,7 @@ DEMO = Path(__file__).parent.parent / "demo" / "data"
 RECORDED = Path(__file__).parent.parent / "monitor" / "data" / "findings"
 TOP = "dserver/MyServer/top"
 POSITION = "foo/bar/hw/position.change"
+WAIT_SECONDS = 60.0
 
 
 def timeline_of(polls: Iterable[Poll]) -> Timeline:
@@ -223,7 +227,8 @@ def test_an_episode_keeps_its_worst_severity_with_the_latest_message_at_it() -> 
         4,
         False,
     )
-    assert (first.end - first.start, second.start - first.start) == (30.0, 50.0)
+    # It held from 0 to 30 and no longer at 40: it lasted until 40.
+    assert (first.end - first.start, second.start - first.start) == (40.0, 50.0)
     assert (second.severity, second.polls, second.ongoing) == (Severity.INFO, 1, True)
     assert timeline.period == 10.0
     assert timeline.polls == 6
@@ -331,3 +336,84 @@ def test_every_series_of_the_recordings_keeps_what_the_plain_rule_keeps(
                 checked += 1
         appended.clear()
     assert checked > 100
+
+
+def test_a_silent_span_lasts_as_long_as_its_episode() -> None:
+    """One definition of a run of polls: from its first poll to the poll that ends it (the
+    server answered again), so the summary's silent time and the episode's agree."""
+    timeline = recorded("server-not-answering")
+    (frozen,) = (s for s in timeline.servers.values() if s.silent)
+    (episode,) = (e for e in timeline.episodes if e.kind == "server-not-answering")
+    assert not episode.ongoing
+    assert [tuple(span) for span in frozen.silent] == [(episode.start, episode.end)]
+    assert episode.end - episode.start > 0
+
+
+def moved(polls: list[Poll], first: int, last: int, seconds: float) -> list[Poll]:
+    """``polls`` with those from ``first`` to ``last`` (0-based, inclusive) moved in time."""
+    return [
+        Poll(poll.time + timedelta(seconds=seconds), poll.replies) if first <= i <= last else poll
+        for i, poll in enumerate(polls)
+    ]
+
+
+def forward_only(timeline: Timeline) -> bool:
+    """Whether every series, span and episode of ``timeline`` goes forward in time."""
+    series = [s for one in timeline.servers.values() for s in one._series()]
+    spans = [span for one in timeline.servers.values() for span in one.silent]
+    return (
+        all(list(s.times) == sorted(s.times) for s in series)
+        and all(span.end >= span.start for span in spans)
+        and all(e.end >= e.start for e in timeline.episodes)
+        and (timeline.period or 0) >= 0
+    )
+
+
+def test_polls_when_the_clock_was_set_back_are_left_out() -> None:
+    """Lines 6 to 10 of the plain demo an hour earlier: only the five before are taken in."""
+    polls = read_polls(DEMO / "plain.jsonl")
+    timeline = timeline_of(moved(polls, 5, 9, -3600))
+    assert timeline.polls == 5
+    assert timeline.end == polls[4].time.timestamp()
+    assert forward_only(timeline)
+
+
+def test_one_wild_time_leaves_nothing_running_backwards() -> None:
+    polls = read_polls(RECORDED / "server-not-answering.jsonl")
+    wild = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone(timedelta(hours=14)))
+    middle = len(polls) // 2
+    polls[middle] = Poll(wild, polls[middle].replies)
+    timeline = timeline_of(polls)
+    assert timeline.polls == middle + 1
+    assert timeline.end == wild.timestamp()
+    assert forward_only(timeline)
+
+
+ORDER_OF = """\
+import sys
+from milonga.monitor import read_polls
+from tests.report.test_timeline import timeline_of
+timeline = timeline_of(read_polls(sys.argv[1]))
+for one in timeline.servers.values():
+    print(one.admin, [list(group) for group in one._groups()])
+print([(e.kind, str(e.subject)) for e in timeline.episodes])
+"""
+
+
+def test_every_order_is_the_same_in_every_process() -> None:
+    """Series are made in an order that does not hang on how strings hash in a process
+    (PYTHONHASHSEED), so that two reports of one recording draw alike."""
+    root = Path(__file__).parents[2]
+    orders = {
+        subprocess.run(
+            [sys.executable, "-c", ORDER_OF, str(DEMO / "plain.jsonl")],
+            cwd=root,
+            env={**os.environ, "PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+            timeout=WAIT_SECONDS,
+            check=True,
+        ).stdout
+        for seed in range(6)
+    }
+    assert len(orders) == 1, orders

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, TextIO
 from milonga import standard_streams
 from milonga.monitor.analysis import Analysis, PollUpdate
 from milonga.monitor.findings import Severity
-from milonga.monitor.jsonl import JsonLinesWriter, iter_polls, poll_record
+from milonga.monitor.jsonl import JsonLinesWriter, PollRecordError, iter_polls, poll_record
 from milonga.monitor.metrics import EventSystemMetrics
 from milonga.monitor.outputs import (
     JsonLinesOutput,
@@ -544,13 +544,15 @@ def _play(polls: Iterable[Poll], outputs: Sequence[Output], screen: Screen | Non
 
 def _recorded(path: str, say: Say) -> Iterator[Poll]:
     """The polls recorded in ``path``, each line that cannot be read being a warning;
-    raises `UsageError` if the file cannot be read."""
+    raises `UsageError` if the file cannot be read or is no recording."""
     try:
         yield from iter_polls(path, problems=lambda problem: say("warning", problem.message))
     except OSError as error:
         raise UsageError(
             f"cannot read {path} ({error.strerror}); give a recording made with {PROG} -o FILE"
         ) from None
+    except PollRecordError as error:
+        raise UsageError(str(error)) from None
 
 
 def _same_file(path: str, other: str) -> bool:

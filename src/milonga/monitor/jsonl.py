@@ -179,16 +179,25 @@ def iter_polls(
     `milonga.monitor.analysis.Analysis` makes them again from the polls.  Times are
     timezone-aware: a time without a UTC offset, as older versions wrote, is read as
     local time, so files of both kinds can be read, alone or mixed.  Empty lines are
-    skipped.  A reply whose `QueryEventSystem` data milonga cannot read (another version,
-    another tool's layout) is kept as an error reply: that server did not answer usably.
+    skipped, and so is a UTF-8 byte order mark at the start of a line; a line may end
+    with CR LF.  A reply whose `QueryEventSystem` data milonga cannot read (another
+    version, another tool's layout) is kept as an error reply: that server did not
+    answer usably.  A poll is yielded as recorded even when its time is not later than
+    that of every poll before it.
 
     Without ``problems`` (strict): a last line that has no newline and is not JSON is
     left out, as the monitor is still writing it; any other line that is not a poll
     raises `PollRecordError` naming it.  With ``problems`` (lenient): each line that is
     not a poll, a cut-off last line included, is given to ``problems`` as a
-    `RecordProblem` and skipped, and reading goes on; so is each unreadable reply, once
-    per server and kind of problem, with one `RecordProblem` at the end counting the
-    further lines that had one.  Raises OSError if the file cannot be read.
+    `RecordProblem` and skipped, and reading goes on; so is each poll whose time is not
+    later than the latest before it (a clock set back).  Each of those two kinds is told
+    for its first `TOLD_LINES` lines, then counted, with one `RecordProblem` at the end
+    giving the count.  Each unreadable reply is told once per server and kind of
+    problem, with one `RecordProblem` at the end counting the further lines that had
+    one.  The problems of lines before the first poll are told once that poll is read;
+    if the first `TOLD_LINES` lines that are not empty are no poll, reading stops with
+    a `PollRecordError` saying that the file is no recording, even with ``problems``.
+    Raises OSError if the file cannot be read.
     """
     reader = _Reader(path, problems)
     with open(path, "rb") as file:
@@ -197,6 +206,35 @@ def iter_polls(
             if poll is not None:
                 yield poll
     reader.finish()
+
+
+TOLD_LINES = 20
+"""How many lines with one kind of problem `iter_polls` tells one by one; the rest are
+counted.  Also how many lines that are no poll make a file no recording, when no poll
+comes before them."""
+
+
+class _Capped:
+    """The lines of one kind of problem: the first `TOLD_LINES` told, the others counted."""
+
+    def __init__(self, summary: Callable[[int], str]) -> None:
+        self.summary = summary
+        """The message counting the lines not told, from their number."""
+        self.told = 0
+        self.more = 0
+
+    def tell(self, problem: RecordProblem, problems: ProblemHandler) -> None:
+        """Give ``problem`` to ``problems``, or count it once `TOLD_LINES` have been."""
+        if self.told < TOLD_LINES:
+            self.told += 1
+            problems(problem)
+        else:
+            self.more += 1
+
+    def finish(self, problems: ProblemHandler) -> None:
+        """Tell how many lines were counted rather than told, if any."""
+        if self.more:
+            problems(RecordProblem(0, self.summary(self.more)))
 
 
 class _Reader:
@@ -208,6 +246,20 @@ class _Reader:
         self.problems = problems
         self.told: set[tuple[str, str | None]] = set()  # (server, error) reported
         self.repeated = 0  # lines with only reply problems reported before them
+        self.latest: tuple[datetime, int] | None = None  # the latest poll's time and line
+        self.before: list[RecordProblem] | None = []  # held until the first poll; then None
+        self.unreadable = _Capped(
+            lambda more: (
+                f"{path}: {more} more line{_s(more)} could not be read either, "
+                "and were skipped as those above."
+            )
+        )
+        self.backwards = _Capped(
+            lambda more: (
+                f"{path}: {more} more poll{_s(more)} had a time that is not later "
+                "than that of a poll before them, as those above."
+            )
+        )
 
     def poll_of(self, number: int, line: bytes) -> Poll | None:
         """The poll of line ``number``; None if it is empty, or is no poll and problems
@@ -215,10 +267,10 @@ class _Reader:
         if not line.strip():
             return None
         try:
-            record = json.loads(line.decode("utf-8"))
+            record = json.loads(line.decode("utf-8-sig"))
         except ValueError as error:
             if not line.endswith(NEWLINE):
-                self._tell(number, _cut_off_last(self.path, number))
+                self._unreadable(number, _cut_off_last(self.path, number))
                 return None
             self._fail(number, _not_json(self.path, number, error, self._remedy(number)))
             return None
@@ -232,18 +284,56 @@ class _Reader:
             )
             return None
         if self.problems is not None:
+            self._first_poll()
+            self._check_time(number, poll)
             self._check_replies(number, record["replies"], poll)
         return poll
 
     def finish(self) -> None:
-        """Report how many more lines had reply problems reported before."""
+        """Tell the problems still held (a file with no poll), and how many more lines
+        had problems of each kind told before."""
+        if self.problems is None:
+            return
+        self._first_poll()
+        self.unreadable.finish(self.problems)
+        self.backwards.finish(self.problems)
         if self.repeated:
-            self._tell(
-                0,
-                f"{self.path}: the QueryEventSystem replies reported above cannot be read "
-                f"in {self.repeated} more line{'s' if self.repeated != 1 else ''} either; "
-                "those servers count as not answering there.",
+            self.problems(
+                RecordProblem(
+                    0,
+                    f"{self.path}: the QueryEventSystem replies reported above cannot be "
+                    f"read in {self.repeated} more line{_s(self.repeated)} either; those "
+                    "servers count as not answering there.",
+                )
             )
+
+    def _first_poll(self) -> None:
+        """Tell the problems held back until a poll was read, or the file ended."""
+        if self.before is not None and self.problems is not None:
+            held, self.before = self.before, None
+            for problem in held:
+                self.unreadable.tell(problem, self.problems)
+
+    def _check_time(self, number: int, poll: Poll) -> None:
+        """Tell if ``poll``, on line ``number``, is not later than the latest poll before
+        it; otherwise it is the latest."""
+        latest = self.latest
+        if latest is None or poll.time > latest[0]:
+            self.latest = (poll.time, number)
+            return
+        assert self.problems is not None
+        when, where = latest
+        self.backwards.tell(
+            RecordProblem(
+                number,
+                f"{self.path}, line {number}: the poll's time, {poll.time.isoformat()}, is "
+                f"not later than {when.isoformat()}, the time of line {where}, a poll "
+                "before it: was the clock set back, or were lines moved? Its poll is read "
+                "as recorded; a report leaves it out of its figures, which only go forward "
+                "in time.",
+            ),
+            self.problems,
+        )
 
     def _check_replies(self, number: int, raw: dict[str, Any], poll: Poll) -> None:
         """Report each reply of ``poll`` whose data could not be read, the first time its
@@ -272,7 +362,24 @@ class _Reader:
         """Raise ``message`` as a `PollRecordError`, or report it if problems are."""
         if self.problems is None:
             raise PollRecordError(message)
-        self._tell(number, message)
+        self._unreadable(number, message)
+
+    def _unreadable(self, number: int, message: str) -> None:
+        """Report that line ``number`` is skipped, for ``message``; before the first poll,
+        hold it back, and raise `PollRecordError` once `TOLD_LINES` are held."""
+        if self.problems is None:
+            return
+        problem = RecordProblem(number, message)
+        if self.before is None:
+            self.unreadable.tell(problem, self.problems)
+            return
+        self.before.append(problem)
+        if len(self.before) >= TOLD_LINES:
+            raise PollRecordError(
+                f"{self.path} does not look like a recording of tango-event-monitor -o: its "
+                f"first {number} lines are not polls, which are JSON objects such as "
+                f"{_LAYOUT} Give the JSON Lines file that tango-event-monitor -o FILE wrote."
+            )
 
     def _tell(self, number: int, message: str) -> None:
         if self.problems is not None:
@@ -342,6 +449,11 @@ def _devices_of(admin: str, reply: Any) -> tuple[str, ...]:
     if not isinstance(devices, list) or not all(isinstance(name, str) for name in devices):
         raise TypeError(f'the "devices" of the reply of {admin} are not a list of names')
     return tuple(devices)
+
+
+def _s(count: int) -> str:
+    """The plural ending for ``count`` things."""
+    return "" if count == 1 else "s"
 
 
 def _why(error: Exception) -> str:

@@ -25,8 +25,8 @@ from typing import NamedTuple
 
 from milonga._version import __version__
 from milonga.monitor.analysis import Analysis
-from milonga.monitor.jsonl import RecordProblem, iter_polls
-from milonga.report.page import PageFacts, render_page
+from milonga.monitor.jsonl import PollRecordError, RecordProblem, iter_polls
+from milonga.report.page import PROBLEMS_LISTED, PageFacts, render_page
 from milonga.report.plots import Drawn, findings_figure, server_figure
 from milonga.report.timeline import Timeline
 
@@ -74,39 +74,50 @@ def write_report(
     *,
     warn: Callable[[str], None],
 ) -> Written:
-    """Write the HTML report of ``recording`` to ``output``, replacing it if it exists.
+    """Write the HTML report of ``recording`` to ``output``, replacing it if it exists
+    (a symbolic link: the file it points to).
 
     ``warn`` gets each part of the recording that cannot be read (a message naming the
-    line); the rest is reported, and the page lists them too.  Raises `RecordingError`
-    if the recording cannot be read, holds no poll or is ``output`` itself, and
-    `OutputError` if ``output`` cannot be written; a failure, or an interruption, leaves
-    ``output`` as it was.
+    line); the rest is reported.  The page lists the first `PROBLEMS_LISTED` of them,
+    and every message about the whole file (which counts lines not told one by one),
+    and says how many more there were.  Raises `RecordingError` if the recording cannot be read,
+    holds no poll or is ``output`` itself, and `OutputError` if ``output`` cannot be
+    written: one that exists and is not a regular file, or whose directory is missing
+    or refuses a new file, is refused before the recording is read.  A failure, or an
+    interruption, leaves ``output`` as it was.
     """
     recording, output = Path(recording), Path(output)
     _check_paths(recording, output)
     warnings: list[str] = []
+    count = 0
 
     def problem(found: RecordProblem) -> None:
-        warnings.append(found.message)
+        nonlocal count
+        count += 1
+        if len(warnings) < PROBLEMS_LISTED or found.line == 0:  # 0: a count of others
+            warnings.append(found.message)
         warn(found.message)
 
-    timeline = read_timeline(recording, problem)
-    facts = PageFacts(
-        recording=str(recording),
-        generated=datetime.now().astimezone(),
-        version=__version__,
-        warnings=tuple(warnings),
-    )
-    pictures = draw_servers(timeline)
-    page = render_page(timeline, facts, findings_figure(timeline), pictures).encode("utf-8")
-    _write_atomically(output, page)
+    with _Replacement(output) as replacement:
+        timeline = read_timeline(recording, problem)
+        facts = PageFacts(
+            recording=str(recording),
+            generated=datetime.now().astimezone(),
+            version=__version__,
+            warnings=tuple(warnings),
+            problems=count,
+        )
+        pictures = draw_servers(timeline)
+        page = render_page(timeline, facts, findings_figure(timeline), pictures).encode("utf-8")
+        replacement.commit(page)
     return Written(output, timeline.polls, len(timeline.servers), len(page))
 
 
 def read_timeline(recording: Path, problem: Callable[[RecordProblem], None]) -> Timeline:
     """The finished `Timeline` of ``recording``, read one poll at a time; each line that
     cannot be read goes to ``problem``.  Raises `RecordingError` if the file cannot be
-    read or holds no poll."""
+    read, holds no poll or does not look like a recording (its first lines are no
+    poll)."""
     timeline = Timeline()
     analysis = Analysis()
     try:
@@ -118,6 +129,8 @@ def read_timeline(recording: Path, problem: Callable[[RecordProblem], None]) -> 
             f"cannot read {recording} ({error.strerror or error}); give a recording made by "
             "tango-event-monitor -o FILE that this user may read"
         ) from None
+    except PollRecordError as error:  # its first lines are no poll: no recording at all
+        raise RecordingError(str(error)) from None
     if not timeline.polls:
         raise RecordingError(
             f"{recording} holds no poll that can be read; expected the JSON Lines recording "
@@ -280,7 +293,8 @@ def _worker(timeline: Timeline, connection: Connection, inherited: Sequence[Conn
 
 def _check_paths(recording: Path, output: Path) -> None:
     """Refuse a recording that is a directory or missing, and an output that is the
-    recording or a directory."""
+    recording, a directory or anything else that is not a regular file (a device, a
+    pipe, a socket), or whose directory does not exist."""
     if recording.is_dir():
         raise RecordingError(
             f"{recording} is a directory; expected the JSON Lines file of a recording made "
@@ -301,29 +315,67 @@ def _check_paths(recording: Path, output: Path) -> None:
             f"cannot write the report to {output}: it is a directory; give a file name "
             "such as -o REPORT.html"
         )
+    if output.exists() and not output.is_file():
+        raise OutputError(
+            f"cannot write the report to {output}: it is not a regular file (a device, a "
+            "pipe or a socket), and the report would replace it; give a file name such as "
+            "-o REPORT.html"
+        )
+    directory = _target(output).parent
+    if not directory.is_dir():
+        raise OutputError(
+            f"cannot write the report to {output}: the directory {directory} does not "
+            "exist; create it, or give a file in a directory that exists with -o REPORT.html"
+        )
 
 
-def _write_atomically(output: Path, data: bytes) -> None:
-    """Put ``data`` in ``output`` through a temporary file in its directory, removed
-    again whatever happens before the rename; raises `OutputError`."""
-    temporary = output.with_name(f".{output.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as error:
-        raise _output_error(output, error) from None
-    try:
+def _target(output: Path) -> Path:
+    """The file that ``output`` names: the end of its symbolic links, if it is one."""
+    return Path(os.path.realpath(output)) if output.is_symlink() else output
+
+
+class _Replacement:
+    """A temporary file beside the file ``output`` names, made on entry (so a directory
+    that refuses it is found before any work), renamed over that file by `commit`, and
+    removed on exit if it was not, whatever happened.  Raises `OutputError`."""
+
+    def __init__(self, output: Path) -> None:
+        self._output = output
+        target = _target(output)
+        self._target = target
+        self._temporary = target.with_name(
+            f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+        )
+        self._descriptor = -1
+
+    def __enter__(self) -> _Replacement:
+        try:
+            self._descriptor = os.open(
+                self._temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666
+            )
+        except OSError as error:
+            raise OutputError(
+                f"cannot write the report to {self._output}: cannot create a file in "
+                f"{self._target.parent} ({error.strerror or error}); give a file in a "
+                "directory this user may write to with -o REPORT.html"
+            ) from None
+        return self
+
+    def commit(self, data: bytes) -> None:
+        """Put ``data`` in the temporary file and rename it over the output."""
+        descriptor, self._descriptor = self._descriptor, -1
         try:
             with os.fdopen(descriptor, "wb") as file:
                 file.write(data)
-            os.replace(temporary, output)
+            os.replace(self._temporary, self._target)
         except OSError as error:
-            raise _output_error(output, error) from None
-    finally:
-        temporary.unlink(missing_ok=True)
+            raise OutputError(
+                f"cannot write the report to {self._output} ({error.strerror or error}); "
+                "give a file in a directory this user may write to, on a disk with room, "
+                "with -o REPORT.html"
+            ) from None
 
-
-def _output_error(output: Path, error: OSError) -> OutputError:
-    return OutputError(
-        f"cannot write the report to {output} ({error.strerror or error}); give a file in "
-        "a directory this user may write to, on a disk with room, with -o REPORT.html"
-    )
+    def __exit__(self, *exception: object) -> None:
+        if self._descriptor >= 0:
+            os.close(self._descriptor)
+        self._temporary.unlink(missing_ok=True)

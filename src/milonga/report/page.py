@@ -10,16 +10,21 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone, tzinfo
 
 from milonga.monitor.findings import Severity
+from milonga.monitor.stats import duration
 from milonga.report.plots import SEVERITY_COLOURS, Drawn, Picture
 from milonga.report.timeline import Episode, ServerTimeline, Timeline
 
 WORST = 10
 """How many episodes the summary lists as the worst findings."""
+PROBLEMS_LISTED = 20
+"""How many reading problems the summary lists one by one, besides those about the whole
+file; it counts the others."""
 
 STYLE = """
 body { font-family: sans-serif; margin: 1.5em auto; max-width: 62em; padding: 0 1em;
@@ -54,7 +59,12 @@ class PageFacts:
     version: str
     """milonga's version."""
     warnings: Sequence[str] = ()
-    """What could not be read in the recording, one message each."""
+    """What could not be read in the recording, one message each: those the page lists
+    (`milonga.report.build.write_report` gives the first `PROBLEMS_LISTED`, and those
+    about the whole file)."""
+    problems: int = 0
+    """How many problems there were in all, listed or not; the page says how many it
+    did not list if that is more than ``len(warnings)``."""
 
 
 def render_page(
@@ -89,10 +99,11 @@ def _summary(timeline: Timeline, facts: PageFacts, anchors: Mapping[str, str]) -
     tz = timeline.tz
     parts = ['<section id="summary"><h2>Summary</h2>', "<table>"]
     if timeline.start is not None and timeline.end is not None:
+        lasted = timeline.end - timeline.start
+        how_long = span_text(lasted) if lasted >= 0 else "unknown: the clock went back"
         parts.append(
             f"<tr><th>Span</th><td>{_text(_clock(timeline.start, tz))} → "
-            f"{_text(_clock(timeline.end, tz))} ({_text(span_text(timeline.end - timeline.start))})"
-            "</td></tr>"
+            f"{_text(_clock(timeline.end, tz))} ({_text(how_long)})</td></tr>"
         )
     period = "unknown" if timeline.period is None else span_text(timeline.period)
     parts += [
@@ -131,9 +142,7 @@ def _summary(timeline: Timeline, facts: PageFacts, anchors: Mapping[str, str]) -
         parts.append(
             "<p>These parts of the recording could not be read; the report shows the rest.</p>"
         )
-        parts.append('<ul class="warnings">')
-        parts.extend(f"<li>{_text(warning)}</li>" for warning in facts.warnings)
-        parts.append("</ul>")
+        parts.extend(_problems(facts))
     if not any(server.has_samples for server in timeline.servers.values()):
         parts.append(
             '<p class="note">This recording has no perf samples, so it shows no latency, '
@@ -141,6 +150,19 @@ def _summary(timeline: Timeline, facts: PageFacts, anchors: Mapping[str, str]) -
             "-o FILE</code> to get them.</p>"
         )
     parts.append("</section>")
+    return parts
+
+
+def _problems(facts: PageFacts) -> list[str]:
+    """The reading problems of ``facts``, and how many more there were."""
+    parts = ['<ul class="warnings">', *(f"<li>{_text(warning)}</li>" for warning in facts.warnings)]
+    parts.append("</ul>")
+    more = facts.problems - len(facts.warnings)
+    if more > 0:
+        parts.append(
+            f'<p class="more">... and {more} more {"problem" if more == 1 else "problems"} '
+            "not listed; the command printed them as warnings.</p>"
+        )
     return parts
 
 
@@ -221,9 +243,15 @@ def _silent_text(server: ServerTimeline) -> str:
 
 
 def span_text(seconds: float) -> str:
-    """A duration for people: ``0 s``, ``4.5 s``, ``2 min 5 s``, ``3 h 20 min``."""
-    if seconds < 60:
-        return f"{seconds:.3g} s"
+    """A duration for people: ``0 s``, ``450 ms``, ``4.50 s``, ``2 min 5 s``, ``3 h 20 min``;
+    never negative and never in e-notation: a negative duration (a clock set back) is
+    shown as ``0 s``, an infinite or not-a-number one as ``unknown``."""
+    if not math.isfinite(seconds):
+        return "unknown"
+    if seconds <= 0:
+        return "0 s"
+    if seconds < 59.5:
+        return duration(seconds * 1e6)
     whole = round(seconds)
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)

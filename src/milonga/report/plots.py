@@ -9,22 +9,79 @@ are shown in the recording's own UTC offset (`Timeline.tz`).  Pure code, no Tang
 
 from __future__ import annotations
 
+import atexit
 import io
+import os
+import shutil
+import sys
+import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
-import matplotlib.dates as mdates
-import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
-from milonga.monitor.figures import sample_attribute
-from milonga.monitor.findings import Severity
-from milonga.monitor.stats import time_unit
-from milonga.report.timeline import Episode, Series, ServerTimeline, Timeline, envelope
+def _usable(directory: Path) -> bool:
+    """Whether ``directory`` is, or could be made, a directory this process may write
+    to: matplotlib's own test of its configuration and cache directories."""
+    try:
+        directory = directory.resolve()
+        directory.mkdir(parents=True, exist_ok=True)
+    except (OSError, RuntimeError):
+        return False
+    return os.access(directory, os.W_OK) and directory.is_dir()
+
+
+def settle_configuration_directory() -> None:
+    """Give matplotlib a writable directory before it is imported, so that it does not
+    print warnings about its own or rebuild its font cache in a new one each run.
+
+    Nothing to do if ``MPLCONFIGDIR`` is set, off Linux and FreeBSD, or if matplotlib's
+    defaults (``matplotlib`` under ``XDG_CONFIG_HOME`` and ``XDG_CACHE_HOME``, or
+    ``~/.config`` and ``~/.cache``) are usable.  Otherwise ``MPLCONFIGDIR`` is set to
+    ``milonga/matplotlib`` in that cache directory if it is usable, or else to a new
+    temporary directory removed when the process exits."""
+    if os.environ.get("MPLCONFIGDIR") or not sys.platform.startswith(("linux", "freebsd")):
+        return
+    bases: list[Path | None] = []
+    for variable, default in (("XDG_CONFIG_HOME", ".config"), ("XDG_CACHE_HOME", ".cache")):
+        try:
+            bases.append(Path(os.environ.get(variable) or Path.home() / default))
+        except RuntimeError:  # no home directory
+            bases.append(None)
+    config, cache = bases
+    if config and cache and _usable(config / "matplotlib") and _usable(cache / "matplotlib"):
+        return
+    ours = cache / "milonga" / "matplotlib" if cache else None
+    if ours is None or not _usable(ours):
+        try:
+            ours = Path(tempfile.mkdtemp(prefix="milonga-matplotlib-"))
+        except OSError:
+            return  # matplotlib says what it needs, in its own error
+        atexit.register(shutil.rmtree, ours, ignore_errors=True)
+    os.environ["MPLCONFIGDIR"] = str(ours)
+
+
+settle_configuration_directory()
+
+# matplotlib reads its configuration directory when it is imported: after the above.
+import matplotlib.dates as mdates  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from milonga.monitor.figures import sample_attribute  # noqa: E402
+from milonga.monitor.findings import Severity  # noqa: E402
+from milonga.monitor.stats import time_unit  # noqa: E402
+from milonga.report.timeline import (  # noqa: E402
+    Episode,
+    Series,
+    ServerTimeline,
+    Timeline,
+    envelope,
+)
 
 DPI = 80
 """Pixels per inch of every figure: small files, text still sharp on screen."""
@@ -32,8 +89,13 @@ WIDTH = 11.0
 """Width of every figure, in inches."""
 LEFT, RIGHT = 0.08, 0.70
 """Where the axes start and end, as fractions of the width; legends go to the right."""
-LABELS = 0.34
+LABELS = 0.40
 """Where the findings figure's axes start: its row names are on the left."""
+FINDINGS_RIGHT = 0.97
+"""Where the findings figure's axes end: its legend is above them, not beside."""
+LABEL_CHARACTERS = 64
+"""The most characters of a findings figure's row name: longer subjects are shortened
+in the middle, so that the row keeps its kind and the end of its subject."""
 PANEL_HEIGHT = 1.6
 """Height of one stacked axes of a server figure, in inches."""
 LEGEND_LINE = 0.14
@@ -128,10 +190,10 @@ def findings_figure(timeline: Timeline) -> Drawn | None:
     shown = list(rows.items())[:MAX_ROWS]
     height = 1.1 + ROW_HEIGHT * len(shown)
     figure = Figure(figsize=(WIDTH, height), dpi=DPI)
-    axes = figure.add_axes((LABELS, 0.6 / height, RIGHT - LABELS, 1 - 0.9 / height))
+    axes = figure.add_axes((LABELS, 0.6 / height, FINDINGS_RIGHT - LABELS, 1 - 0.9 / height))
     for row, (_, episodes) in enumerate(shown):
         _bars(axes, timeline, episodes, (row - 0.35, 0.7))
-    axes.set_yticks(range(len(shown)), [f"{kind}  {subject}" for (kind, subject), _ in shown])
+    axes.set_yticks(range(len(shown)), [row_label(kind, subject) for (kind, subject), _ in shown])
     axes.set_ylim(len(shown) - 0.5, -0.5)
     axes.tick_params(axis="y", labelsize=7)
     _time_axis(axes, timeline, label=True)
@@ -145,6 +207,19 @@ def findings_figure(timeline: Timeline) -> Drawn | None:
     )
     left_out = (f"{more} more findings not drawn, the least severe; the table lists them",)
     return Drawn(_picture(figure, alt), left_out if more else ())
+
+
+def row_label(kind: str, subject: str) -> str:
+    """``kind  subject``, the name of a findings figure's row, in `LABEL_CHARACTERS` at
+    most: a longer subject loses characters from its middle (marked ``…``), keeping a
+    third of what fits from its start and the rest from its end; the kind is kept
+    whole, and at least 12 characters of the subject."""
+    label = f"{kind}  {subject}"
+    if len(label) <= LABEL_CHARACTERS:
+        return label
+    room = max(LABEL_CHARACTERS - len(kind) - 3, 12)
+    head = room // 3
+    return f"{kind}  {subject[:head]}…{subject[len(subject) - (room - head) :]}"
 
 
 def server_figure(timeline: Timeline, server: ServerTimeline) -> Drawn:
@@ -223,11 +298,8 @@ def _panels(server: ServerTimeline, flagged: set[str]) -> list[_Panel]:
     _add(
         counters,
         flagged,
-        [
-            ("pushed", server.pushed, "-"),
-            ("received", server.received, "-"),
-            ("pushed by publisher", server.publisher_pushed, ":"),
-        ],
+        [("pushed", server.pushed, "-")],
+        [("received", server.received, "-"), ("pushed by publisher", server.publisher_pushed, ":")],
     )
     backlog = _Panel("backlog (pushed, not yet received)", "events")
     _add(backlog, flagged, [("backlog", server.backlog, "-")])
@@ -235,7 +307,8 @@ def _panels(server: ServerTimeline, flagged: set[str]) -> list[_Panel]:
     _add(
         rates,
         flagged,
-        [("pushed", server.push_rate, "-"), ("processed", server.received_rate, "-")],
+        [("pushed", server.push_rate, "-")],
+        [("processed", server.received_rate, "-")],
     )
     latency = _Panel("latency", "s")
     _add(
@@ -274,25 +347,49 @@ def _panels(server: ServerTimeline, flagged: set[str]) -> list[_Panel]:
     return [counters, backlog, rates, latency, processing, gaps, losses, waiting]
 
 
-def _add(
-    panel: _Panel, flagged: Collection[str], kinds: Sequence[tuple[str, Mapping[str, Series], str]]
-) -> None:
-    """Add to ``panel`` the series of ``kinds`` (label, series by stream or attribute,
-    line style) of its `relevant` streams (or attributes), up to `MAX_STREAMS`."""
+_Kind = tuple[str, Mapping[str, Series], str]
+"""A label, the series of each stream or attribute, and a line style."""
+
+
+def _add(panel: _Panel, flagged: Collection[str], *sides: Sequence[_Kind]) -> None:
+    """Add to ``panel`` the series of its `relevant` streams (or attributes), up to
+    `MAX_STREAMS` in all, shared in turn between ``sides`` (one list of kinds for each:
+    the streams a server publishes, those it subscribes to), so that neither crowds
+    out the other: the first of each side, then the second of each, and so on."""
+    labelled = sum(len(kinds) for kinds in sides) > 1
+    rankings = [relevant(_peaks(kinds), flagged) for kinds in sides]
+    chosen = _in_turn(rankings, MAX_STREAMS)
+    panel.left_out = sum(map(len, rankings)) - sum(map(len, chosen))
+    for kinds, names in zip(sides, chosen, strict=True):
+        for name in names:
+            for label, by_name, style in kinds:
+                found = by_name.get(name)
+                if found is not None and _has_data(found):
+                    text = f"{label} {name}" if labelled else name
+                    panel.lines.append(_Line(text, found, name, style))
+
+
+def _peaks(kinds: Sequence[_Kind]) -> dict[str, float]:
+    """The greatest value of each stream (or attribute) that has data in ``kinds``."""
     peaks: dict[str, float] = {}
     for _, by_name, _ in kinds:
         for name, series in by_name.items():
             if _has_data(series):
                 peaks[name] = max(peaks.get(name, 0.0), _peak(series))
-    ranked = relevant(peaks, flagged)
-    chosen = ranked[:MAX_STREAMS]
-    panel.left_out = len(ranked) - len(chosen)
-    for name in chosen:
-        for label, by_name, style in kinds:
-            found = by_name.get(name)
-            if found is not None and _has_data(found):
-                text = name if len(kinds) == 1 else f"{label} {name}"
-                panel.lines.append(_Line(text, found, name, style))
+    return peaks
+
+
+def _in_turn(rankings: Sequence[Sequence[str]], limit: int) -> list[list[str]]:
+    """The first names of each of ``rankings``, ``limit`` in all, taken in turn: the
+    first of each ranking, then the second of each, and so on."""
+    chosen: list[list[str]] = [[] for _ in rankings]
+    taken = 0
+    for depth in range(max(map(len, rankings), default=0)):
+        for ranking, names in zip(rankings, chosen, strict=True):
+            if depth < len(ranking) and taken < limit:
+                names.append(ranking[depth])
+                taken += 1
+    return chosen
 
 
 def relevant(peaks: Mapping[str, float], flagged: Collection[str]) -> list[str]:
@@ -319,12 +416,17 @@ def _draw_panel(
 ) -> None:
     """Draw ``panel`` in ``axes``, with ``server``'s silent spans and restarts."""
     pixels = _pixels(axes)
+    low, high = np.inf, -np.inf
     for line in panel.lines:
         colour = colours.of(line.key)
         times, values = envelope(line.series.times, line.series.values, pixels)
+        shown = np.asarray(values, dtype=float) * panel.scale
+        finite = shown[np.isfinite(shown)]
+        if finite.size:
+            low, high = min(low, float(finite.min())), max(high, float(finite.max()))
         axes.plot(
             _dates(times),
-            np.asarray(values, dtype=float) * panel.scale,
+            shown,
             linestyle=line.style,
             linewidth=1.2,
             color=colour,
@@ -334,6 +436,8 @@ def _draw_panel(
             markersize=3,
         )
     _marks(axes, server, timeline)
+    if low <= high:
+        _value_axis(axes, low, high)
     axes.set_ylabel(panel.unit, fontsize=8)
     # A title at a given height: matplotlib no longer lays out the axes' ticks and
     # labels a second time to keep it clear of them (none are on top), which cost 4 to
@@ -343,6 +447,19 @@ def _draw_panel(
     axes.grid(True, linewidth=0.3, alpha=0.5)
     if panel.lines:
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+
+
+def _value_axis(axes: Axes, low: float, high: float) -> None:
+    """Show from 0 (or ``low``, if below) to ``high`` (or 0, if above) on ``axes``' y
+    axis, with 5% room beyond a limit that is not 0, in plain numbers: no offset and no
+    power of ten over the axes.  A small change of a large value then looks as small as
+    it is, not like a swing across the whole axes."""
+    bottom, top = min(low, 0.0), max(high, 0.0)
+    if top == bottom:
+        top = bottom + 1.0
+    room = (top - bottom) * 0.05
+    axes.set_ylim(bottom - room if bottom < 0 else bottom, top + room if top > 0 else top)
+    axes.ticklabel_format(axis="y", style="plain", useOffset=False)
 
 
 def _marks(axes: Axes, server: ServerTimeline, timeline: Timeline) -> None:
@@ -395,7 +512,8 @@ def _time_axis(axes: Axes, timeline: Timeline, *, label: bool) -> None:
     axes.xaxis.set_major_formatter(formatter)
     if timeline.start is not None and timeline.end is not None:
         half = max(_half_poll(timeline), 0.5)
-        axes.set_xlim(_date(timeline.start - half), _date(timeline.end + half))
+        first, last = sorted((timeline.start, timeline.end))  # forwards, whatever the clock did
+        axes.set_xlim(_date(first - half), _date(last + half))
     axes.tick_params(axis="x", labelsize=7, labelbottom=label)
     if label:
         axes.set_xlabel(f"time ({_offset_name(timeline)})", fontsize=8)

@@ -8,7 +8,10 @@ Every figure is one the monitor already works out; nothing here judges anew.
 `envelope` reduces a long series to what a plot of a given width can show.  Pure code:
 no Tango, no plotting.
 
-Times are POSIX seconds; durations in series values are seconds too.
+Times are POSIX seconds; durations in series values are seconds too.  A run of polls
+(a span without an answer, an episode of a finding) lasts from the first poll of the run
+to the poll that ends it, or to the last poll of the recording if none does: its
+duration is ``end - start`` whatever the kind of run.
 """
 
 from __future__ import annotations
@@ -99,8 +102,10 @@ class Episode(NamedTuple):
     start: float
     """The first poll at which it held."""
     end: float
-    """The last poll at which it held."""
+    """The first poll after ``start`` at which it no longer held; the last poll of the
+    recording if it held until then."""
     polls: int
+    """The polls at which it held."""
     message: str
     """Its message at the latest of its worst polls."""
     ongoing: bool
@@ -157,7 +162,7 @@ class ServerTimeline:
     """Polls it answered."""
     silent: list[Span] = field(default_factory=list)
     """Runs of polls it did not answer: from the first such poll to the poll at which it
-    answered again, or to the last poll of the recording."""
+    answered again, or to the last poll of the recording (as an `Episode` lasts)."""
     restarts: list[float] = field(default_factory=list)
     """Polls at which the monitor found it restarted (the ``server-restarted`` finding)."""
     pushed: SeriesMap = field(default_factory=dict)
@@ -259,7 +264,7 @@ class ServerTimeline:
                 series.append(time, NAN)
             return
         self.answers += 1
-        self._answered_again(time)
+        self._end_silence(time)
         if restarted:
             self.restarts.append(time)
         seconds = interval_seconds(when, entry.last_answer)
@@ -270,16 +275,11 @@ class ServerTimeline:
         self._pairs(time, streams)
         self._timings(time, entry.report)
 
-    def _answered_again(self, time: float) -> None:
-        """Close the span of silence that an answer at ``time`` ends, if any."""
+    def _end_silence(self, time: float) -> None:
+        """Close the span of silence still open, if any, at ``time``: the poll at which
+        it answered again, or the last poll of the recording."""
         if self._silent_since is not None:
             self.silent.append(Span(self._silent_since, time))
-            self._silent_since = None
-
-    def _finish(self, end: float) -> None:
-        """Close the span of silence still open at ``end``, the last poll."""
-        if self._silent_since is not None:
-            self.silent.append(Span(self._silent_since, end))
             self._silent_since = None
 
     def _publisher(
@@ -327,11 +327,12 @@ class ServerTimeline:
             callbacks.append(time, subscription.callback_count)
 
     def _pairs(self, time: float, streams: Sequence[StreamFigures]) -> None:
-        """Add the pushed counter and backlog of each of ``streams`` it subscribes to."""
+        """Add the pushed counter and backlog of each of ``streams`` it subscribes to;
+        series new at a poll are made in the order of their names."""
         if not streams and not self.backlog:
             return
         names = {stream.name for stream in streams}
-        rows = self._paired.of(time, names, _same_names, self.publisher_pushed, self.backlog)
+        rows = self._paired.of(time, names, _sorted_names, self.publisher_pushed, self.backlog)
         for stream in streams:
             pushed, backlog = rows[stream.name]
             counters, lag = stream.counters, stream.lag
@@ -370,8 +371,10 @@ def _stream_names(topics: Collection[str]) -> dict[str, str]:
     return {topic: subject_stream(topic, shared) for topic in topics}
 
 
-def _same_names(names: Collection[str]) -> dict[str, str]:
-    return {name: name for name in names}
+def _sorted_names(names: Collection[str]) -> dict[str, str]:
+    """Each of ``names`` as itself, sorted: an order that does not depend on how a set
+    of them iterates (which differs between processes)."""
+    return {name: name for name in sorted(names)}
 
 
 def _series(group: SeriesMap, name: str) -> Series:
@@ -412,17 +415,17 @@ class _Held:
 
     finding: Finding
     start: float
-    end: float
     polls: int = 1
 
-    def episode(self, ongoing: bool) -> Episode:
+    def episode(self, end: float, ongoing: bool) -> Episode:
+        """The episode, ended at ``end``."""
         finding = self.finding
         return Episode(
             finding.kind,
             finding.subject,
             finding.severity,
             self.start,
-            self.end,
+            end,
             self.polls,
             finding.message,
             ongoing,
@@ -432,12 +435,16 @@ class _Held:
 class Timeline:
     """The figures of a recording, from its polls' updates given oldest first.
 
-    Call `finish` once after the last `add`: it closes the episodes and silent spans still
-    open.  Not thread-safe.
+    An update whose time is not later than that of the last one taken in (a clock set
+    back, a line moved) is left out, so that every series, span and episode goes forward
+    in time; `milonga.monitor.jsonl.iter_polls` tells each such poll.  Call `finish`
+    once after the last `add`: it closes the episodes and silent spans still open.  Not
+    thread-safe.
     """
 
     def __init__(self) -> None:
         self.polls = 0
+        """The polls taken in."""
         self.start: float | None = None
         """The first poll, in POSIX seconds."""
         self.end: float | None = None
@@ -457,10 +464,13 @@ class Timeline:
         return statistics.median(self._intervals) if self._intervals else None
 
     def add(self, update: PollUpdate) -> None:
-        """Add the figures and findings of one poll, later than those added before."""
+        """Add the figures and findings of one poll, unless it is not later than the
+        last poll added."""
         when = update.report.time
         time = when.timestamp()
         if self.end is not None:
+            if time <= self.end:
+                return
             self._intervals.append(time - self.end)
         else:
             self.start, self.tz = time, when.tzinfo
@@ -486,24 +496,24 @@ class Timeline:
         for finding in active:
             before = held.pop(finding.key, None)
             if before is None:
-                self._held[finding.key] = _Held(finding, time, time)
+                self._held[finding.key] = _Held(finding, time)
                 continue
-            before.end = time
             before.polls += 1
             if finding.severity >= before.finding.severity:
                 before.finding = finding  # the worst so far, and the latest of those
             self._held[finding.key] = before
-        self.episodes.extend(episode.episode(ongoing=False) for episode in held.values())
+        self.episodes.extend(episode.episode(time, ongoing=False) for episode in held.values())
 
     def finish(self) -> None:
         """Close the episodes and silent spans still open at the last poll, and order
         the episodes by start."""
-        self.episodes.extend(held.episode(ongoing=True) for held in self._held.values())
+        if self.end is not None:
+            end = self.end
+            self.episodes.extend(held.episode(end, ongoing=True) for held in self._held.values())
+            for server in self.servers.values():
+                server._end_silence(end)
         self._held = {}
         self.episodes.sort(key=lambda e: (e.start, e.subject, e.kind))
-        if self.end is not None:
-            for server in self.servers.values():
-                server._finish(self.end)
 
 
 def envelope(
