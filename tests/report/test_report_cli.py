@@ -8,11 +8,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 import pytest
+
+from milonga.testing import wait_until
 
 DEMO = Path(__file__).parents[1] / "demo" / "data"
 MILONGA = [sys.executable, "-m", "milonga.cli"]
@@ -170,10 +171,11 @@ def test_ctrl_c_while_drawing_stops_the_workers_and_leaves_no_file(
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + WAIT_SECONDS
-        while len(os.listdir(markers)) < 2 and process.poll() is None:
-            assert time.monotonic() < deadline, "the workers never started drawing"
-            time.sleep(0.05)
+        wait_until(
+            lambda: len(os.listdir(markers)) >= 2 or process.poll() is not None,
+            "both workers drawing",
+            timeout=WAIT_SECONDS,
+        )
         workers = [int(name) for name in os.listdir(markers)]
         assert len(workers) == 2, process.communicate()
         process.send_signal(signal.SIGINT)
