@@ -11,6 +11,7 @@ from milonga._lazy import lazy_attributes
 if TYPE_CHECKING:
     from milonga._version import __version__
     from milonga.scheduler import (
+        AsyncCallbackScheduler,
         CallbackID,
         CallbackScheduler,
         allow_internal_threads,
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "AsyncCallbackScheduler",
     "CallbackID",
     "CallbackScheduler",
     "__version__",

@@ -10,7 +10,7 @@ import pytest
 import tango
 
 from milonga import CallbackScheduler
-from milonga.scheduler.scheduler import ASYNC_SUBSCRIPTION, SUBSCRIBER_THREADS
+from milonga.scheduler.subscriptions import ASYNC_SUBSCRIPTION, SUBSCRIBER_THREADS
 from milonga.testing import SandboxServers, wait_until
 from tests.monitor.frozen import frozen
 from tests.scheduler.helpers import (
@@ -74,7 +74,7 @@ def test_registrations_withdrawn_before_subscribing_ends_hold_no_subscriber_thre
                 for index in range(2 * SUBSCRIBER_THREADS)
             ]
             # cppTango's own count (query_event_system) would wait for the held thread.
-            streams = list(scheduler._streams.values())
+            streams = list(scheduler._subscriptions._streams.values())
             wait_until(
                 lambda: all(stream.subscription is not None for stream in streams),
                 "every subscription to the frozen server to be asked for",

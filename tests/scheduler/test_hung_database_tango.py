@@ -19,9 +19,9 @@ import pytest
 import tango
 
 from milonga import CallbackScheduler
-from milonga.scheduler import scheduler as scheduler_module
+from milonga.scheduler import streams as streams_module
 from milonga.scheduler.proxies import BACKOFF_FACTOR
-from milonga.scheduler.scheduler import ASYNC_SUBSCRIPTION
+from milonga.scheduler.subscriptions import ASYNC_SUBSCRIPTION
 from milonga.testing import wait_until
 from tests.scheduler.helpers import ARCHIVE, CHANGE, WAIT_SECONDS, Recorder
 
@@ -127,7 +127,7 @@ def test_a_silent_database_delays_a_new_proxy_elsewhere_by_one_build_at_most(
     # No retry comes before the test ends: any build of the silent database after its
     # first one failed would be one that was queued behind it, holding cppTango's lock.
     # (The retries' schedule is the next test's.)
-    monkeypatch.setattr(scheduler_module, "FIRST_RETRY_SECONDS", 3600.0)
+    monkeypatch.setattr(streams_module, "FIRST_RETRY_SECONDS", 3600.0)
     far = [Recorder() for _ in range(4)]  # devices, one build each if nothing held them
     with silent_database() as silent, CallbackScheduler(name="test-hung") as scheduler:
         connections_at_failure: list[int] = []

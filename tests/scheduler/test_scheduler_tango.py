@@ -12,7 +12,7 @@ import tango
 
 from milonga import CallbackScheduler
 from milonga.scheduler import DEFAULT_QUEUE_SIZE, SchedulerShutDownError
-from milonga.scheduler.scheduler import ASYNC_SUBSCRIPTION
+from milonga.scheduler.subscriptions import ASYNC_SUBSCRIPTION
 from milonga.testing import SandboxServers, wait_until
 from tests.conftest import PYTANGO10
 from tests.scheduler.helpers import (

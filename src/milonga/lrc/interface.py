@@ -21,8 +21,8 @@ from milonga.scheduler import (
     UnknownStreamError,
     default_scheduler,
 )
-from milonga.scheduler.scheduler import QueueFactory
 from milonga.scheduler.streams import device_trl
+from milonga.scheduler.subscriptions import QueueFactory
 
 CHANGE = tango.EventType.CHANGE_EVENT
 CONNECT_TIMEOUT_SECONDS = 10.0

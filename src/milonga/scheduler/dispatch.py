@@ -1,7 +1,8 @@
-"""Hands queued entries to worker threads: one at a time, fairly, one worker per queue.
+"""Hands queued entries to workers: one at a time, fairly, one worker per queue.
 
-A worker takes one entry with `Dispatcher.next` and runs it; its next call to `next`
-reports the run (or `done` does).  Until then the entry's queue is busy, so the entries
+A worker is a thread or an asyncio task.  It takes one entry with `Dispatcher.take` (or,
+a thread, with `Dispatcher.next`, which blocks) and runs it; its next call reports the run
+(or `done` does).  Until then the entry's queue is busy, so the entries
 of one queue run in order and never at the same time, however many workers there are.
 
 Ready queues wait in a heap ordered by their `WorkerUsage.rank`, so choosing one costs
@@ -38,8 +39,9 @@ Run = tuple[EventQueue[E], float, float]
 class Dispatcher(Generic[E]):
     """Thread-safe meeting point of the producers that queue entries and the workers.
 
-    An idle worker sleeps on a lock of its own, and only a queue becoming ready wakes one,
-    after the dispatcher's lock is released: a handoff costs one wake-up.
+    An idle worker leaves a way to wake it (`wait_ready`), and only a queue becoming ready
+    wakes one, after the dispatcher's lock is released: a handoff costs one wake-up, and
+    entries queued while a worker is awake cost none.
     """
 
     def __init__(
@@ -59,7 +61,7 @@ class Dispatcher(Generic[E]):
         self._timings: dict[EventQueue[E], TimingWindow] = {}
         self._closed = False
         self._lock = threading.Lock()
-        self._idle: list[threading.Lock] = []  # held locks that idle workers wait to acquire
+        self._idle: list[Callable[[], None]] = []  # what wakes each idle worker
 
     def put(self, queue: EventQueue[E], entry: E) -> bool:
         """Queue ``entry``; return whether an older entry was dropped to make room."""
@@ -70,7 +72,7 @@ class Dispatcher(Generic[E]):
                 self._make_ready(queue)
             idle = self._idle_to_wake()
         if idle is not None:
-            idle.release()
+            idle()
         return dropped
 
     def amend_newest(self, queue: EventQueue[E], amend: Callable[[E], E | None]) -> bool:
@@ -78,31 +80,55 @@ class Dispatcher(Generic[E]):
         with self._lock:
             return queue.amend_newest(amend)
 
-    def next(self, finished: Run[E] | None = None) -> tuple[EventQueue[E], E] | None:
-        """Report ``finished`` if given, then block until an entry is ready and return it
-        with its queue; None once closed."""
-        while True:
-            with self._lock:
-                if finished is not None:
-                    self._finish(*finished)
-                    finished = None
-                if self._closed:
-                    return None
-                queue = self._pick()
-                if queue is not None:
-                    self._busy.add(queue)
-                    job = queue, queue.take()
-                    idle = self._idle_to_wake()
-                else:
-                    wake = threading.Lock()
-                    wake.acquire()
-                    self._idle.append(wake)
+    def take(self, finished: Run[E] | None = None) -> tuple[EventQueue[E], E] | None:
+        """Report ``finished`` if given, then return a ready entry with its queue, marking
+        the queue busy; None if no queue is ready or the dispatcher is closed.  Never
+        blocks, so an event loop can call it."""
+        with self._lock:
+            if finished is not None:
+                self._finish(*finished)
+            if self._closed:
+                return None
+            queue = self._pick()
             if queue is None:
+                return None
+            self._busy.add(queue)
+            job = queue, queue.take()
+            idle = self._idle_to_wake()
+        if idle is not None:
+            idle()
+        return job
+
+    def wait_ready(self, wake: Callable[[], None]) -> bool:
+        """Arrange for ``wake`` to be called once, from whichever thread makes a queue
+        ready (or closes the dispatcher), and return True; return False without arranging
+        anything if a queue is ready already or the dispatcher is closed: `take` again.
+
+        ``wake`` is called outside the dispatcher's lock and must not block.
+        """
+        with self._lock:
+            if self._closed or self._ready:
+                return False
+            self._idle.append(wake)
+            return True
+
+    def next(self, finished: Run[E] | None = None) -> tuple[EventQueue[E], E] | None:
+        """Report ``finished`` if given, then block the calling thread until an entry is
+        ready and return it with its queue; None once closed."""
+        while True:
+            job = self.take(finished)
+            finished = None
+            if job is not None or self._closed:
+                return job
+            wake = threading.Lock()
+            wake.acquire()
+            if self.wait_ready(wake.release):
                 wake.acquire()
-                continue
-            if idle is not None:
-                idle.release()
-            return job
+
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called: no entry is handed out any more."""
+        return self._closed
 
     def done(self, queue: EventQueue[E], waited: float, ran: float) -> None:
         """The worker finished an entry of ``queue`` that waited ``waited`` seconds in it and
@@ -111,7 +137,7 @@ class Dispatcher(Generic[E]):
             self._finish(queue, waited, ran)
             idle = self._idle_to_wake()
         if idle is not None:
-            idle.release()
+            idle()
 
     def timing(self, queue: EventQueue[E]) -> TimingWindow:
         """A copy of the waits and run times recorded for ``queue``'s recent entries."""
@@ -134,7 +160,7 @@ class Dispatcher(Generic[E]):
             self._closed = True
             idle, self._idle = self._idle, []
         for wake in idle:
-            wake.release()
+            wake()
 
     def _finish(self, queue: EventQueue[E], waited: float, ran: float) -> None:
         self._busy.discard(queue)
@@ -158,8 +184,8 @@ class Dispatcher(Generic[E]):
         rank = self._usage.rank(queue)
         heapq.heappush(self._heap, (rank, queue.peek().enqueued_at, serial, queue))
 
-    def _idle_to_wake(self) -> threading.Lock | None:
-        """An idle worker's lock to release, if a queue is ready for it.  Holds the lock."""
+    def _idle_to_wake(self) -> Callable[[], None] | None:
+        """What wakes an idle worker, if a queue is ready for it.  Holds the lock."""
         return self._idle.pop() if self._ready and self._idle else None
 
     def _pick(self) -> EventQueue[E] | None:

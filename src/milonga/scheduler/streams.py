@@ -1,15 +1,28 @@
-"""Event streams: what identifies one, and the events milonga makes up for it."""
+"""Event streams: what identifies one, the state of one, and the events milonga makes up
+for it."""
 
 from __future__ import annotations
 
+import enum
 import functools
 import os
 import socket
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import tango
 
 from milonga.scheduler.arguments import describe, printable_name
+from milonga.scheduler.queues import EventQueue
+
+EventCallback = Callable[[tango.EventData], Any]
+"""A callback of a stream's events: a function, or with `AsyncCallbackScheduler` also a
+coroutine function, taking one `tango.EventData`."""
+
+FIRST_RETRY_SECONDS = 0.05
 
 DEFAULT_TANGO_HOST_PORT = 10000
 TRL_SCHEME = "tango://"
@@ -145,3 +158,79 @@ def database_unreachable(failure: BaseException) -> bool:
     return isinstance(failure, tango.DevFailed) and any(
         error.reason == UNREACHABLE_DATABASE for error in failure.args
     )
+
+
+@dataclass(frozen=True)
+class CallbackID:
+    """Identifies one registered callback; pass it to ``unregister_callback``."""
+
+    stream: StreamKey
+    serial: int
+
+
+class StreamState(enum.Enum):
+    """Where a stream is in its life: it only moves forward, and CLOSED is final."""
+
+    CONNECTING = "connecting"
+    """Subscribing for the first time."""
+    RETRYING = "retrying"
+    """A try failed (the device unknown or not running); another follows after a backoff."""
+    CONNECTED = "connected"
+    """Subscribed, and with asynchronous subscription the first good event has arrived."""
+    CLOSED = "closed"
+    """Forgotten by the scheduler: unsubscribed, or being unsubscribed."""
+
+
+class QueuedEvent(NamedTuple):
+    """An event waiting in a queue with the callbacks registered when it arrived."""
+
+    event: tango.EventData
+    stream: Stream
+    callbacks: tuple[tuple[CallbackID, EventCallback], ...]
+    enqueued_at: float
+
+
+@dataclass(eq=False)
+class Stream:
+    """One stream of a scheduler: its queue, callbacks, subscription and state."""
+
+    key: StreamKey
+    queue: EventQueue[QueuedEvent]
+    callbacks: dict[CallbackID, EventCallback] = field(default_factory=dict)
+    """Replaced, never changed in place, so that a snapshot can be taken without a lock."""
+    persistent: bool = False
+    """Kept subscribed without callbacks, by ``connect_event_stream``."""
+    state: StreamState = StreamState.CONNECTING
+    proxy: tango.DeviceProxy | None = None
+    subscription: int | None = None
+    last_event: tango.EventData | None = None
+    connection: Future[None] = field(default_factory=Future)
+    retry_delay: float = field(default_factory=lambda: FIRST_RETRY_SECONDS)
+    unused_until: float = 0.0
+    subscribing: threading.Lock = field(default_factory=threading.Lock)
+    """Held while connecting or unsubscribing, so that the two never overlap."""
+    delivering: threading.Lock = field(default_factory=threading.Lock)
+    """Held while an event is recorded and queued, a callback added, or the state changed:
+    a callback added while an event arrives gets that event once, before the next, and no
+    event is queued once the stream is closed."""
+    called: threading.Event = field(default_factory=threading.Event)
+    """Set when Tango first calls the stream's callback: cppTango has finished making the
+    subscription, so unsubscribing it can no longer fail."""
+    ending: threading.Lock = field(default_factory=threading.Lock)
+    """Held while ``called`` is set or ``end_deferred`` read or changed."""
+    end_deferred: bool = False
+    """Whether the closed stream's unsubscription waits for Tango's first call."""
+    orphaned: bool = False
+    """Whether the scheduler's shutdown gave up waiting for that call."""
+
+    @property
+    def closed(self) -> bool:
+        return self.state is StreamState.CLOSED
+
+    def move(self, state: StreamState) -> bool:
+        """Enter ``state`` unless closed; return whether it did."""
+        with self.delivering:
+            if self.state is StreamState.CLOSED:
+                return False
+            self.state = state
+            return True
