@@ -16,6 +16,7 @@ from pathlib import Path
 import tango
 
 # Importing a benchmark module registers its benchmarks: raw PyTango first, then milonga's.
+import benchmarks.async_scheduler
 import benchmarks.exporter
 import benchmarks.findings
 import benchmarks.lrc

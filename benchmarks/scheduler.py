@@ -61,6 +61,7 @@ from milonga.scheduler import (
     QueuedEvent,
     QueueStats,
 )
+from milonga.scheduler.base import SchedulerBase
 from milonga.scheduler.dispatch import Dispatcher, Run
 
 CHANGE = tango.EventType.CHANGE_EVENT
@@ -91,14 +92,14 @@ FULL_DISPATCH_EVENTS = 100_000
 # -- the subscribe step, through a scheduler ---------------------------------------------
 
 
-def queue_stats(sched: CallbackScheduler, callback_id: CallbackID) -> QueueStats:
+def queue_stats(sched: SchedulerBase, callback_id: CallbackID) -> QueueStats:
     """The statistics of the queue that serves ``callback_id``'s stream."""
     stream = str(callback_id.stream)
     return next(queue for queue in sched.stats().queues if stream in queue.streams)
 
 
 def sized_queue(
-    sched: CallbackScheduler, queue_size: int | None
+    sched: SchedulerBase, queue_size: int | None
 ) -> Callable[[], EventQueue[QueuedEvent]] | None:
     """A ``queue_factory`` for queues of ``queue_size`` events; None for the default."""
     if queue_size is None:
@@ -116,18 +117,24 @@ def registered(
     queue_size: int | None = None,
 ) -> Iterator[CallbackID]:
     """Register ``callback`` for change events of ``attribute``, in a queue of
-    ``queue_size`` events (default size if None); unregister, and wait until the stream
-    is unsubscribed, on exit.
-
-    Like a SyncRead subscription, the block starts once the callback has handled the
-    current value: the registration's future resolves when the stream is connected, which
-    may be before a worker has run the callback with that first event, so this also waits
-    until the queue's statistics time a callback (recorded once it returned).
-    """
+    ``queue_size`` events (default size if None); see `held`."""
     registration = sched.register_event_callback(
         device, attribute, CHANGE, callback, queue_factory=sized_queue(sched, queue_size)
     )
-    callback_id = registration.result(SUBSCRIBE_TIMEOUT_SECONDS)
+    with held(sched, registration.result(SUBSCRIBE_TIMEOUT_SECONDS)) as callback_id:
+        yield callback_id
+
+
+@contextmanager
+def held(sched: SchedulerBase, callback_id: CallbackID) -> Iterator[CallbackID]:
+    """Hold the registration ``callback_id`` of ``sched`` for the block; unregister it,
+    and wait until the stream is unsubscribed, on exit.
+
+    Like a SyncRead subscription, the block starts once the callback has handled the
+    current value: the registration resolves when the stream is connected, which may be
+    before the callback has run with that first event, so this also waits until the
+    queue's statistics time a callback (recorded once it returned).
+    """
     try:
         wait_until(
             lambda: queue_stats(sched, callback_id).callback_p50 is not None,
@@ -264,7 +271,7 @@ class BareHandoff:
 # -- scheduler_noop_rate -----------------------------------------------------------------
 
 
-def _burst_through(proxy: Any, burst: int, queue_size: int | None) -> dict[str, float]:
+def burst_through(proxy: Any, burst: int, queue_size: int | None) -> dict[str, float]:
     """One burst into a no-op callback through a new scheduler with queues of
     ``queue_size``; "lost" counts only events lost before the queue, "dropped" the queue's."""
     counter = BurstCounter()
@@ -303,8 +310,8 @@ def noop_rate(burst: int, repeats: int) -> list[Measurement]:
         proxy = start_bench_device(sandbox, "BenchPublisher/noop", "BenchPublisher")
         for _ in range(repeats):
             raw_runs.append(_burst_raw(proxy, burst))
-            whole_runs.append(_burst_through(proxy, burst, burst))
-            default_runs.append(_burst_through(proxy, burst, None))
+            whole_runs.append(burst_through(proxy, burst, burst))
+            default_runs.append(burst_through(proxy, burst, None))
             bare_runs.append(_burst_bare(proxy, burst))
         del proxy  # before the server stops
     raw, whole, default, bare = map(median_of_runs, (raw_runs, whole_runs, default_runs, bare_runs))
