@@ -21,6 +21,7 @@ to the loop of their `LoopThread`: PyTango's global executor keeps the first loo
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -253,33 +254,17 @@ def scheduled(
 # -- fairness: the tutorial's load with a coroutine callback -----------------------------
 
 
-def green_fairness_once(
-    proxy: Any, loop_thread: LoopThread, green_proxy: Any, window: float
+def coroutine_fairness_once(
+    proxy: Any, window: float, subscribe: Callable[[dict[str, CoroutineTwin]], Subscribe]
 ) -> dict[str, float]:
-    """One window of the tutorial's load on raw asyncio green mode: a coroutine that awaits
+    """One window of the tutorial's load with a coroutine that awaits
     ``asyncio.sleep(SLOW_CALLBACK_SECONDS)`` fed ``slow`` at SLOW_HZ, while ``fast`` is
-    measured at MEASURED_HZ.  The latency figures (ms) are those of `latencies_once`
-    (push to callback start); "handoff p50"/"handoff p99" (ms) are the fast stream's
-    times from cppTango's reception to the coroutine's start, over the whole run."""
+    measured at MEASURED_HZ, subscribed by ``subscribe(twins)`` (`green` or `scheduled`).
+    The latency figures (ms) are those of `latencies_once` (push to callback start);
+    "handoff p50"/"handoff p99" (ms) are the fast stream's times from cppTango's
+    reception to the coroutine's start, over the whole run."""
     twins: dict[str, CoroutineTwin] = {}
-    run = latencies_once(
-        proxy, window, fast_hz=MEASURED_HZ, subscribe=green(loop_thread, green_proxy, twins)
-    )
-    handoffs = twins["fast"].handoffs
-    run["handoff p50"] = 1000 * percentile(handoffs, 0.5)
-    run["handoff p99"] = 1000 * percentile(handoffs, 0.99)
-    return run
-
-
-def scheduled_fairness_once(
-    proxy: Any, loop_thread: LoopThread, sched: AsyncCallbackScheduler, window: float
-) -> dict[str, float]:
-    """`green_fairness_once` through ``sched``, which needs two tasks: one for the slow
-    coroutine, one for the measured stream."""
-    twins: dict[str, CoroutineTwin] = {}
-    run = latencies_once(
-        proxy, window, fast_hz=MEASURED_HZ, subscribe=scheduled(loop_thread, sched, twins)
-    )
+    run = latencies_once(proxy, window, fast_hz=MEASURED_HZ, subscribe=subscribe(twins))
     handoffs = twins["fast"].handoffs
     run["handoff p50"] = 1000 * percentile(handoffs, 0.5)
     run["handoff p99"] = 1000 * percentile(handoffs, 0.99)
@@ -288,7 +273,8 @@ def scheduled_fairness_once(
 
 def fairness(window: float, repeats: int) -> dict[str, dict[str, float]]:
     """Medians over ``repeats`` of the tutorial's load on raw asyncio green mode ("green")
-    and through an `AsyncCallbackScheduler` with two tasks ("milonga"), alternating."""
+    and through an `AsyncCallbackScheduler` with two tasks, one for the slow coroutine and
+    one for the measured stream ("milonga"), alternating."""
     runs: dict[str, list[dict[str, float]]] = {"green": [], "milonga": []}
     with (
         TangoSandbox() as sandbox,
@@ -298,8 +284,16 @@ def fairness(window: float, repeats: int) -> dict[str, dict[str, float]]:
         proxy = start_bench_device(sandbox, "BenchTicker/asyncio-fairness", "BenchTicker")
         green_proxy = loop_thread.green_proxy(sandbox.trl(proxy.dev_name()))
         for _ in range(repeats):
-            runs["green"].append(green_fairness_once(proxy, loop_thread, green_proxy, window))
-            runs["milonga"].append(scheduled_fairness_once(proxy, loop_thread, sched, window))
+            runs["green"].append(
+                coroutine_fairness_once(
+                    proxy, window, functools.partial(green, loop_thread, green_proxy)
+                )
+            )
+            runs["milonga"].append(
+                coroutine_fairness_once(
+                    proxy, window, functools.partial(scheduled, loop_thread, sched)
+                )
+            )
         del proxy, green_proxy  # before the server stops
     return {name: median_of_runs(variant_runs) for name, variant_runs in runs.items()}
 

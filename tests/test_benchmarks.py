@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import tango
 
-from benchmarks import exporter, findings, monitor, raw_pytango, report, scheduler
+from benchmarks import async_scheduler, exporter, findings, monitor, raw_pytango, report, scheduler
 from benchmarks.__main__ import main
 from benchmarks.harness import (
     REGISTRY,
@@ -498,3 +498,33 @@ def test_report_times_the_report_of_a_recording_with_its_troubles() -> None:
 def test_report_refuses_a_recording_too_short_for_its_troubles() -> None:
     with pytest.raises(ValueError, match=f"needs {report.MINIMUM_POLLS}"):
         report.Troubles.of(report.MINIMUM_POLLS - 1)
+
+
+# -- tiny real runs of the asyncio benchmarks ---------------------------------------------
+
+
+def test_async_fairness_times_the_measured_stream_on_both_sides() -> None:
+    result = async_scheduler.fairness(window=2.0, repeats=1)
+
+    assert set(result) == {"green", "milonga"}
+    for run in result.values():
+        assert 0 <= run["latency median"] <= run["latency p99"] <= run["latency max"]
+        assert 0 <= run["handoff p50"] <= run["handoff p99"]
+
+
+def test_async_noop_rate_delivers_every_variant_s_burst() -> None:
+    rates = async_scheduler.asyncio_noop_rates(burst=2000, repeats=1)
+
+    assert set(rates) == {"raw", "call_soon", "green", "milonga", "threads"}
+    for run in rates.values():
+        assert run["rate"] > 0
+        assert 0 <= run["lost"] < 2000
+
+
+def test_async_handoff_times_the_floor_raw_green_mode_and_the_scheduler() -> None:
+    result = async_scheduler.asyncio_handoffs(seconds=0.5, repeats=1)
+
+    assert set(result) == {"call_soon", "green", "milonga"}
+    for run in result.values():
+        assert 0 < run["p50"] <= run["p99"]
+    assert 0 < result["milonga"]["handoff p50"] <= result["milonga"]["handoff p99"]
