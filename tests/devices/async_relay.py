@@ -72,5 +72,6 @@ class AsyncRelay(Device):
         )
 
     async def _followed(self, event: tango.EventData) -> None:
-        if not event.err:
-            await self.relay(event.attr_value.value)
+        reading = event.attr_value
+        if not event.err and reading is not None:
+            await self.relay(reading.value)

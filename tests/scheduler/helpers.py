@@ -1,8 +1,9 @@
-"""What the scheduler's Tango tests share: a recording callback and cppTango's own count of
-this process's subscriptions."""
+"""What the scheduler's Tango tests share: a recording callback, cppTango's own count of
+this process's subscriptions, and a spy on an event loop's wake-ups from other threads."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Callable
@@ -72,3 +73,24 @@ def client_pending() -> list[str]:
         f"{entry['device']}/{entry['attribute']}".lower()
         for entry in client.get("not_connected", [])
     ]
+
+
+class CallSpy:
+    """Stands in for ``loop.call_soon_threadsafe`` on one loop instance while its ``with``
+    block runs: keeps what each call schedules, from any thread, and forwards the call."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.calls: list[Callable[..., object]] = []
+        self._loop = loop
+        self._forward = loop.call_soon_threadsafe
+
+    def __call__(self, callback: Callable[..., object], *args: object, **kwargs: Any) -> Any:
+        self.calls.append(callback)
+        return self._forward(callback, *args, **kwargs)
+
+    def __enter__(self) -> CallSpy:
+        self._loop.call_soon_threadsafe = self  # type: ignore[method-assign]
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        del self._loop.call_soon_threadsafe

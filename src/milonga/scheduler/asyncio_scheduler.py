@@ -293,8 +293,10 @@ class EventStream:
         self._wake()
 
     def _wake(self) -> None:
-        if self._arrived is not None and not self._arrived.done():
-            self._arrived.set_result(None)
+        """End the consumer's wait, unless its loop is closed: nothing waits there then."""
+        arrived = self._arrived
+        if arrived is not None and not arrived.done() and not arrived.get_loop().is_closed():
+            arrived.set_result(None)
 
 
 class _LoopWaker:
