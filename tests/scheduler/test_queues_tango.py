@@ -118,18 +118,26 @@ def test_one_worker_serves_a_quiet_stream_ahead_of_a_flooded_one(
     scheduler.register_event_callback(
         quiet, "value", CHANGE, lambda event: calls.append("quiet")
     ).result(WAIT_SECONDS)
-    wait_until(lambda: calls == ["flooded", "quiet"], timeout=WAIT_SECONDS)
+    wait_until(
+        lambda: calls == ["flooded", "quiet"],
+        "each stream's first callback, in registration order",
+        WAIT_SECONDS,
+    )
     gate.clear()  # the next flooded callback holds the only worker
     flooded_proxy = tango.DeviceProxy(flooded)
     for _ in range(40):
         flooded_proxy.Increment()
-    wait_until(lambda: _depth(scheduler, flooded) == 39, timeout=WAIT_SECONDS)
+    wait_until(
+        lambda: _depth(scheduler, flooded) == 39,
+        "39 flooded events waiting",
+        WAIT_SECONDS,
+    )
     tango.DeviceProxy(quiet).Increment()
-    wait_until(lambda: _depth(scheduler, quiet) == 1, timeout=WAIT_SECONDS)
+    wait_until(lambda: _depth(scheduler, quiet) == 1, "the quiet event waiting", WAIT_SECONDS)
 
     gate.set()  # the worker picks again, with 39 flooded events and 1 quiet one waiting
 
-    wait_until(lambda: len(calls) >= 5, timeout=WAIT_SECONDS)
+    wait_until(lambda: len(calls) >= 5, "5 callbacks", WAIT_SECONDS)
     assert calls[3:5] == ["quiet", "flooded"], "on Tango's own thread, 39 would run first"
 
 

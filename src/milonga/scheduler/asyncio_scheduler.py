@@ -179,9 +179,9 @@ class AsyncCallbackScheduler(SchedulerBase):
                     continue
                 queue, queued = job
                 started = time.monotonic()
-                registered = queued.stream.callbacks
-                for callback_id, callback in queued.callbacks:
-                    if callback_id not in registered:
+                registered, callbacks = queued.stream.callbacks, queued.callbacks
+                for callback_id, callback in callbacks.items():
+                    if callbacks is not registered and callback_id not in registered:
                         continue  # unregistered while the event waited
                     try:
                         result = callback(queued.event)

@@ -64,13 +64,19 @@ class Dispatcher(Generic[E]):
         self._idle: list[Callable[[], None]] = []  # what wakes each idle worker
 
     def put(self, queue: EventQueue[E], entry: E) -> bool:
-        """Queue ``entry``; return whether an older entry was dropped to make room."""
+        """Queue ``entry``; return whether an older entry was dropped to make room.
+
+        Waking a worker is needed only when the queue was neither busy nor ready: a
+        worker already has it, or was woken for it.
+        """
         with self._lock:
             dropped = queue.put(entry)
-            self._discarded_busy.discard(queue)  # in use again
-            if queue not in self._busy and queue not in self._ready:
-                self._make_ready(queue)
-            idle = self._idle_to_wake()
+            if self._discarded_busy:
+                self._discarded_busy.discard(queue)  # in use again
+            if queue in self._busy or queue in self._ready:
+                return dropped
+            self._make_ready(queue)
+            idle = self._idle.pop() if self._idle else None
         if idle is not None:
             idle()
         return dropped
@@ -83,10 +89,20 @@ class Dispatcher(Generic[E]):
     def take(self, finished: Run[E] | None = None) -> tuple[EventQueue[E], E] | None:
         """Report ``finished`` if given, then return a ready entry with its queue, marking
         the queue busy; None if no queue is ready or the dispatcher is closed.  Never
-        blocks, so an event loop can call it."""
+        blocks, so an event loop can call it.
+
+        While no other queue is ready, the finished entry's queue, if it has more, is
+        served again at once: with nothing to choose from, choosing costs nothing.
+        """
         with self._lock:
             if finished is not None:
-                self._finish(*finished)
+                served = finished[0]
+                more = self._finish(*finished)
+                if more and not self._ready and not self._closed:
+                    return served, served.take()
+                self._busy.discard(served)
+                if more:
+                    self._make_ready(served)
             if self._closed:
                 return None
             queue = self._pick()
@@ -134,7 +150,9 @@ class Dispatcher(Generic[E]):
         """The worker finished an entry of ``queue`` that waited ``waited`` seconds in it and
         ran for ``ran`` seconds."""
         with self._lock:
-            self._finish(queue, waited, ran)
+            self._busy.discard(queue)
+            if self._finish(queue, waited, ran):
+                self._make_ready(queue)
             idle = self._idle_to_wake()
         if idle is not None:
             idle()
@@ -162,18 +180,19 @@ class Dispatcher(Generic[E]):
         for wake in idle:
             wake()
 
-    def _finish(self, queue: EventQueue[E], waited: float, ran: float) -> None:
-        self._busy.discard(queue)
+    def _finish(self, queue: EventQueue[E], waited: float, ran: float) -> bool:
+        """Record the run of an entry of the busy ``queue``; return whether the queue has
+        more entries to offer, which a queue discarded meanwhile has not.  The caller
+        decides what becomes of the queue's busy mark."""
         if queue in self._discarded_busy:
             self._discarded_busy.discard(queue)
-            return
+            return False
         self._usage.charge(queue, ran, self._clock())
         timing = self._timings.get(queue)
         if timing is None:
             timing = self._timings[queue] = TimingWindow()
         timing.record(waited, ran)
-        if len(queue):
-            self._make_ready(queue)
+        return len(queue) > 0
 
     def _make_ready(self, queue: EventQueue[E]) -> None:
         """Offer ``queue``, which has entries and is neither busy nor ready, to the workers.

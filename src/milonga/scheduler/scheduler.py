@@ -133,9 +133,9 @@ class CallbackScheduler(SchedulerBase):
         while (job := self._dispatcher.next(finished)) is not None:
             queue, queued = job
             started = time.monotonic()
-            registered = queued.stream.callbacks
-            for callback_id, callback in queued.callbacks:
-                if callback_id not in registered:
+            registered, callbacks = queued.stream.callbacks, queued.callbacks
+            for callback_id, callback in callbacks.items():
+                if callbacks is not registered and callback_id not in registered:
                     continue  # unregistered while the event waited
                 try:
                     callback(queued.event)

@@ -8,7 +8,7 @@ import functools
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -186,7 +186,9 @@ class QueuedEvent(NamedTuple):
 
     event: tango.EventData
     stream: Stream
-    callbacks: tuple[tuple[CallbackID, EventCallback], ...]
+    callbacks: Mapping[CallbackID, EventCallback]
+    """The stream's `Stream.callbacks` when it arrived (never changed in place), or for a
+    catch-up those that still need this event."""
     enqueued_at: float
 
 

@@ -349,10 +349,7 @@ class Subscriptions:
     def _subscribe(self, stream: Stream) -> None:
         assert stream.proxy is not None
         key = stream.key
-
-        def on_tango_event(event: tango.EventData) -> None:
-            self._on_tango_event(stream, event)
-
+        on_tango_event = functools.partial(self._on_tango_event, stream)
         if ASYNC_SUBSCRIPTION:
             stream.subscription = stream.proxy.subscribe_event(
                 key.attr_name, key.event_type, on_tango_event, sub_mode=tango.EventSubMode.AsyncRead
@@ -540,11 +537,23 @@ class Subscriptions:
     # -- events -----------------------------------------------------------------------------
 
     def _on_tango_event(self, stream: Stream, event: tango.EventData) -> None:
-        """Tango's callback: record and queue the event, nothing else."""
+        """Tango's callback: record and queue the event, nothing else.
+
+        Every event of the process waits for Tango's thread, so a connected stream's
+        events take the shortest path there is; the first events take `_first_events`.
+        """
+        if stream.state is _CONNECTED:
+            self._deliver(stream, event)
+        else:
+            self._first_events(stream, event)
+
+    def _first_events(self, stream: Stream, event: tango.EventData) -> None:
+        """`_on_tango_event` until the stream is connected: note Tango's first call, and
+        resolve the connection at the first good event."""
         if not stream.called.is_set():
             self._first_call(stream)
         self._deliver(stream, event)
-        if ASYNC_SUBSCRIPTION and not event.err and stream.state is not StreamState.CONNECTED:
+        if ASYNC_SUBSCRIPTION and not event.err:
             self._mark_connected(stream)
 
     def _catch_up(self, stream: Stream, callback_id: CallbackID, callback: EventCallback) -> None:
@@ -562,24 +571,21 @@ class Subscriptions:
         def joined(queued: QueuedEvent) -> QueuedEvent | None:
             if queued.stream is not stream or queued.event is not latest:
                 return None
-            return queued._replace(callbacks=(*queued.callbacks, (callback_id, callback)))
+            return queued._replace(callbacks={**queued.callbacks, callback_id: callback})
 
         if not self._dispatcher.amend_newest(stream.queue, joined):
-            self._enqueue(stream, latest, {callback_id: callback})
+            entry = QueuedEvent(latest, stream, {callback_id: callback}, time.monotonic())
+            self._dispatcher.put(stream.queue, entry)
 
     def _deliver(self, stream: Stream, event: tango.EventData) -> None:
-        """Make ``event`` the stream's latest and queue it for its callbacks."""
+        """Make ``event`` the stream's latest and queue it for the callbacks it has now,
+        unless it has none or is closed."""
         with stream.delivering:
             stream.last_event = event
-            self._enqueue(stream, event, stream.callbacks)
-
-    def _enqueue(
-        self, stream: Stream, event: tango.EventData, callbacks: dict[CallbackID, EventCallback]
-    ) -> None:
-        if not callbacks or stream.closed:
-            return
-        queued = QueuedEvent(event, stream, tuple(callbacks.items()), time.monotonic())
-        self._dispatcher.put(stream.queue, queued)
+            callbacks = stream.callbacks
+            if callbacks and stream.state is not _CLOSED:
+                entry = QueuedEvent(event, stream, callbacks, time.monotonic())
+                self._dispatcher.put(stream.queue, entry)
 
 
 T = TypeVar("T")
@@ -615,3 +621,4 @@ _QUEUE_FACTORY_EXPECTED = (
     "scheduler.get_queue(...)"
 )
 _serials = itertools.count(1)  # process-wide, so that no two schedulers give out equal ids
+_CONNECTED, _CLOSED = StreamState.CONNECTED, StreamState.CLOSED  # read once per event
