@@ -19,7 +19,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from types import TracebackType
+from typing import Any, TypeVar
 
 import tango
 
@@ -28,7 +30,9 @@ from milonga.scheduler.base import SchedulerBase
 from milonga.scheduler.dispatch import Run
 from milonga.scheduler.queues import DEFAULT_QUEUE_SIZE, EventQueue
 from milonga.scheduler.streams import CallbackID, EventCallback, QueuedEvent
-from milonga.scheduler.subscriptions import QueueFactory
+from milonga.scheduler.subscriptions import QueueFactory, SchedulerShutDownError
+
+T = TypeVar("T")
 
 YIELD_SECONDS = 0.005
 """How long a task runs callbacks that never suspend (plain functions, coroutines that
@@ -68,9 +72,12 @@ class AsyncCallbackScheduler(SchedulerBase):
             ) from None
         super().__init__(name, logger)
         self._closing = False
+        self._closed: asyncio.Task[None] | None = None  # the one close, once begun
+        self._closers: set[asyncio.Task[Any]] = set()  # tasks of ours awaiting aclose
         self._closing_lock = threading.Lock()  # the loop's thread and Tango's both close
         self._event_streams: set[EventStream] = set()
         self._waker = _LoopWaker(self._loop, self._abandoned)
+        self._dispatcher.on_unwoken_put = self._check_loop
         self._tasks = [
             self._loop.create_task(self._serve(), name=f"{self.name}-task-{index}")
             for index in range(task_count)
@@ -107,7 +114,7 @@ class AsyncCallbackScheduler(SchedulerBase):
         registered = self._subscriptions.register(
             device, attr_name, event_type, callback, queue_factory, blocking=False
         )
-        return await asyncio.wrap_future(registered)
+        return await self._settled(registered, self._subscriptions.unregister)
 
     async def connect_event_stream(
         self,
@@ -126,7 +133,26 @@ class AsyncCallbackScheduler(SchedulerBase):
         connected = self._subscriptions.connect(
             device, attr_name, event_type, queue_factory, blocking=False
         )
-        await asyncio.wrap_future(connected)
+        await self._settled(
+            connected,
+            lambda _: self._subscriptions.disconnect(device, attr_name, event_type),
+        )
+
+    async def _settled(self, pending: Future[T], undo: Callable[[T], None]) -> T:
+        """``pending``'s result, once settled.  If the awaiting task is cancelled after it
+        resolved, ``undo`` it, so that nothing is left registered; if the scheduler was
+        shut down meanwhile, raise `SchedulerShutDownError` rather than a cancellation
+        that nobody asked for."""
+        try:
+            return await asyncio.wrap_future(pending)
+        except asyncio.CancelledError:
+            if pending.done() and not pending.cancelled() and pending.exception() is None:
+                undo(pending.result())
+            if pending.cancelled() and self.is_shut_down and not _being_cancelled():
+                raise SchedulerShutDownError(
+                    f"scheduler {self.name} was shut down before the stream was connected"
+                ) from None
+            raise
 
     def events(
         self,
@@ -149,15 +175,24 @@ class AsyncCallbackScheduler(SchedulerBase):
     async def aclose(self) -> None:
         """Start no more callbacks, end every `events` iteration, unsubscribe every stream
         and release every proxy; return once the callbacks running have finished.
-        Idempotent; callable from a callback, which then is not waited for."""
+        Idempotent: every call returns once the first has finished.  Callable from
+        callbacks, which then are not waited for."""
+        current = asyncio.current_task()
+        if current in self._tasks:
+            self._closers.add(current)
+        if self._closed is None:
+            self._closed = self._loop.create_task(self._close(), name=f"{self.name}-close")
+        await asyncio.shield(self._closed)
+
+    async def _close(self) -> None:
         with self._closing_lock:
             self._closing = True
         self._dispatcher.close()  # no callback starts from now on
         for events in list(self._event_streams):
             events.end()
         await asyncio.to_thread(self._subscriptions.close)
-        current = asyncio.current_task()
-        await asyncio.gather(*(task for task in self._tasks if task is not current))
+        running = [task for task in self._tasks if task not in self._closers]
+        await asyncio.gather(*running, return_exceptions=True)
 
     async def _serve(self) -> None:
         """A task: run the callbacks of one queued event after another, until closed."""
@@ -172,10 +207,8 @@ class AsyncCallbackScheduler(SchedulerBase):
                 if job is None:
                     if dispatcher.closed:
                         return
-                    awake: asyncio.Future[None] = self._loop.create_future()
-                    if dispatcher.wait_ready(functools.partial(self._waker.wake, awake)):
-                        await awake
-                        yielded_at = time.monotonic()
+                    await self._until_ready()
+                    yielded_at = time.monotonic()
                     continue
                 queue, queued = job
                 started = time.monotonic()
@@ -191,7 +224,9 @@ class AsyncCallbackScheduler(SchedulerBase):
                         if _being_cancelled():
                             raise
                         report(callback_id, callback)  # the callback's own cancelled await
-                    except BaseException:  # even SystemExit must not stop the task
+                    except (KeyboardInterrupt, SystemExit):
+                        raise  # Ctrl-C on the loop's thread stops the program, as asyncio does
+                    except BaseException:
                         report(callback_id, callback)
                 ended = time.monotonic()
                 finished = (queue, started - queued.enqueued_at, ended - started)
@@ -201,6 +236,18 @@ class AsyncCallbackScheduler(SchedulerBase):
         except asyncio.CancelledError:
             self._abandoned()
             raise
+
+    async def _until_ready(self) -> None:
+        """Return once a queue may be ready: at once if one is, or the dispatcher closed."""
+        awake: asyncio.Future[None] = self._loop.create_future()
+        if self._dispatcher.wait_ready(functools.partial(self._waker.wake, awake)):
+            await awake
+
+    def _check_loop(self) -> None:
+        """On the thread of an event that woke no task: a task woken before may never
+        run again, if the loop was closed since."""
+        if self._loop.is_closed():
+            self._abandoned()
 
     def _abandoned(self) -> None:
         """The loop cancelled a task, or closed, before `aclose`: say so, and close the
@@ -241,6 +288,7 @@ class EventStream:
         self._callback_id: CallbackID | None = None
         self._arrived: asyncio.Future[None] | None = None
         self._ended = False
+        self._entered = False
 
     @property
     def dropped(self) -> int:
@@ -248,6 +296,12 @@ class EventStream:
         return self._buffer.dropped
 
     async def __aenter__(self) -> EventStream:
+        if self._entered:
+            raise RuntimeError(
+                "this events() stream was entered already; call scheduler.events(...) again "
+                "for another iteration"
+            )
+        self._entered = True
         self._scheduler._event_streams.add(self)
         try:
             self._callback_id = await self._scheduler.register_event_callback(
@@ -319,6 +373,8 @@ class _LoopWaker:
             first = not self._pending
             self._pending.append(awake)
         if not first:
+            if self._loop.is_closed():  # the wake-up pending will never run
+                self._on_closed()
             return
         try:
             self._loop.call_soon_threadsafe(self._wake_pending)

@@ -62,6 +62,9 @@ class Dispatcher(Generic[E]):
         self._closed = False
         self._lock = threading.Lock()
         self._idle: list[Callable[[], None]] = []  # what wakes each idle worker
+        self.on_unwoken_put: Callable[[], None] | None = None
+        """Called, outside the lock, after a `put` that woke no worker: a runner's chance
+        to notice that its workers are gone for good."""
 
     def put(self, queue: EventQueue[E], entry: E) -> bool:
         """Queue ``entry``; return whether an older entry was dropped to make room.
@@ -73,12 +76,14 @@ class Dispatcher(Generic[E]):
             dropped = queue.put(entry)
             if self._discarded_busy:
                 self._discarded_busy.discard(queue)  # in use again
-            if queue in self._busy or queue in self._ready:
-                return dropped
-            self._make_ready(queue)
-            idle = self._idle.pop() if self._idle else None
+            idle = None
+            if queue not in self._busy and queue not in self._ready:
+                self._make_ready(queue)
+                idle = self._idle.pop() if self._idle else None
         if idle is not None:
             idle()
+        elif self.on_unwoken_put is not None:
+            self.on_unwoken_put()
         return dropped
 
     def amend_newest(self, queue: EventQueue[E], amend: Callable[[E], E | None]) -> bool:
