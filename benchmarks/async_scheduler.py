@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import tango
 from tango.asyncio_executor import AsyncioExecutor
@@ -251,6 +251,44 @@ def scheduled(
     return subscribe
 
 
+# -- one sandbox, loop and scheduler for the variants of a benchmark ------------------------
+
+
+class Rig(NamedTuple):
+    """What a variant runs against: the device (a plain proxy and an asyncio green-mode
+    one), the client's loop, and an `AsyncCallbackScheduler` on it."""
+
+    proxy: Any
+    loop_thread: LoopThread
+    green_proxy: Any
+    sched: AsyncCallbackScheduler
+
+
+Variant = Callable[[Rig], dict[str, float]]
+
+
+def alternate(
+    server: str, device_class: str, task_count: int, repeats: int, variants: dict[str, Variant]
+) -> dict[str, dict[str, float]]:
+    """Medians over ``repeats`` of each of ``variants``, run one after the other in every
+    repeat against one ``device_class`` device of ``server`` in a sandbox of its own, with
+    a scheduler of ``task_count`` tasks."""
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
+    with (
+        TangoSandbox() as sandbox,
+        running_loop() as loop_thread,
+        async_scheduler(loop_thread, task_count) as sched,
+    ):
+        proxy = start_bench_device(sandbox, server, device_class)
+        rig = Rig(proxy, loop_thread, loop_thread.green_proxy(sandbox.trl(proxy.dev_name())), sched)
+        del proxy
+        for _ in range(repeats):
+            for name, once in variants.items():
+                runs[name].append(once(rig))
+        del rig  # the proxies, before the server stops
+    return {name: median_of_runs(variant_runs) for name, variant_runs in runs.items()}
+
+
 # -- fairness: the tutorial's load with a coroutine callback -----------------------------
 
 
@@ -275,27 +313,15 @@ def fairness(window: float, repeats: int) -> dict[str, dict[str, float]]:
     """Medians over ``repeats`` of the tutorial's load on raw asyncio green mode ("green")
     and through an `AsyncCallbackScheduler` with two tasks, one for the slow coroutine and
     one for the measured stream ("milonga"), alternating."""
-    runs: dict[str, list[dict[str, float]]] = {"green": [], "milonga": []}
-    with (
-        TangoSandbox() as sandbox,
-        running_loop() as loop_thread,
-        async_scheduler(loop_thread, task_count=2) as sched,
-    ):
-        proxy = start_bench_device(sandbox, "BenchTicker/asyncio-fairness", "BenchTicker")
-        green_proxy = loop_thread.green_proxy(sandbox.trl(proxy.dev_name()))
-        for _ in range(repeats):
-            runs["green"].append(
-                coroutine_fairness_once(
-                    proxy, window, functools.partial(green, loop_thread, green_proxy)
-                )
-            )
-            runs["milonga"].append(
-                coroutine_fairness_once(
-                    proxy, window, functools.partial(scheduled, loop_thread, sched)
-                )
-            )
-        del proxy, green_proxy  # before the server stops
-    return {name: median_of_runs(variant_runs) for name, variant_runs in runs.items()}
+    variants: dict[str, Variant] = {
+        "green": lambda rig: coroutine_fairness_once(
+            rig.proxy, window, functools.partial(green, rig.loop_thread, rig.green_proxy)
+        ),
+        "milonga": lambda rig: coroutine_fairness_once(
+            rig.proxy, window, functools.partial(scheduled, rig.loop_thread, rig.sched)
+        ),
+    }
+    return alternate("BenchTicker/asyncio-fairness", "BenchTicker", 2, repeats, variants)
 
 
 # -- the floor: a bare call_soon_threadsafe handoff -------------------------------------
@@ -364,32 +390,14 @@ def asyncio_noop_rates(burst: int, repeats: int) -> dict[str, dict[str, float]]:
     floor), "green" (raw asyncio green mode), "milonga" (an `AsyncCallbackScheduler`) and
     "threads" (a `CallbackScheduler`), alternating within each repeat; both schedulers
     with a queue holding the whole burst."""
-    variants: dict[str, Callable[[Any, LoopThread, Any], dict[str, float]]] = {
-        "raw": lambda proxy, loop_thread, green_proxy: burst_raw(proxy, burst),
-        "call_soon": lambda proxy, loop_thread, green_proxy: burst_call_soon(
-            proxy, loop_thread, burst
-        ),
-        "green": lambda proxy, loop_thread, green_proxy: burst_green(
-            proxy, loop_thread, green_proxy, burst
-        ),
-        "milonga": lambda proxy, loop_thread, green_proxy: burst_scheduled(
-            proxy, loop_thread, sched, burst
-        ),
-        "threads": lambda proxy, loop_thread, green_proxy: burst_through(proxy, burst, burst),
+    variants: dict[str, Variant] = {
+        "raw": lambda rig: burst_raw(rig.proxy, burst),
+        "call_soon": lambda rig: burst_call_soon(rig.proxy, rig.loop_thread, burst),
+        "green": lambda rig: burst_green(rig.proxy, rig.loop_thread, rig.green_proxy, burst),
+        "milonga": lambda rig: burst_scheduled(rig.proxy, rig.loop_thread, rig.sched, burst),
+        "threads": lambda rig: burst_through(rig.proxy, burst, burst),
     }
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
-    with (
-        TangoSandbox() as sandbox,
-        running_loop() as loop_thread,
-        async_scheduler(loop_thread, task_count=1) as sched,
-    ):
-        proxy = start_bench_device(sandbox, "BenchPublisher/asyncio-noop", "BenchPublisher")
-        green_proxy = loop_thread.green_proxy(sandbox.trl(proxy.dev_name()))
-        for _ in range(repeats):
-            for name, once in variants.items():
-                runs[name].append(once(proxy, loop_thread, green_proxy))
-        del proxy, green_proxy  # before the server stops
-    return {name: median_of_runs(variant_runs) for name, variant_runs in runs.items()}
+    return alternate("BenchPublisher/asyncio-noop", "BenchPublisher", 1, repeats, variants)
 
 
 # -- handoff latency ------------------------------------------------------------------------
@@ -452,20 +460,12 @@ def asyncio_handoffs(seconds: float, repeats: int) -> dict[str, dict[str, float]
     """Medians over ``repeats`` of `handoff_call_soon` ("call_soon", the floor),
     `handoff_green` ("green") and `handoff_scheduled` ("milonga"), ticking at
     `benchmarks.scheduler.HANDOFF_HZ`, alternating within each repeat."""
-    runs: dict[str, list[dict[str, float]]] = {"call_soon": [], "green": [], "milonga": []}
-    with (
-        TangoSandbox() as sandbox,
-        running_loop() as loop_thread,
-        async_scheduler(loop_thread, task_count=1) as sched,
-    ):
-        proxy = start_bench_device(sandbox, "BenchTicker/asyncio-handoff", "BenchTicker")
-        green_proxy = loop_thread.green_proxy(sandbox.trl(proxy.dev_name()))
-        for _ in range(repeats):
-            runs["call_soon"].append(handoff_call_soon(proxy, loop_thread, seconds))
-            runs["green"].append(handoff_green(proxy, loop_thread, green_proxy, seconds))
-            runs["milonga"].append(handoff_scheduled(proxy, loop_thread, sched, seconds))
-        del proxy, green_proxy  # before the server stops
-    return {name: median_of_runs(variant_runs) for name, variant_runs in runs.items()}
+    variants: dict[str, Variant] = {
+        "call_soon": lambda rig: handoff_call_soon(rig.proxy, rig.loop_thread, seconds),
+        "green": lambda rig: handoff_green(rig.proxy, rig.loop_thread, rig.green_proxy, seconds),
+        "milonga": lambda rig: handoff_scheduled(rig.proxy, rig.loop_thread, rig.sched, seconds),
+    }
+    return alternate("BenchTicker/asyncio-handoff", "BenchTicker", 1, repeats, variants)
 
 
 # -- the rows, for `python -m benchmarks` ---------------------------------------------------
