@@ -61,8 +61,10 @@ from benchmarks.scheduler import (
     QUICK_HANDOFF_SECONDS,
     SUBSCRIBE_TIMEOUT_SECONDS,
     HandoffTimer,
+    burst_raw,
     burst_through,
     held,
+    micros,
     queue_stats,
     sized_queue,
     tick,
@@ -377,13 +379,6 @@ def burst_scheduled(
         return burst_once(proxy, counter, burst)
 
 
-def burst_raw(proxy: Any, burst: int) -> dict[str, float]:
-    """One burst into a plain no-op callback on Tango's thread (raw PyTango)."""
-    counter = BurstCounter()
-    with subscribed(proxy, "counter", counter):
-        return burst_once(proxy, counter, burst)
-
-
 def asyncio_noop_rates(burst: int, repeats: int) -> dict[str, dict[str, float]]:
     """Medians over ``repeats`` of the delivered rate ("rate", events/s) and losses
     ("lost") of a burst of ``burst`` events: "raw" on Tango's thread, "call_soon" (the
@@ -403,10 +398,6 @@ def asyncio_noop_rates(burst: int, repeats: int) -> dict[str, dict[str, float]]:
 # -- handoff latency ------------------------------------------------------------------------
 
 
-def _micros(delays: list[float]) -> tuple[float, float]:
-    return 1e6 * percentile(delays, 0.5), 1e6 * percentile(delays, 0.99)
-
-
 def handoff_call_soon(proxy: Any, loop_thread: LoopThread, seconds: float) -> dict[str, float]:
     """`tick` for ``seconds`` into a `HandoffTimer` that `CallSoon` runs on the loop: the
     times (µs) from cppTango's reception to the start on the loop ("p50", "p99"), and
@@ -416,9 +407,8 @@ def handoff_call_soon(proxy: Any, loop_thread: LoopThread, seconds: float) -> di
     with subscribed(proxy, "fast", handoff):
         handoff.handoffs.clear()
         tick(proxy, timer, seconds)
-    p50, p99 = _micros(timer.delays)
-    handoff_p50, handoff_p99 = _micros(handoff.handoffs)
-    return {"p50": p50, "p99": p99, "handoff p50": handoff_p50, "handoff p99": handoff_p99}
+    handed = micros(handoff.handoffs)
+    return {**micros(timer.delays), "handoff p50": handed["p50"], "handoff p99": handed["p99"]}
 
 
 def handoff_green(
@@ -429,8 +419,7 @@ def handoff_green(
     timer = HandoffTimer()
     with green_subscribed(loop_thread, green_proxy, "fast", CoroutineTwin(timer)):
         tick(proxy, timer, seconds)
-    p50, p99 = _micros(timer.delays)
-    return {"p50": p50, "p99": p99}
+    return micros(timer.delays)
 
 
 def handoff_scheduled(
@@ -447,10 +436,8 @@ def handoff_scheduled(
         stats = queue_stats(sched, callback_id)
     assert stats.queueing_delay_p50 is not None
     assert stats.queueing_delay_p99 is not None
-    p50, p99 = _micros(timer.delays)
     return {
-        "p50": p50,
-        "p99": p99,
+        **micros(timer.delays),
         "handoff p50": 1e6 * stats.queueing_delay_p50,
         "handoff p99": 1e6 * stats.queueing_delay_p99,
     }

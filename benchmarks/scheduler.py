@@ -281,7 +281,8 @@ def burst_through(proxy: Any, burst: int, queue_size: int | None) -> dict[str, f
     return run
 
 
-def _burst_raw(proxy: Any, burst: int) -> dict[str, float]:
+def burst_raw(proxy: Any, burst: int) -> dict[str, float]:
+    """One burst into a plain no-op callback on Tango's thread (raw PyTango)."""
     counter = BurstCounter()
     with subscribed(proxy, "counter", counter):
         return burst_once(proxy, counter, burst)
@@ -305,7 +306,7 @@ def noop_rate(burst: int, repeats: int) -> list[Measurement]:
     with TangoSandbox() as sandbox:
         proxy = start_bench_device(sandbox, "BenchPublisher/noop", "BenchPublisher")
         for _ in range(repeats):
-            raw_runs.append(_burst_raw(proxy, burst))
+            raw_runs.append(burst_raw(proxy, burst))
             whole_runs.append(burst_through(proxy, burst, burst))
             default_runs.append(burst_through(proxy, burst, None))
             bare_runs.append(_burst_bare(proxy, burst))
@@ -382,7 +383,8 @@ def tick(proxy: Any, timer: HandoffTimer | BareHandoff, seconds: float) -> None:
     wait_until(lambda: timer.last_value == last, SUBSCRIBE_TIMEOUT_SECONDS, "the last event")
 
 
-def _micros(delays: list[float]) -> dict[str, float]:
+def micros(delays: list[float]) -> dict[str, float]:
+    """The "p50" and "p99" of ``delays`` (seconds), in µs."""
     return {"p50": 1e6 * percentile(delays, 0.5), "p99": 1e6 * percentile(delays, 0.99)}
 
 
@@ -396,9 +398,9 @@ def _handoff_raw(proxy: Any, seconds: float) -> dict[str, float]:
             tick(proxy, bare, seconds)
     finally:
         bare.close()
-    bare_micros = _micros(bare.delays)
+    bare_micros = micros(bare.delays)
     return {
-        **_micros(timer.delays),
+        **micros(timer.delays),
         "queue p50": bare_micros["p50"],
         "queue p99": bare_micros["p99"],
     }
@@ -417,7 +419,7 @@ def _handoff_through(proxy: Any, seconds: float) -> dict[str, float]:
     assert stats.queueing_delay_p50 is not None
     assert stats.queueing_delay_p99 is not None
     return {
-        **_micros(timer.delays),
+        **micros(timer.delays),
         "queue p50": 1e6 * stats.queueing_delay_p50,
         "queue p99": 1e6 * stats.queueing_delay_p99,
     }

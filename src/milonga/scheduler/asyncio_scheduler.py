@@ -185,11 +185,7 @@ class AsyncCallbackScheduler(SchedulerBase):
         await asyncio.shield(self._closed)
 
     async def _close(self) -> None:
-        with self._closing_lock:
-            self._closing = True
-        self._dispatcher.close()  # no callback starts from now on
-        for events in list(self._event_streams):
-            events.end()
+        self._stop_serving()
         await asyncio.to_thread(self._subscriptions.close)
         running = [task for task in self._tasks if task not in self._closers]
         await asyncio.gather(*running, return_exceptions=True)
@@ -252,20 +248,27 @@ class AsyncCallbackScheduler(SchedulerBase):
     def _abandoned(self) -> None:
         """The loop cancelled a task, or closed, before `aclose`: say so, and close the
         scheduler on a thread of its own, which never blocks the caller."""
-        with self._closing_lock:
-            if self._closing:
-                return
-            self._closing = True
+        if not self._stop_serving():
+            return
         self._logger.warning(
             "the event loop of scheduler %s stopped serving it before aclose(); its streams "
             "are unsubscribed now. Use 'async with AsyncCallbackScheduler(...)' or await "
             "scheduler.aclose() before the loop ends",
             self.name,
         )
+        threading.Thread(target=self._subscriptions.close, name=f"{self.name}-close").start()
+
+    def _stop_serving(self) -> bool:
+        """Start no more callbacks and end every `events` iteration; return False, doing
+        nothing, if closing had begun already."""
+        with self._closing_lock:
+            if self._closing:
+                return False
+            self._closing = True
         self._dispatcher.close()
         for events in list(self._event_streams):
             events.end()
-        threading.Thread(target=self._subscriptions.close, name=f"{self.name}-close").start()
+        return True
 
 
 class EventStream:
@@ -347,10 +350,9 @@ class EventStream:
         self._wake()
 
     def _wake(self) -> None:
-        """End the consumer's wait, unless its loop is closed: nothing waits there then."""
-        arrived = self._arrived
-        if arrived is not None and not arrived.done() and not arrived.get_loop().is_closed():
-            arrived.set_result(None)
+        """End the consumer's wait, if it waits."""
+        if self._arrived is not None:
+            _settle(self._arrived)
 
 
 class _LoopWaker:
@@ -389,7 +391,8 @@ class _LoopWaker:
 
 
 def _settle(awake: asyncio.Future[None]) -> None:
-    if not awake.done():
+    """Resolve ``awake`` unless it is done, or its loop closed: nothing waits there then."""
+    if not awake.done() and not awake.get_loop().is_closed():
         awake.set_result(None)
 
 

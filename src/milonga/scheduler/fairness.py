@@ -48,16 +48,12 @@ class WorkerUsage(Generic[K]):
 
     def charge(self, key: K, seconds: float, now: float) -> None:
         """Record that ``key`` used the workers for ``seconds``, ending at ``now``."""
-        seconds = seconds if seconds > 0.0 else 0.0
         usage = self._usage.get(key)
         if usage is None:
-            self._usage[key] = _Usage(seconds, now)
-            return
-        elapsed = now - usage.at
-        # Inline `_Usage.decayed`: this runs once per event, on the dispatcher's lock.
-        kept = usage.seconds * 0.5 ** (elapsed / self._half_life) if elapsed > 0 else usage.seconds
-        usage.seconds = kept + seconds
-        usage.at = now
+            self._usage[key] = _Usage(max(0.0, seconds), now)
+        else:
+            usage.seconds = usage.decayed(now, self._half_life) + max(0.0, seconds)
+            usage.at = now
 
     def forget(self, key: K) -> None:
         """Drop what is known about ``key``: it is gone for good."""
