@@ -1,4 +1,5 @@
-"""Shared fixtures: the session sandbox and per-test servers from milonga.testing.
+"""Shared set-up.  The fixtures (the session sandbox, per-test servers, tango_events) come
+from milonga's pytest plugin, which installing milonga registers.
 
 Mark a test that needs PyTango 10 with ``@pytest.mark.requires_pytango10("why")``: it is
 skipped, saying why, on a PyTango older than 10.3 (`make pytest-pytango9` runs 9.5.1).
@@ -20,7 +21,7 @@ import pytest
 import tango
 from hypothesis import HealthCheck, settings
 
-pytest_plugins = ["milonga.testing"]
+pytest_plugins = ["pytester"]  # the plugin's own tests run test files of their own
 
 settings.register_profile("milonga", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("milonga")

@@ -18,8 +18,6 @@ failed would lose every other family of the registry too.
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 from collections.abc import Iterable, Iterator
 from datetime import datetime
@@ -28,12 +26,11 @@ import tango
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from milonga.monitor.analysis import Analysis
-from milonga.monitor.collector import MonitorSetupError
+from milonga.monitor.collector import MonitorSetupError, process_name, process_reply
 from milonga.monitor.metrics import EventSystemMetrics
 from milonga.monitor.poll import MonitoredServer, Poll, Reply
 from milonga.scheduler import CallbackScheduler
 from milonga.scheduler.stats import QueueStats
-from milonga.tango_errors import describe_failure
 
 SCHEDULER_LABELS = ("scheduler", "queue")
 
@@ -205,19 +202,13 @@ class ProcessEventSystemCollector:
 
     def _reply(self) -> Reply:
         """This process's reply, or why there is none."""
-        server = self._process()
-        try:
-            return Reply.answered(server, str(tango.ApiUtil.instance().query_event_system()))
-        except tango.DevFailed as failure:
-            return Reply.failed(server, describe_failure(failure))
+        return process_reply(self._process())
 
     def _process(self) -> MonitoredServer:
         """How this process is named: a device server's name, once known, stays."""
-        if self._server is None:
-            try:
-                self._server = MonitoredServer(
-                    f"dserver/{tango.Util.instance(False).get_ds_name()}"
-                )
-            except tango.DevFailed:  # no device server runs in this process (yet)
-                return MonitoredServer(f"client/{socket.gethostname()}/{os.getpid()}")
-        return self._server
+        if self._server is not None:
+            return self._server
+        server = process_name()
+        if server.admin.startswith("dserver/"):
+            self._server = server
+        return server

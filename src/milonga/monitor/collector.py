@@ -8,6 +8,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -297,6 +298,24 @@ def _setup_failure(name: str, failure: tango.DevFailed) -> str:
 def query_process() -> Snapshot:
     """The event system of this very process, publisher or pure client."""
     return parse_snapshot(tango.ApiUtil.instance().query_event_system())
+
+
+def process_reply(server: MonitoredServer) -> Reply:
+    """This process's event system as a poll's reply under the name ``server`` (see
+    `process_name`), or why it cannot be queried."""
+    try:
+        return Reply.answered(server, str(tango.ApiUtil.instance().query_event_system()))
+    except tango.DevFailed as failure:
+        return Reply.failed(server, describe_failure(failure))
+
+
+def process_name() -> MonitoredServer:
+    """How polls name this process: its admin device ``dserver/Executable/instance``
+    once it runs a device server (``tango.Util`` exists), else ``client/<host>/<pid>``."""
+    try:
+        return MonitoredServer(f"dserver/{tango.Util.instance(False).get_ds_name()}")
+    except tango.DevFailed:  # no device server runs in this process (yet)
+        return MonitoredServer(f"client/{socket.gethostname()}/{os.getpid()}")
 
 
 def set_process_perf_monitoring(enabled: bool) -> None:

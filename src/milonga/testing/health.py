@@ -1,0 +1,172 @@
+"""The event-system health of one test: what its process and the named servers did.
+
+`EventSystemHealth` polls this process and the servers of the ini option
+``tango_event_health_servers`` right before a test's call and right after it, as the
+monitor polls, with performance sampling on in between (and back off afterwards where it
+was off).  The two polls go through the monitor's `Analysis`: the diff of each process
+and the findings.  The verdict is `Checkup.problems`: subscriptions that missed events,
+and findings of severity error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import tango
+
+from milonga.monitor import Analysis, Collector, Poll, PollUpdate, Severity, render_poll
+from milonga.monitor.collector import (
+    MonitorSetupError,
+    process_name,
+    process_reply,
+    select_servers,
+    set_process_perf_monitoring,
+)
+from milonga.monitor.figures import stream_of_topic
+from milonga.monitor.poll import MonitoredServer
+
+HEALTH_TIMEOUT = 10.0
+"""Seconds a server has to answer a health poll: generous, so a busy machine does not
+make a server look frozen."""
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The poll taken before a test, and where sampling was switched on for it."""
+
+    poll: Poll
+    switched: tuple[MonitoredServer, ...]
+
+
+@dataclass(frozen=True)
+class Checkup:
+    """What one test did to the event systems: the monitor's update and the verdict."""
+
+    update: PollUpdate
+    missed: tuple[str, ...]
+    """One line per subscription that missed events during the test."""
+    errors: tuple[str, ...]
+    """One line per finding of severity error."""
+
+    @property
+    def problems(self) -> tuple[str, ...]:
+        """Why the test is unhealthy; empty if it is not."""
+        return self.missed + self.errors
+
+    def render(self) -> str:
+        """The report section: the verdict, then the poll as the monitor prints it."""
+        verdict = (
+            ["Problems:", *(f"  {line}" for line in self.problems)]
+            if self.problems
+            else ["No missed events and no error finding."]
+        )
+        return "\n".join([*verdict, "", render_poll(self.update.report, self.update.findings)])
+
+
+class EventSystemHealth:
+    """Takes the polls around checked tests; `close` when the session ends.
+
+    ``servers`` are names as `tango-event-monitor` takes them: devices, admin devices,
+    TRLs or patterns.  They are looked up at the first `begin`, which raises
+    `MonitorSetupError` for a name that names no server.
+    """
+
+    def __init__(self, servers: Sequence[str]) -> None:
+        self._names = tuple(servers)
+        self._collector: Collector | None = None
+
+    def begin(self) -> Baseline:
+        """Turn sampling on where it is off, and take the poll a test's end compares
+        with."""
+        collector = self._servers()
+        first = self._poll(collector)
+        switched = tuple(
+            reply.server
+            for reply in first.replies
+            if reply.snapshot is not None and not reply.snapshot.perf_monitoring
+        )
+        self._set_sampling(collector, switched, True)
+        return Baseline(self._poll(collector), switched)
+
+    def end(self, baseline: Baseline) -> Checkup:
+        """Take the poll after the test, switch off the sampling `begin` switched on, and
+        compare with the ``baseline``."""
+        collector = self._servers()
+        try:
+            after = self._poll(collector)
+        finally:
+            self._set_sampling(collector, baseline.switched, False)
+        analysis = Analysis()
+        analysis.add(baseline.poll)
+        update = analysis.add(after)
+        return Checkup(update, _missed(update), _errors(update))
+
+    def close(self) -> None:
+        """Stop the collector's threads."""
+        if self._collector is not None:
+            self._collector.close()
+
+    def _servers(self) -> Collector:
+        """The collector of the named servers, made at the first call."""
+        if self._collector is None:
+            if not hasattr(tango.ApiUtil, "query_event_system"):
+                raise MonitorSetupError(
+                    "the health check needs PyTango 10.3 or newer, which can query its own "
+                    f"event system; this is PyTango {tango.__version__}: install pytango>=10.3"
+                )
+            selection = select_servers(self._names) if self._names else None
+            servers = () if selection is None else selection.servers
+            self._collector = Collector(servers, timeout=HEALTH_TIMEOUT)
+        return self._collector
+
+    def _poll(self, collector: Collector) -> Poll:
+        """This process and every server, as one poll."""
+        servers = collector.poll()
+        process = process_reply(process_name())
+        return Poll(datetime.now().astimezone(), (process, *servers.replies))
+
+    def _set_sampling(
+        self, collector: Collector, servers: Sequence[MonitoredServer], enabled: bool
+    ) -> None:
+        """Switch sampling in ``servers`` (this process among them, maybe) to ``enabled``."""
+        me = process_name().admin
+        if any(server.admin == me for server in servers):
+            set_process_perf_monitoring(enabled)
+        others = [server for server in servers if server.admin != me]
+        if others:
+            collector.set_perf_monitoring(enabled, others, patience=collector.call_limit)
+
+
+def _missed(update: PollUpdate) -> tuple[str, ...]:
+    """Each subscription whose missed count rose during the test, or that was made
+    during it and counts missed events."""
+    lines = []
+    for entry in update.report.entries:
+        if entry.report is None:
+            continue
+        label = entry.server.admin
+        for change in entry.report.subscription_changes:
+            missed = change.missed_event_count
+            if missed is not None and missed.delta > 0:
+                lines.append(
+                    f"{label}: {stream_of_topic(change.topic)} missed events {missed.delta} time(s)"
+                )
+        for subscription in entry.report.new_subscriptions:
+            if subscription.missed_event_count:
+                lines.append(
+                    f"{label}: {stream_of_topic(subscription.topic)} missed events "
+                    f"{subscription.missed_event_count} time(s)"
+                )
+    return tuple(lines)
+
+
+def _errors(update: PollUpdate) -> tuple[str, ...]:
+    """The findings of severity error, one line each, but for missed-events: `_missed`
+    lists those, with the subscriptions made during the test, which no finding covers."""
+    return tuple(
+        f"{finding.kind} ({finding.subject}): {finding.message}"
+        for finding in update.findings.active
+        if finding.severity >= Severity.ERROR and finding.kind != "missed-events"
+    )
