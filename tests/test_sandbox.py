@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import tango
 
 from milonga.sandbox import SandboxError, ServerStartError, TangoSandbox
 from milonga.sandbox.sandbox import LOCK_FILE
-from milonga.testing import SandboxServers, wait_until
+from milonga.testing import SandboxServers, TangoEvents, wait_until
 
 DEVICES = Path(__file__).parent / "devices"
 COUNTER = "tests.devices.counter"
@@ -77,27 +76,19 @@ def test_proxy_reaches_the_sandbox_whatever_tango_host_says(
     assert sandbox.trl("test/host/1") == f"tango://{sandbox.tango_host}/test/host/1"
 
 
-def test_change_events_flow_over_loopback_only(sandbox_servers: SandboxServers) -> None:
+def test_change_events_flow_over_loopback_only(
+    sandbox_servers: SandboxServers, tango_events: TangoEvents
+) -> None:
     sandbox_servers.add_device("Counters/events", "Counter", "test/events/1")
     sandbox_servers.start("Counters/events", "tests/devices/counter.py")
     proxy = sandbox_servers.sandbox.proxy("test/events/1")
-    values: list[int] = []
-    third_value = threading.Event()
 
-    def record(event: tango.EventData) -> None:
-        if not event.err and event.attr_value is not None:
-            values.append(event.attr_value.value)
-            if len(values) == 3:
-                third_value.set()
+    tango_events.subscribe(proxy, "value")
+    proxy.Increment()
+    proxy.Increment()
+    tango_events.assert_event(proxy, "value", value=2)
 
-    subscription = proxy.subscribe_event("value", tango.EventType.CHANGE_EVENT, record)
-    try:
-        proxy.Increment()
-        proxy.Increment()
-        assert third_value.wait(WAIT_SECONDS), f"expected 3 change events, got {values}"
-    finally:
-        proxy.unsubscribe_event(subscription)
-
+    values = [event.value for event in tango_events.events(proxy, "value") if event.error is None]
     assert values == [0, 1, 2]
     servers = [p for p in _children() if "Counters/events" in p.cmdline()]
     addresses = {

@@ -2,35 +2,29 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
-import tango
 
-from milonga.testing import EventSystemChange
+from milonga.testing import EventSystemChange, TangoEvents
 from tests.monitor.conftest import COUNTER, EventServers
 
 pytestmark = pytest.mark.requires_pytango10("ApiUtil.query_event_system needs PyTango 10")
 
 
 def test_the_fixture_shows_this_tests_subscription_and_events(
-    event_servers: EventServers, event_system_change: EventSystemChange
+    event_servers: EventServers,
+    event_system_change: EventSystemChange,
+    tango_events: TangoEvents,
 ) -> None:
     counter = event_servers.sandbox.proxy(COUNTER)
-    received = threading.Semaphore(0)
-    subscription = counter.subscribe_event(
-        "value", tango.EventType.CHANGE_EVENT, lambda _: received.release()
-    )
-    try:
-        assert received.acquire(timeout=10)  # the value sent on subscription
-        for _ in range(3):
-            counter.Increment()
-        for _ in range(3):
-            assert received.acquire(timeout=10)
-        report = event_system_change.report()
-        text = event_system_change.render()
-    finally:
-        counter.unsubscribe_event(subscription)
+    start = counter.value
+    tango_events.subscribe(counter, "value")
+    tango_events.assert_event(counter, "value", value=start)  # the value sent on subscription
+    for _ in range(3):
+        counter.Increment()
+    for step in range(1, 4):
+        tango_events.assert_event(counter, "value", value=start + step)
+    report = event_system_change.report()
+    text = event_system_change.render()
 
     (new,) = [s for s in report.new_subscriptions if COUNTER in s.topic]
     assert new.event_count == 3

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import urllib.request
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import tango
@@ -17,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from milonga.monitor import Snapshot, parse_snapshot, query_process
 from milonga.monitor.metrics import stream_labels
 from milonga.prometheus import ProcessEventSystemCollector
-from milonga.testing import SandboxServers, wait_until
+from milonga.testing import SandboxServers, TangoEvents, wait_until
 from tests.monitor.conftest import COUNTER, EventServers
 
 pytestmark = pytest.mark.requires_pytango10("ApiUtil.query_event_system needs PyTango 10.3")
@@ -95,20 +93,16 @@ def steady_scrape(registry: CollectorRegistry) -> tuple[Samples, dict[str, int]]
 
 
 @pytest.fixture
-def subscribed(event_servers: EventServers) -> Iterator[list[Any]]:
-    """This process subscribed to COUNTER's change events; the events it received."""
-    events: list[Any] = []
-    proxy = event_servers.sandbox.proxy(COUNTER)
-    subscription = proxy.subscribe_event("value", tango.EventType.CHANGE_EVENT, events.append)
-    try:
-        wait_until(lambda: len(events) >= 1, "the subscription's first event")
-        yield events
-    finally:
-        proxy.unsubscribe_event(subscription)
+def subscribed(event_servers: EventServers, tango_events: TangoEvents) -> TangoEvents:
+    """This process subscribed to COUNTER's change events, its first event received."""
+    counter = event_servers.sandbox.proxy(COUNTER)
+    tango_events.subscribe(counter, "value")
+    tango_events.assert_event(counter, "value")
+    return tango_events
 
 
 def test_a_client_exports_the_counters_query_process_gives(
-    event_servers: EventServers, subscribed: list[Any]
+    event_servers: EventServers, subscribed: TangoEvents
 ) -> None:
     registry = CollectorRegistry(auto_describe=True)
     registry.register(ProcessEventSystemCollector())
@@ -116,12 +110,12 @@ def test_a_client_exports_the_counters_query_process_gives(
     counter = event_servers.sandbox.proxy(COUNTER)
 
     first, counts = steady_scrape(registry)
-    seen = len(subscribed)
+    seen = len(subscribed.events(counter, "value"))
 
     def three_more() -> bool:
         # A new subscription can lose what is pushed in its first milliseconds: push on.
         counter.Increment()
-        return len(subscribed) >= seen + 3
+        return len(subscribed.events(counter, "value")) >= seen + 3
 
     wait_until(three_more, "three more events")
     second, later = steady_scrape(registry)

@@ -26,6 +26,7 @@ ASSERTIONS = """
 import enum
 import time
 
+import pytest
 import tango
 from tango import DevState
 
@@ -97,6 +98,11 @@ def test_no_event_fails_at_once(tango_events):
     before = time.time()
     tango.DeviceProxy(COUNTER).Increment()
     tango_events.assert_no_event(COUNTER, "value", after=before, during=3600)
+
+
+@pytest.mark.tango_event_health
+def test_health_of_servers_that_do_not_exist():
+    pass
 """
 
 HEALTH = """
@@ -210,8 +216,9 @@ def test_assertions_pass_and_fail_as_a_user_expects(
     pytester: pytest.Pytester, tango_sandbox: TangoSandbox, devices: Devices
 ) -> None:
     source = ASSERTIONS.format(counter=devices.counter, modes=devices.modes)
-    result = run(pytester, tango_sandbox, source, "tango_event_timeout = 60")
-    result.assert_outcomes(passed=4, failed=4)
+    ini = "tango_event_timeout = 60\ntango_event_health_servers = test/plugin/nowhere\n"
+    result = run(pytester, tango_sandbox, source, ini)
+    result.assert_outcomes(passed=4, failed=5)
     failed = {
         line.split("::")[1].split(" ")[0]
         for line in result.outlines
@@ -222,6 +229,7 @@ def test_assertions_pass_and_fail_as_a_user_expects(
         "test_a_wrong_value",
         "test_an_enum_that_never_comes",
         "test_no_event_fails_at_once",
+        "test_health_of_servers_that_do_not_exist",
     }
     result.stdout.fnmatch_lines(
         [
@@ -246,6 +254,8 @@ def test_assertions_pass_and_fail_as_a_user_expects(
             "E * an event of test/plugin/counter/value.change arrived at * s, where none was "
             "expected (for 3600 s, counting events from * s).",
             "E * >*Update*ATTR_VALID*",
+            "*_ test_health_of_servers_that_do_not_exist _*",
+            "tango event health: *test/plugin/nowhere*",
         ]
     )
 
@@ -273,11 +283,13 @@ def test_the_health_check_fails_a_test_whose_callback_loses_events(
     assert "No missed events and no error finding." in healthy
 
 
-def test_the_health_check_warns_instead_when_told(
+def test_the_health_check_of_every_test_warns_instead_when_told(
     pytester: pytest.Pytester, tango_sandbox: TangoSandbox, devices: Devices
 ) -> None:
-    source = HEALTH.format(pusher=devices.pusher)
-    result = run(pytester, tango_sandbox, source, "tango_event_health = warn\n")
+    unmarked = HEALTH.replace("@pytest.mark.tango_event_health\n", "")
+    source = unmarked.format(pusher=devices.pusher)
+    ini = "tango_event_timeout = 60\ntango_event_health = warn\n"
+    result = run(pytester, tango_sandbox, source, ini, "--tango-event-health")
     result.assert_outcomes(passed=2, warnings=1)
     result.stdout.fnmatch_lines(
         ["*TangoEventHealthWarning: the Tango event system was unhealthy during the test:*"]

@@ -27,7 +27,7 @@ import pytest
 if TYPE_CHECKING:
     from milonga.sandbox import TangoSandbox
     from milonga.testing.event_system import EventSystemChange
-    from milonga.testing.health import EventSystemHealth
+    from milonga.testing.health import Baseline, EventSystemHealth
     from milonga.testing.recorder import TangoEvents
     from milonga.testing.servers import SandboxServers
 
@@ -176,13 +176,8 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
         or item.get_closest_marker("tango_event_health") is not None
     ):
         return (yield)
-    from milonga.monitor import MonitorSetupError
-
     health = _health(item.config)
-    try:
-        baseline = health.begin()
-    except MonitorSetupError as error:
-        pytest.fail(f"tango event health: {error}", pytrace=False)
+    baseline = _begin(health)
     try:
         outcome = yield
     except BaseException:  # the test failed: its own failure stays the one reported
@@ -193,6 +188,18 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
     if checkup.problems:
         _unhealthy(item, checkup.problems)
     return outcome
+
+
+def _begin(health: EventSystemHealth) -> Baseline:
+    """The poll before a test; the test fails, saying why, if the servers to poll cannot
+    be found."""
+    from milonga.monitor import MonitorSetupError
+
+    try:
+        return health.begin()
+    except MonitorSetupError as error:
+        message = f"tango event health: {error}"
+    pytest.fail(message, pytrace=False)  # outside the except block: one error, not a chain
 
 
 def _report(item: pytest.Item, text: str) -> None:

@@ -49,6 +49,9 @@ class _Any(enum.Enum):
 ANY_VALUE = _Any.VALUE
 """The default of ``value``: any value, or none (an error event)."""
 
+NO_FIRST_EVENT = frozenset({tango.EventType.DATA_READY_EVENT})
+"""Event types whose subscription sends no event of the current value."""
+
 Since = float | datetime | RecordedEvent | None
 """Where an assertion starts looking: a time (seconds since the epoch, as `time.time`, or
 an aware or local `datetime`), just after a recorded event, or (None) the default."""
@@ -72,7 +75,8 @@ class TangoEvents:
 
     ``timeout`` is how long `subscribe` and `assert_event` wait by default; times in
     failure messages count from ``started`` (seconds since the epoch; default: now).
-    `close` unsubscribes everything; the ``tango_events`` fixture calls it after the test.
+    `close` (or leaving a ``with`` block) unsubscribes everything; the ``tango_events``
+    fixture closes it after the test.
     """
 
     def __init__(self, timeout: float = DEFAULT_TIMEOUT, *, started: float | None = None) -> None:
@@ -90,9 +94,11 @@ class TangoEvents:
     ) -> None:
         """Record every event of the stream from now on, starting with its current value.
 
-        Returns once the stream is connected; raises `EventAssertionError` if it is not
-        within the timeout, quoting the last subscription error, or if subscribing fails
-        in a way no retry mends.  Subscribing to a stream recorded already does nothing.
+        Returns once the stream is connected and its first event (the current value) is
+        recorded, except for data-ready events, which have none; raises
+        `EventAssertionError` if that takes longer than the timeout, quoting the last
+        subscription error, or if subscribing fails in a way no retry mends.  Subscribing
+        to a stream recorded already does nothing.
         """
         __tracebackhide__ = True
         key = stream_key(device, attr_name, event_type)
@@ -109,6 +115,7 @@ class TangoEvents:
             functools.partial(self._record, recording),
             queue_factory=lambda: scheduler.allocate_queue(queue_size=QUEUE_SIZE),
         )
+        deadline = time.monotonic() + self.timeout
         try:
             connected.result(timeout=self.timeout)
         except FutureTimeout:
@@ -120,6 +127,14 @@ class TangoEvents:
             raise EventAssertionError(
                 f"cannot subscribe to {recording.name}: {describe_failure(failure)}"
             ) from None
+        if key.event_type in NO_FIRST_EVENT:
+            return
+        left = max(0.0, deadline - time.monotonic())
+        if self._first(recording, 0, -math.inf, _test(ANY_VALUE, None), left) is None:
+            raise EventAssertionError(
+                f"{recording.name} was connected, but its first event (the current value) did "
+                f"not come within {self.timeout:g} s; raise the ini option tango_event_timeout"
+            )
 
     def assert_event(
         self,
@@ -208,6 +223,12 @@ class TangoEvents:
     def close(self) -> None:
         """Unsubscribe every stream and stop recording.  Idempotent."""
         self._scheduler.shutdown()
+
+    def __enter__(self) -> TangoEvents:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     # -- recording ----------------------------------------------------------------------
 

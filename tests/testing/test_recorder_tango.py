@@ -1,0 +1,129 @@
+"""`TangoEvents` in this process, against a real Counter: what a test author gets wrong,
+error events, and what is left once it is closed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+import tango
+
+from milonga.sandbox import TangoSandbox
+from milonga.scheduler.streams import stream_key, subscription_failed
+from milonga.testing import EventAssertionError, SandboxServers, TangoEvents
+from milonga.testing.recorder import _decoded, _Recording
+from tests.scheduler.helpers import client_topics
+
+COUNTER = "tests.devices.counter"
+CHANGE = tango.EventType.CHANGE_EVENT
+ARCHIVE = tango.EventType.ARCHIVE_EVENT
+
+
+@pytest.fixture
+def counter(sandbox_servers: SandboxServers) -> str:
+    """The full TRL of a running Counter, test/recorder/1, whose value starts at 5."""
+    trl = sandbox_servers.add_device("Recorder/1", "Counter", "test/recorder/1", {"Start": 5})
+    sandbox_servers.start("Recorder/1", COUNTER)
+    return trl
+
+
+@pytest.fixture
+def recorder() -> Iterator[TangoEvents]:
+    """A recorder with the suite's safety timeout, closed after the test."""
+    events = TangoEvents(60.0)
+    try:
+        yield events
+    finally:
+        events.close()
+
+
+def test_events_of_each_type_are_told_apart(counter: str, recorder: TangoEvents) -> None:
+    recorder.subscribe(counter, "value", CHANGE)
+    recorder.subscribe(counter, "value", ARCHIVE)
+    recorder.subscribe(counter, "VALUE", CHANGE)  # the same stream: nothing new
+    tango.DeviceProxy(counter).Increment()
+    with pytest.raises(ValueError, match=r"several types .*ARCHIVE_EVENT, CHANGE_EVENT"):
+        recorder.assert_event(counter, "value", value=6)
+    for event_type in (CHANGE, ARCHIVE):
+        event = recorder.assert_event(counter, "value", value=6, event_type=event_type)
+        kind = event_type.name.removesuffix("_EVENT").lower()
+        assert event.stream == f"test/recorder/1/value.{kind}"
+    values = [event.value for event in recorder.events(counter, "value", CHANGE)]
+    assert values == [5, 6]
+
+
+def test_a_stream_not_subscribed_says_what_to_do(counter: str, recorder: TangoEvents) -> None:
+    with pytest.raises(ValueError, match=r"call tango_events.subscribe\(device, attr_name\)"):
+        recorder.assert_event(counter, "value", value=5)
+    with pytest.raises(ValueError, match=r"value.archive is not recorded"):
+        recorder.events(counter, "value", ARCHIVE)
+
+
+def test_bad_arguments_are_refused_saying_what_was_expected(
+    counter: str, recorder: TangoEvents
+) -> None:
+    recorder.subscribe(counter, "value")
+    with pytest.raises(ValueError, match="within must be a finite number of seconds >= 0"):
+        recorder.assert_event(counter, "value", within=-1)
+    with pytest.raises(TypeError, match="within must be a number of seconds, got str"):
+        recorder.assert_event(counter, "value", within="5")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="after must be a time"):
+        recorder.assert_event(counter, "value", after="now")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"event_type must be a tango\.EventType"):
+        recorder.subscribe(counter, "value", "change")  # type: ignore[arg-type]
+
+
+def test_after_an_event_of_another_stream_is_refused(counter: str, recorder: TangoEvents) -> None:
+    recorder.subscribe(counter, "value", CHANGE)
+    recorder.subscribe(counter, "value", ARCHIVE)
+    archived = recorder.assert_event(counter, "value", event_type=ARCHIVE)
+    with pytest.raises(ValueError, match=r"is not an event of test/recorder/1/value\.change"):
+        recorder.assert_event(counter, "value", event_type=CHANGE, after=archived)
+
+
+def test_a_device_that_never_runs_fails_the_subscription(tango_sandbox: TangoSandbox) -> None:
+    with TangoEvents(0.5) as recorder, pytest.raises(EventAssertionError) as failure:
+        recorder.subscribe(tango_sandbox.trl("test/recorder/nowhere"), "value")
+    assert str(failure.value).startswith(
+        "test/recorder/nowhere/value.change was not connected within 0.5 s"
+    )
+    assert "raise the ini option tango_event_timeout" in str(failure.value)
+
+
+def test_an_error_event_is_recorded_with_its_error_and_matches_no_value() -> None:
+    key = stream_key("tango://127.0.0.1:10000/test/recorder/1", "value", CHANGE)
+    failure = tango.DevFailed(tango.DevError())
+    failure.args[0].reason, failure.args[0].desc = "API_DeviceNotExported", "not\n exported"
+    recorded = _decoded(
+        _Recording(key, "test/recorder/1/value.change"), subscription_failed(key, failure)
+    )
+    assert recorded.error == "API_DeviceNotExported: not exported"
+    assert recorded.value is None
+    assert not recorded.matches(None)
+    assert recorded.describe() == "error: API_DeviceNotExported: not exported"
+
+
+@pytest.mark.requires_pytango10("ApiUtil.query_event_system needs PyTango 10.3")
+def test_closing_leaves_no_subscription(counter: str) -> None:
+    recorder = TangoEvents(60.0)
+    recorder.subscribe(counter, "value")
+    recorder.assert_event(counter, "value", value=5)
+    assert any("test/recorder/1/value" in topic for topic in _topics())
+    recorder.close()
+    recorder.close()
+    assert not any("test/recorder/1/value" in topic for topic in _topics())
+
+
+def test_times_in_failures_count_from_the_start_given(counter: str) -> None:
+    with TangoEvents(60.0, started=time.time() - 100) as recorder:
+        recorder.subscribe(counter, "value")
+        with pytest.raises(EventAssertionError) as failure:
+            recorder.assert_event(counter, "value", value=-1, within=0)
+    (row,) = [line for line in str(failure.value).splitlines() if "SubSuccess" in line]
+    assert float(row.split()[0]) >= 100
+
+
+def _topics() -> list[str]:
+    """The topics this process subscribes to, as cppTango counts them."""
+    return list(client_topics())
