@@ -5,7 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.milonga-installed
 
-# The scheduler's tests again on PyTango 9.5.1, which lacks asynchronous subscription.
+# The scheduler's tests, and those of the tango_events recorder built on it, again on
+# PyTango 9.5.1, which lacks asynchronous subscription.
 # Only the client runs on it: the sandbox's database and device servers need PyTango
 # 10.3 or later and run on $(VENV)'s interpreter (MILONGA_SANDBOX_PYTHON).
 PYTANGO9 := 9.5.1
@@ -41,7 +42,8 @@ pytest: $(STAMP) $(STAMP9)
 	$(BIN)/pytest
 
 pytest-pytango9: $(STAMP) $(STAMP9)
-	MILONGA_SANDBOX_PYTHON='$(abspath $(BIN)/python)' $(BIN9)/pytest tests/scheduler
+	MILONGA_SANDBOX_PYTHON='$(abspath $(BIN)/python)' $(BIN9)/pytest tests/scheduler \
+		tests/testing/test_recorder_tango.py tests/testing/test_matching.py
 
 demo: $(STAMP)
 	$(BIN)/milonga demo

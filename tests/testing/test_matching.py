@@ -22,6 +22,8 @@ from milonga.testing.matching import DESCRIPTION_LIMIT, describe_value, value_ma
 ON, OFF = tango.DevState.ON, tango.DevState.OFF
 NAN = float("nan")
 LABELS = ("IDLE", "BUSY", "DONE")
+STATES = list(tango.DevState.values.values())
+"""Every DevState, as both PyTango 9 (a boost enum, not iterable) and 10 list them."""
 
 
 class Mode(enum.IntEnum):
@@ -288,7 +290,7 @@ scalars = st.one_of(
     st.integers(),
     st.floats(),
     st.text(max_size=20),
-    st.sampled_from(list(tango.DevState)),
+    st.sampled_from(STATES),
     st.sampled_from(list(Mode)),
     st.sampled_from([np.int16(3), np.float32(0.5), np.float32(NAN), np.bool_(True), np.uint64(7)]),
 )
@@ -309,7 +311,9 @@ values = st.recursive(
 @given(values)
 def test_any_value_matches_itself_and_a_copy(value: object) -> None:
     assert value_matches(value, value)
-    assert value_matches(value, copy.deepcopy(value), LABELS)
+    if not (tango.__version_info__ < (10,) and "DevState" in repr(value)):
+        # PyTango 9's boost enums lose their name when deep-copied; events never are
+        assert value_matches(value, copy.deepcopy(value), LABELS)
 
 
 @given(values, values, st.lists(st.text(max_size=5), max_size=4))
