@@ -23,7 +23,8 @@ import benchmarks.lrc
 import benchmarks.monitor
 import benchmarks.raw_pytango
 import benchmarks.report
-import benchmarks.scheduler  # noqa: F401
+import benchmarks.scheduler
+import benchmarks.testing  # noqa: F401
 from benchmarks.harness import (
     REGISTRY,
     Measurement,

@@ -17,7 +17,16 @@ from typing import Any
 import pytest
 import tango
 
-from benchmarks import async_scheduler, exporter, findings, monitor, raw_pytango, report, scheduler
+from benchmarks import (
+    async_scheduler,
+    exporter,
+    findings,
+    monitor,
+    raw_pytango,
+    report,
+    scheduler,
+    testing,
+)
 from benchmarks.__main__ import main
 from benchmarks.harness import (
     REGISTRY,
@@ -302,6 +311,20 @@ def test_busy_queues_compares_the_dispatch_cost_with_one_queue_waiting() -> None
     assert one.unit == busy.unit == "µs"
     assert one.value > 0
     assert busy.baseline == one.value
+
+
+def test_assert_event_is_timed_against_a_raw_callback_waking_a_thread() -> None:
+    metrics = _by_metric(testing.assert_event_wake(rounds=5, repeats=1), "testing_assert_event")
+
+    assert [metric.split(" vs ")[0] for metric in metrics] == [
+        "reception to assert_event's return p50",
+        "reception to assert_event's return p99",
+    ]
+    for measurement in metrics.values():
+        assert measurement.unit == "µs"
+        assert measurement.value > 0
+        assert measurement.baseline is not None
+        assert measurement.baseline > 0
 
 
 def test_handoff_reports_the_schedulers_delay_next_to_raw_pytango() -> None:
