@@ -22,7 +22,7 @@ from milonga.testing.matching import DESCRIPTION_LIMIT, describe_value, value_ma
 ON, OFF = tango.DevState.ON, tango.DevState.OFF
 NAN = float("nan")
 LABELS = ("IDLE", "BUSY", "DONE")
-STATES = list(tango.DevState.values.values())
+STATES = list(tango.DevState.values.values())  # type: ignore[attr-defined]
 """Every DevState, as both PyTango 9 (a boost enum, not iterable) and 10 list them."""
 
 
