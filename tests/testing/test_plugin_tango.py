@@ -300,6 +300,10 @@ def test_the_health_check_of_every_test_warns_instead_when_told(
     ("ini", "message"),
     [
         ("tango_event_timeout = soon", "*tango_event_timeout = 'soon' is not a number*"),
+        (
+            "tango_event_timeout = 0",
+            "*tango_event_timeout = '0' is not a number of seconds above 0*",
+        ),
         ("tango_event_health = maybe", "*tango_event_health = 'maybe' is not one of fail, warn*"),
     ],
 )

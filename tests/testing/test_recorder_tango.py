@@ -5,19 +5,25 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import tango
 
+from milonga.monitor.collector import query_process, set_process_perf_monitoring
 from milonga.sandbox import TangoSandbox
 from milonga.scheduler.streams import stream_key, subscription_failed
-from milonga.testing import EventAssertionError, SandboxServers, TangoEvents
+from milonga.testing import EventAssertionError, SandboxServers, TangoEvents, wait_until
 from milonga.testing.recorder import _decoded, _Recording
 from tests.scheduler.helpers import client_topics
 
 COUNTER = "tests.devices.counter"
 CHANGE = tango.EventType.CHANGE_EVENT
 ARCHIVE = tango.EventType.ARCHIVE_EVENT
+NOT_RUNNING = (
+    "before PyTango 10.1, a server not running yet is told by an error event with no "
+    "event_reason, which no rule tells from the attribute's own first event"
+)
 
 
 @pytest.fixture
@@ -91,6 +97,19 @@ def test_a_device_that_never_runs_fails_the_subscription(tango_sandbox: TangoSan
     assert "raise the ini option tango_event_timeout" in str(failure.value)
 
 
+@pytest.mark.requires_pytango10(NOT_RUNNING)
+def test_a_defined_server_that_does_not_run_fails_the_subscription_saying_why(
+    sandbox_servers: SandboxServers,
+) -> None:
+    trl = sandbox_servers.add_device("Recorder/3", "Counter", "test/recorder/3")
+    with TangoEvents(0.5) as recorder, pytest.raises(EventAssertionError) as failure:
+        recorder.subscribe(trl, "value")
+    assert str(failure.value).startswith(
+        "test/recorder/3/value.change was not connected within 0.5 s; the last attempt "
+        "failed with API_CantConnectToDevice"
+    )
+
+
 def test_an_error_event_is_recorded_with_its_error_and_matches_no_value() -> None:
     key = stream_key("tango://127.0.0.1:10000/test/recorder/1", "value", CHANGE)
     failure = tango.DevFailed(tango.DevError())
@@ -115,6 +134,26 @@ def test_closing_leaves_no_subscription(counter: str) -> None:
     assert not any("test/recorder/1/value" in topic for topic in _topics())
 
 
+@pytest.mark.requires_pytango10("ApiUtil.query_event_system needs PyTango 10.3")
+def test_a_failure_message_leaves_the_process_performance_samples(
+    counter: str, recorder: TangoEvents
+) -> None:
+    """The health check reports the samples of the test's whole call, failures included."""
+    query_process()  # empties the samples taken so far
+    set_process_perf_monitoring(True)
+    try:
+        recorder.subscribe(counter, "value")
+        tango.DeviceProxy(counter).Increment()
+        recorder.assert_event(counter, "value", value=6)
+        with pytest.raises(EventAssertionError, match="reported no missed events"):
+            recorder.assert_event(counter, "value", value=-1, within=0)
+        client = query_process().client
+    finally:
+        set_process_perf_monitoring(False)
+    assert client is not None
+    assert client.perf, "the failure's message emptied the samples"
+
+
 def test_times_in_failures_count_from_the_start_given(counter: str) -> None:
     with TangoEvents(60.0, started=time.time() - 100) as recorder:
         recorder.subscribe(counter, "value")
@@ -127,3 +166,52 @@ def test_times_in_failures_count_from_the_start_given(counter: str) -> None:
 def _topics() -> list[str]:
     """The topics this process subscribes to, as cppTango counts them."""
     return list(client_topics())
+
+
+@pytest.mark.requires_pytango10(NOT_RUNNING)
+def test_subscribing_while_the_server_starts_returns_with_its_current_value(
+    sandbox_servers: SandboxServers,
+) -> None:
+    trl = sandbox_servers.add_device("Recorder/2", "Counter", "test/recorder/2", {"Start": 7})
+    with TangoEvents(600.0) as recorder:
+        subscribing = ThreadPoolExecutor(1)
+        subscribed = subscribing.submit(recorder.subscribe, trl, "value")
+        try:
+            wait_until(lambda: _failed_attempts(recorder, trl), "a failed subscription attempt")
+            sandbox_servers.start("Recorder/2", COUNTER)
+            subscribed.result()
+            values = [event.value for event in recorder.events(trl, "value")]
+        finally:
+            subscribing.shutdown()
+    assert 7 in values, f"subscribe returned before the current value was recorded: {values}"
+
+
+def _failed_attempts(recorder: TangoEvents, trl: str) -> bool:
+    """Whether the recorder holds an error event of ``trl``'s value stream."""
+    try:
+        return any(event.error for event in recorder.events(trl, "value"))
+    except ValueError:  # not registered yet
+        return False
+
+
+@pytest.mark.requires_pytango10("ApiUtil.query_event_system needs PyTango 10.3")
+def test_a_subscription_given_up_after_it_connected_is_withdrawn(
+    counter: str, recorder: TangoEvents
+) -> None:
+    """What `subscribe` does when its time runs out just as the stream connects, or
+    before its first event: nothing stays registered, and subscribing again starts
+    afresh."""
+    key = stream_key(counter, "value", CHANGE)
+    connected = recorder._scheduler.register_event_callback(
+        counter, "value", CHANGE, lambda event: None
+    )
+    connected.result(60)
+    recorder._recordings[key] = _Recording(key, "test/recorder/1/value.change")
+    recorder._withdraw(key, connected)
+    wait_until(
+        lambda: not any(topic.startswith("test/recorder/1/value.") for topic in client_topics()),
+        "the stream to be unsubscribed once its only callback is withdrawn",
+        60,
+    )
+    recorder.subscribe(counter, "value")
+    assert [event.value for event in recorder.events(counter, "value")] == [5]

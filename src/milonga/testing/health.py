@@ -18,6 +18,7 @@ import tango
 
 from milonga.monitor import Analysis, Collector, Poll, PollUpdate, Severity, render_poll
 from milonga.monitor.collector import (
+    CallError,
     MonitorSetupError,
     process_name,
     process_reply,
@@ -49,6 +50,8 @@ class Checkup:
     """One line per subscription that missed events during the test."""
     errors: tuple[str, ...]
     """One line per finding of severity error."""
+    left_on: tuple[str, ...] = ()
+    """One line per server where sampling could not be switched back off."""
 
     @property
     def problems(self) -> tuple[str, ...]:
@@ -62,7 +65,10 @@ class Checkup:
             if self.problems
             else ["No missed events and no error finding."]
         )
-        return "\n".join([*verdict, "", render_poll(self.update.report, self.update.findings)])
+        left_on = [f"  {line}" for line in self.left_on]
+        return "\n".join(
+            [*verdict, *left_on, "", render_poll(self.update.report, self.update.findings)]
+        )
 
 
 class EventSystemHealth:
@@ -70,23 +76,28 @@ class EventSystemHealth:
 
     ``servers`` are names as `tango-event-monitor` takes them: devices, admin devices,
     TRLs or patterns.  They are looked up at the first `begin`, which raises
-    `MonitorSetupError` for a name that names no server.
+    `MonitorSetupError` for a name that names no server.  Sampling a server could not
+    switch back off after a test (it did not answer) is switched off after the next
+    checked test, or by `close`.
     """
 
     def __init__(self, servers: Sequence[str]) -> None:
         self._names = tuple(servers)
         self._collector: Collector | None = None
+        self._left_on: dict[str, MonitoredServer] = {}
+        """Servers where this checker switched sampling on and could not switch it off."""
 
     def begin(self) -> Baseline:
         """Turn sampling on where it is off, and take the poll a test's end compares
         with."""
         collector = self._servers()
         first = self._poll(collector)
-        switched = tuple(
+        off = [
             reply.server
             for reply in first.replies
             if reply.snapshot is not None and not reply.snapshot.perf_monitoring
-        )
+        ]
+        switched = (*off, *(s for s in self._left_on.values() if s not in off))
         self._set_sampling(collector, switched, True)
         return Baseline(self._poll(collector), switched)
 
@@ -97,15 +108,26 @@ class EventSystemHealth:
         try:
             after = self._poll(collector)
         finally:
-            self._set_sampling(collector, baseline.switched, False)
+            failed = self._set_sampling(collector, baseline.switched, False)
         analysis = Analysis()
         analysis.add(baseline.poll)
         update = analysis.add(after)
-        return Checkup(update, _missed(update), _errors(update))
+        left_on = tuple(
+            f"Performance sampling is still on in {admin}, which did not answer ({error}); "
+            "it is switched off after the next checked test, or when the session ends."
+            for admin, error in failed.items()
+        )
+        return Checkup(update, _missed(update), _errors(update), left_on)
 
     def close(self) -> None:
-        """Stop the collector's threads."""
-        if self._collector is not None:
+        """Switch off the sampling left on after a test, where the server answers now,
+        and stop the collector's threads."""
+        if self._collector is None:
+            return
+        try:
+            if self._left_on:
+                self._set_sampling(self._collector, tuple(self._left_on.values()), False)
+        finally:
             self._collector.close()
 
     def _servers(self) -> Collector:
@@ -129,14 +151,26 @@ class EventSystemHealth:
 
     def _set_sampling(
         self, collector: Collector, servers: Sequence[MonitoredServer], enabled: bool
-    ) -> None:
-        """Switch sampling in ``servers`` (this process among them, maybe) to ``enabled``."""
+    ) -> dict[str, CallError]:
+        """Switch sampling in ``servers`` (this process among them, maybe) to ``enabled``;
+        the servers that did not answer, by admin device, with why.  Those left on after
+        switching off are kept in ``_left_on`` until a later attempt succeeds."""
         me = process_name().admin
         if any(server.admin == me for server in servers):
             set_process_perf_monitoring(enabled)
         others = [server for server in servers if server.admin != me]
-        if others:
+        failed = (
             collector.set_perf_monitoring(enabled, others, patience=collector.call_limit)
+            if others
+            else {}
+        )
+        if not enabled:
+            for server in others:
+                if server.admin in failed:
+                    self._left_on[server.admin] = server
+                else:
+                    self._left_on.pop(server.admin, None)
+        return failed
 
 
 def _missed(update: PollUpdate) -> tuple[str, ...]:

@@ -92,16 +92,17 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def event_timeout(config: pytest.Config) -> float:
     """The ini option ``tango_event_timeout``, in seconds; a usage error if it is not a
-    finite number of seconds >= 0."""
+    finite number of seconds above 0 (with 0, every `subscribe` would fail)."""
     text = str(config.getini(TIMEOUT_OPTION)).strip()
     try:
         seconds = float(text)
     except ValueError:
         seconds = math.nan
-    if not 0 <= seconds < math.inf:
+    if not 0 < seconds < math.inf:
         raise pytest.UsageError(
-            f"ini option {TIMEOUT_OPTION} = {text!r} is not a number of seconds; set it "
-            f"to a finite number >= 0, such as {DEFAULT_TIMEOUT}"
+            f"ini option {TIMEOUT_OPTION} = {text!r} is not a number of seconds above 0; "
+            f"set it to a finite number above 0, such as {DEFAULT_TIMEOUT}: it is how long "
+            "subscribe and assert_event wait by default"
         )
     return seconds
 

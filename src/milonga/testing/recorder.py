@@ -15,6 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,11 +23,9 @@ from typing import Any
 
 import tango
 
-from milonga.monitor.collector import query_process
-from milonga.monitor.figures import stream_of_topic
 from milonga.monitor.snapshot import short_name
 from milonga.scheduler import CallbackScheduler
-from milonga.scheduler.streams import StreamKey, device_trl, stream_key
+from milonga.scheduler.streams import CallbackID, StreamKey, device_trl, stream_key
 from milonga.tango_errors import describe_failure
 from milonga.testing.events import Expectation, RecordedEvent, render_events
 from milonga.testing.matching import describe_value
@@ -49,6 +48,8 @@ class _Any(enum.Enum):
 ANY_VALUE = _Any.VALUE
 """The default of ``value``: any value, or none (an error event)."""
 
+MISSED_EVENTS = "API_MissedEvents"
+"""The reason of the error event cppTango sends a callback when events were lost."""
 NO_FIRST_EVENT = frozenset({tango.EventType.DATA_READY_EVENT})
 """Event types whose subscription sends no event of the current value."""
 
@@ -119,8 +120,7 @@ class TangoEvents:
         try:
             connected.result(timeout=self.timeout)
         except FutureTimeout:
-            connected.cancel()
-            self._forget(key)
+            self._withdraw(key, connected)
             raise EventAssertionError(self._not_connected(recording)) from None
         except tango.DevFailed as failure:
             self._forget(key)
@@ -130,7 +130,8 @@ class TangoEvents:
         if key.event_type in NO_FIRST_EVENT:
             return
         left = max(0.0, deadline - time.monotonic())
-        if self._first(recording, 0, -math.inf, _test(ANY_VALUE, None), left) is None:
+        if self._first(recording, 0, -math.inf, _sent_by_tango, left) is None:
+            self._withdraw(key, connected)
             raise EventAssertionError(
                 f"{recording.name} was connected, but its first event (the current value) did "
                 f"not come within {self.timeout:g} s; raise the ini option tango_event_timeout"
@@ -352,11 +353,11 @@ class TangoEvents:
             f"{len(events)} event(s) of {recording.name} recorded, at seconds since the "
             "test started:",
             *render_events(events, self.started, marked=marked),
-            self._missed(recording),
+            self._missed(recording, events),
         ]
 
-    def _missed(self, recording: _Recording) -> str:
-        """Whether the stream's subscription counted missed events, and whether the
+    def _missed(self, recording: _Recording, events: list[RecordedEvent]) -> str:
+        """Whether the stream's subscription reported missed events, and whether the
         recorder dropped any."""
         dropped = sum(
             queue.dropped
@@ -368,7 +369,7 @@ class TangoEvents:
             if dropped
             else ""
         )
-        return _missed_events(recording) + drops
+        return _missed_events(events) + drops
 
     def _not_connected(self, recording: _Recording) -> str:
         """Why ``recording``'s stream is not connected after the timeout."""
@@ -381,34 +382,30 @@ class TangoEvents:
             "the ini option tango_event_timeout."
         )
 
+    def _withdraw(self, key: StreamKey, connected: Future[CallbackID]) -> None:
+        """Forget ``key``'s recording and withdraw its registration: cancelled while it
+        is pending, unregistered if it connected meanwhile.  A later `subscribe` to the
+        stream then starts afresh."""
+        self._forget(key)
+        if not connected.cancel() and connected.exception() is None:
+            self._scheduler.unregister_callback(connected.result())
+
     def _forget(self, key: StreamKey) -> None:
         with self._changed:
             self._recordings.pop(key, None)
 
 
-def _missed_events(recording: _Recording) -> str:
-    """What cppTango counted of missed events on ``recording``'s subscription in this
-    process, from its event system (PyTango 10.3 and later)."""
-    if not hasattr(tango.ApiUtil, "query_event_system"):
-        return (
-            "Whether events were missed is unknown: PyTango "
-            f"{tango.__version__} cannot query its own event system (10.3 can)."
-        )
-    client = query_process().client
-    subscriptions = {} if client is None else client.subscriptions
-    name = recording.name.lower()
-    counts = [
-        subscription.missed_event_count
-        for topic, subscription in subscriptions.items()
-        if stream_of_topic(topic).lower() == name
-    ]
-    if not counts:
-        return "The subscription is no longer in this process's event system."
-    if not any(counts):
+def _missed_events(events: list[RecordedEvent]) -> str:
+    """What cppTango told the stream's callback of missed events: an ``API_MissedEvents``
+    error event for each gap it found in the publisher's event numbers.  Counted from the
+    recorded events, not by querying the event system, which would empty the
+    performance samples that the health check reports."""
+    gaps = sum(1 for event in events if (event.error or "").startswith(f"{MISSED_EVENTS}:"))
+    if not gaps:
         return "Its subscription reported no missed events."
     return (
-        f"Its subscription reported {sum(counts)} gap(s) of missed events: events were "
-        "lost on the way, not late."
+        f"Its subscription reported {gaps} gap(s) of missed events: events were lost on "
+        "the way, not late."
     )
 
 
@@ -479,6 +476,16 @@ def _test(value: object, predicate: Predicate | None) -> Predicate:
         return predicate is None or bool(predicate(event))
 
     return test
+
+
+def _sent_by_tango(event: RecordedEvent) -> bool:
+    """Whether ``event`` tells of the stream rather than of a failed attempt to subscribe
+    to it: cppTango's ``SubFail`` events (PyTango 10.1 and later subscribe asynchronously
+    and go on trying), or the scheduler's (`milonga.scheduler.streams.subscription_failed`,
+    events of no device).  A connected stream's first other event is its current value."""
+    if event.error is None:
+        return True
+    return event.reason != "SubFail" and getattr(event.data, "device", None) is not None
 
 
 def _seconds(name: str, value: object) -> float:
