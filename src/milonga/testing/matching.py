@@ -166,11 +166,13 @@ def _equals(expected: object, actual: object) -> bool:
 
 
 def _numbers_equal(expected: object, actual: object) -> bool:
-    """Whether two numbers are equal, NaN equal to NaN: numpy compares them when it holds
-    both as numbers, else Python's ``==`` does (an int too big for numpy, a Decimal...)."""
-    pair = _numeric_arrays(expected, actual)
-    if pair is not None:
-        return _numeric_arrays_equal(*pair)
+    """Whether two numbers are equal, NaN equal to NaN: Python's ``==`` compares them,
+    but for an ``actual`` numpy float narrower than double, which numpy compares with
+    ``expected`` rounded to its precision (`_numeric_arrays_equal`)."""
+    if isinstance(actual, np.floating) and actual.dtype.itemsize < 8:
+        pair = _numeric_arrays(expected, actual)
+        if pair is not None:
+            return _numeric_arrays_equal(*pair)
     return _equals(expected, actual) or (_is_nan(expected) and _is_nan(actual))
 
 
