@@ -67,6 +67,8 @@ class _Recording:
     name: str
     """``dev/ice/name/attr.change``, as failures name it."""
     events: list[RecordedEvent] = field(default_factory=list)
+    positions: dict[int, int] = field(default_factory=dict)
+    """The index in `events` of each event, by its `id`: where ``after=event`` starts."""
     labels: tuple[str, ...] | None = None
     """The attribute's enum labels, read with its first value; None until then."""
 
@@ -161,10 +163,10 @@ class TangoEvents:
         recording = self._recording(device, attr_name, event_type)
         wait = self.timeout if within is None else _seconds("within", within)
         start, since = self._start(recording, after)
-        expectation = _expectation(recording, value, predicate)
         found = self._first(recording, start, since, _test(value, predicate), wait)
         if found is not None:
             return found
+        expectation = _expectation(recording, value, predicate)
         counted = self._since_text(recording, after, since)
         raise EventAssertionError(
             "\n".join(
@@ -195,10 +197,10 @@ class TangoEvents:
         if after is None:
             after = time.time()
         start, since = self._start(recording, after)
-        expectation = _expectation(recording, value, predicate)
         found = self._first(recording, start, since, _test(value, predicate), wait)
         if found is None:
             return
+        expectation = _expectation(recording, value, predicate)
         counted = self._since_text(recording, after, since)
         raise EventAssertionError(
             "\n".join(
@@ -239,6 +241,7 @@ class TangoEvents:
             recording.labels = _enum_labels(recording.key)
         recorded = _decoded(recording, event)
         with self._changed:
+            recording.positions[id(recorded)] = len(recording.events)
             recording.events.append(recorded)
             self._changed.notify_all()
 
@@ -316,9 +319,9 @@ class TangoEvents:
             return 0, -math.inf
         if isinstance(after, RecordedEvent):
             with self._changed:
-                for index, event in enumerate(recording.events):
-                    if event is after:
-                        return index + 1, -math.inf
+                index = recording.positions.get(id(after))
+            if index is not None and recording.events[index] is after:
+                return index + 1, -math.inf
             raise ValueError(
                 f"after={after.stream} event at {after.received - self.started:.3f} s "
                 f"is not an event of {recording.name}; pass an event this stream's "
