@@ -219,6 +219,7 @@ class TangoEvents:
         event_type: tango.EventType | None = None,
     ) -> list[RecordedEvent]:
         """Every event of the stream recorded so far, oldest first."""
+        __tracebackhide__ = True
         recording = self._recording(device, attr_name, event_type)
         with self._changed:
             return list(recording.events)
@@ -281,6 +282,7 @@ class TangoEvents:
     ) -> _Recording:
         """The recording of the stream; a ValueError saying what to subscribe first if
         it is not recorded, or which event type to name if several are."""
+        __tracebackhide__ = True  # a mistake of the test's, shown at its line
         if event_type is not None:
             key = stream_key(device, attr_name, event_type)
             with self._changed:
@@ -315,6 +317,7 @@ class TangoEvents:
     def _start(self, recording: _Recording, after: Since) -> tuple[int, float]:
         """Where to start looking in ``recording``: an index, and the earliest reception
         time (seconds since the epoch) that counts."""
+        __tracebackhide__ = True  # a mistake of the test's, shown at its line
         if after is None:
             return 0, -math.inf
         if isinstance(after, RecordedEvent):
@@ -493,6 +496,7 @@ def _sent_by_tango(event: RecordedEvent) -> bool:
 
 def _seconds(name: str, value: object) -> float:
     """``value`` as a number of seconds; a ValueError or TypeError naming ``name``."""
+    __tracebackhide__ = True  # a mistake of the test's, shown at its line
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"{name} must be a number of seconds, got {type(value).__name__}")
     if not value >= 0 or math.isinf(value):
