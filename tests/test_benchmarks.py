@@ -212,7 +212,7 @@ def test_the_raw_pytango_baselines_are_registered_before_the_scheduler_benchmark
         *(f"async_{name}" for name in ("fairness", "noop_rate", "handoff")),
     ]
     others = ["monitor_snapshot", "monitor_findings", "exporter", "lrc_round_trip"]
-    others += ["lrc_back_to_back_100", "report"]
+    others += ["lrc_back_to_back_100", "report", "testing_assert_event"]
 
     names = REGISTRY.names
     assert sorted(names) == sorted([*baselines, *compared, *others])

@@ -81,8 +81,10 @@ class EventSystemHealth:
     checked test, or by `close`.
     """
 
-    def __init__(self, servers: Sequence[str]) -> None:
+    def __init__(self, servers: Sequence[str], *, timeout: float = HEALTH_TIMEOUT) -> None:
         self._names = tuple(servers)
+        self._timeout = timeout
+        """Seconds a server has to answer a poll."""
         self._collector: Collector | None = None
         self._left_on: dict[str, MonitoredServer] = {}
         """Servers where this checker switched sampling on and could not switch it off."""
@@ -140,7 +142,7 @@ class EventSystemHealth:
                 )
             selection = select_servers(self._names) if self._names else None
             servers = () if selection is None else selection.servers
-            self._collector = Collector(servers, timeout=HEALTH_TIMEOUT)
+            self._collector = Collector(servers, timeout=self._timeout)
         return self._collector
 
     def _poll(self, collector: Collector) -> Poll:
