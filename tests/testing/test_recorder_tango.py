@@ -187,8 +187,9 @@ def test_failed_attempts_to_subscribe_are_not_taken_for_the_current_value(counte
     from_tango.device = proxy  # as cppTango's events name theirs
     value = tango.EventData()
     value.err, value.reception_date = False, tango.TimeVal.now()
-    value.attr_value = tango.DeviceAttribute()
-    value.attr_value.value, value.attr_value.quality = 7, tango.AttrQuality.ATTR_VALID
+    reading = tango.DeviceAttribute()
+    reading.value, reading.quality = 7, tango.AttrQuality.ATTR_VALID  # type: ignore[attr-defined]
+    value.attr_value = reading  # type: ignore[assignment]  # the stubs say None
     recorder = TangoEvents(60.0)
     try:
         for event in (from_scheduler, from_tango, value):
