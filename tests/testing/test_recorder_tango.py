@@ -171,6 +171,7 @@ def _topics() -> list[str]:
     return list(client_topics())
 
 
+@pytest.mark.requires_pytango10(NOT_RUNNING)
 def test_failed_attempts_to_subscribe_are_not_taken_for_the_current_value(counter: str) -> None:
     """While a server is not running, the stream gets SubFail events, from cppTango
     (PyTango 10.1 and later) or from the scheduler; `subscribe` waits past them for the
