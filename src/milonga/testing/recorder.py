@@ -30,8 +30,6 @@ from milonga.tango_errors import describe_failure
 from milonga.testing.events import Expectation, RecordedEvent, render_events
 from milonga.testing.matching import describe_value
 
-DEFAULT_TIMEOUT = 5.0
-"""Seconds an assertion waits by default: the ini option ``tango_event_timeout``."""
 QUEUE_SIZE = 100_000
 """Events a recorded stream may have waiting to be recorded before the oldest is dropped:
 recording is quick, so only a flood of this size while the process is starved drops any."""
@@ -76,13 +74,14 @@ class _Recording:
 class TangoEvents:
     """Records the events of the streams a test subscribes to, and asserts on them.
 
-    ``timeout`` is how long `subscribe` and `assert_event` wait by default; times in
-    failure messages count from ``started`` (seconds since the epoch; default: now).
+    ``timeout`` is how long `subscribe` and `assert_event` wait by default (the fixture
+    passes the ini option ``tango_event_timeout``); times in failure messages count from
+    ``started`` (seconds since the epoch; default: now).
     `close` (or leaving a ``with`` block) unsubscribes everything; the ``tango_events``
     fixture closes it after the test.
     """
 
-    def __init__(self, timeout: float = DEFAULT_TIMEOUT, *, started: float | None = None) -> None:
+    def __init__(self, timeout: float, *, started: float | None = None) -> None:
         self.timeout = _seconds("timeout", timeout)
         self.started = time.time() if started is None else started
         self._scheduler = CallbackScheduler(name="tango_events")
