@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import tango
 
 
 def describe_failure(failure: tango.DevFailed) -> str:
     """A Tango error stack as text: one ``REASON: description`` line per error, root first."""
-    lines = []
-    for error in failure.args:
-        description = " ".join(str(error.desc).split())
-        lines.append(f"{error.reason}: {description}")
-    return "\n".join(lines) or str(failure)
+    return describe_errors(failure.args) or str(failure)
+
+
+def describe_errors(errors: Iterable[Any]) -> str:
+    """``tango.DevError``s (an error event's ``errors``, a failure's ``args``) as
+    `describe_failure` tells them; empty for none."""
+    return "\n".join(f"{error.reason}: {' '.join(str(error.desc).split())}" for error in errors)
 
 
 def root_cause(failure: tango.DevFailed) -> str:

@@ -182,19 +182,17 @@ def _missed(update: PollUpdate) -> tuple[str, ...]:
     for entry in update.report.entries:
         if entry.report is None:
             continue
-        label = entry.server.admin
-        for change in entry.report.subscription_changes:
-            missed = change.missed_event_count
-            if missed is not None and missed.delta > 0:
-                lines.append(
-                    f"{label}: {stream_of_topic(change.topic)} missed events {missed.delta} time(s)"
-                )
-        for subscription in entry.report.new_subscriptions:
-            if subscription.missed_event_count:
-                lines.append(
-                    f"{label}: {stream_of_topic(subscription.topic)} missed events "
-                    f"{subscription.missed_event_count} time(s)"
-                )
+        rises = [
+            (change.topic, change.missed_event_count.delta)
+            for change in entry.report.subscription_changes
+            if change.missed_event_count is not None
+        ]
+        rises += [(new.topic, new.missed_event_count) for new in entry.report.new_subscriptions]
+        lines += [
+            f"{entry.server.admin}: {stream_of_topic(topic)} missed events {count} time(s)"
+            for topic, count in rises
+            if count > 0
+        ]
     return tuple(lines)
 
 

@@ -26,7 +26,7 @@ import tango
 from milonga.monitor.snapshot import short_name
 from milonga.scheduler import CallbackScheduler
 from milonga.scheduler.streams import CallbackID, StreamKey, device_trl, stream_key
-from milonga.tango_errors import describe_failure
+from milonga.tango_errors import describe_errors, describe_failure
 from milonga.testing.events import Expectation, RecordedEvent, render_events
 from milonga.testing.matching import describe_value
 
@@ -419,27 +419,16 @@ def _decoded(recording: _Recording, event: tango.EventData) -> RecordedEvent:
     received = event.reception_date.totime()
     reason = getattr(event, "event_reason", None)
     reason_name = None if reason is None else reason.name
+    value: object = None
+    quality: str | None = None
+    error: str | None = None
     if event.err:
-        return RecordedEvent(
-            recording.name,
-            received,
-            None,
-            None,
-            reason_name,
-            _first_error(event.errors),
-            recording.labels or (),
-            event,
-        )
-    attr_value = getattr(event, "attr_value", None)
+        error = _first_error(event.errors)
+    elif (attr_value := getattr(event, "attr_value", None)) is not None:
+        value, quality = attr_value.value, attr_value.quality.name
+    labels = recording.labels or ()
     return RecordedEvent(
-        recording.name,
-        received,
-        None if attr_value is None else attr_value.value,
-        None if attr_value is None else attr_value.quality.name,
-        reason_name,
-        None,
-        recording.labels or (),
-        event,
+        recording.name, received, value, quality, reason_name, error, labels, event
     )
 
 
@@ -447,9 +436,7 @@ def _first_error(errors: Any) -> str:
     """The root error of an error event, as ``REASON: description``."""
     if isinstance(errors, tango.DevFailed):
         errors = errors.args
-    for error in errors:
-        return f"{error.reason}: {' '.join(str(error.desc).split())}"
-    return "an error event without an error"
+    return describe_errors(errors).partition("\n")[0] or "an error event without an error"
 
 
 def _enum_labels(key: StreamKey) -> tuple[str, ...]:
